@@ -1,0 +1,106 @@
+"""The ``ecgfoundry`` command line: each command parses its arguments and calls one function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ecgfoundry.data.record import ECGInputError
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+)
+data_app = typer.Typer(no_args_is_help=True, help="Read, summarise, cache and download datasets.")
+app.add_typer(data_app, name="data")
+
+
+class Dataset(str, Enum):
+    ptbxl = "ptbxl"
+    mitdb = "mitdb"
+    vfdb = "vfdb"
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=1, default=str))
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Run the main job on the bundled sample ECGs (offline)."""
+    from ecgfoundry.demo import DEMO_SPEC, run_demo
+
+    rows = run_demo()
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Bundled samples -> model input {DEMO_SPEC}")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+RootOption = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
+FsOption = Annotated[int, typer.Option("--fs", help="Sampling rate to read (PTB-XL: 100 or 500).")]
+
+
+@data_app.command("summary")
+def data_summary(dataset: Dataset, root: RootOption, fs: FsOption = 100) -> None:
+    """Print one JSON object describing a dataset (records, folds, tasks, problems)."""
+    if dataset is Dataset.ptbxl:
+        from ecgfoundry.data import ptbxl
+
+        _print_json(ptbxl.load(root, fs=fs).summary())
+    else:
+        from ecgfoundry.data import arrhythmia
+
+        _print_json(arrhythmia.summary(dataset.value, root))
+
+
+@data_app.command("cache")
+def data_cache(
+    dataset: Dataset,
+    root: RootOption,
+    fs: FsOption = 100,
+    cache_dir: Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")] = None,
+    workers: Annotated[int, typer.Option(help="Processes decoding records.")] = 1,
+) -> None:
+    """Build (or reuse) the preprocessed cache of a dataset and print its location."""
+    if dataset is not Dataset.ptbxl:
+        raise ECGInputError(root, f"caching {dataset.value} is not supported yet; use ptbxl")
+    from ecgfoundry.data import ptbxl
+
+    store = ptbxl.load(root, fs=fs).cache(cache_dir=cache_dir, workers=workers)
+    typer.echo(str(store.path))
+
+
+@data_app.command("download")
+def data_download(
+    dataset: Dataset,
+    dest: Annotated[Path, typer.Option("--dest", help="Folder to download into.")],
+    fs: Annotated[int | None, typer.Option(help="PTB-XL: 100 or 500 Hz records.")] = None,
+) -> None:
+    """Download a dataset from PhysioNet (checksums verified, resumable)."""
+    from ecgfoundry.data.download import download
+
+    typer.echo(str(download(dataset.value, dest, fs=fs)))
+
+
+def main() -> None:
+    """Console-script entry: clear one-line errors for bad input instead of tracebacks."""
+    try:
+        app()
+    except ECGInputError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)

@@ -1,0 +1,454 @@
+"""Readers: WFDB, PhysioNet/CinC challenge (.mat + .hea), NumPy and CSV -> :class:`Record`.
+
+Every reader returns float32 millivolts, canonical lead names where the name is known, the
+source path, and metadata; non-finite samples and flat leads go through
+:func:`ecgfoundry.data.quality.clean` (see its policies). Problems raise
+:class:`ECGInputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import wfdb
+
+from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
+from ecgfoundry.data.record import (
+    Annotations,
+    ECGInputError,
+    Record,
+    canonical_leads,
+    require_known_leads,
+)
+
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "microvolt": 1e-3, "v": 1e3, "nv": 1e-6}
+# Bytes per sample of the WFDB storage formats whose file size follows from the header.
+_BYTES_PER_SAMPLE = {
+    "8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3,
+    "311": 4 / 3,
+}  # fmt: skip
+RECORD_SUFFIXES = (".hea", ".mat", ".dat", ".npy", ".csv")
+
+
+def _mv_scale(unit: str | None, source: Path | str) -> float:
+    key = (unit or "mV").strip().lower()
+    if key not in _TO_MV:
+        raise ECGInputError(source, f"unknown signal unit {unit!r}; expected mV, uV or V")
+    return _TO_MV[key]
+
+
+def _record_base(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".hea", ".dat", ".mat", ".atr") else path
+
+
+def _check_wfdb_sizes(header: wfdb.Record | SimpleNamespace, base: Path) -> None:
+    """Compare each signal file's size with what the header implies."""
+    files: dict[str, list[int]] = {}
+    for i, name in enumerate(header.file_name or []):
+        files.setdefault(name, []).append(i)
+    spf = header.samps_per_frame or [1] * header.n_sig
+    for name, channels in files.items():
+        formats = [str(header.fmt[i]) for i in channels]
+        if any(f not in _BYTES_PER_SAMPLE for f in formats):
+            continue  # compressed or exotic formats: wfdb's own checks apply
+        path = base.parent / name
+        if not path.exists():
+            raise ECGInputError(path, "signal file named in the header does not exist")
+        offset = (header.byte_offset or [0] * header.n_sig)[channels[0]] or 0
+        frame = sum(_BYTES_PER_SAMPLE[f] * spf[i] for f, i in zip(formats, channels, strict=True))
+        expected = offset + math.ceil(header.sig_len * frame)
+        actual = path.stat().st_size
+        if actual < expected or actual > expected + 4:
+            held = int((actual - offset) / frame)
+            problem = (
+                f"header {base.name}.hea says {header.sig_len} samples x {len(channels)} signals "
+                f"(format {'/'.join(sorted(set(formats)))}, {expected} bytes) but the file has "
+                f"{actual} bytes (~{held} samples): "
+            )
+            problem += "truncated signal file" if actual < expected else "header understates length"
+            raise ECGInputError(path, problem)
+
+
+def _quick_header(hea: Path) -> SimpleNamespace | None:
+    """The few header fields the size check needs, parsed without wfdb (~50x faster).
+
+    Returns None for layouts the size check does not cover (multi-segment, no length).
+    """
+    lines = [ln for ln in hea.read_text(errors="replace").splitlines() if ln and ln[0] != "#"]
+    first = lines[0].split() if lines else []
+    if len(first) < 4 or "/" in first[0]:
+        return None
+    n_sig, sig_len = int(first[1]), int(first[3])
+    names, fmts, spfs, offsets = [], [], [], []
+    for line in lines[1 : 1 + n_sig]:
+        name, spec = line.split()[:2]
+        match = re.fullmatch(r"(\d+)(?:x(\d+))?(?::-?\d+)?(?:\+(\d+))?", spec)
+        if match is None:
+            raise ValueError(f"malformed format field {spec!r}")
+        names.append(name)
+        fmts.append(match[1])
+        spfs.append(int(match[2] or 1))
+        offsets.append(int(match[3] or 0))
+    if len(names) != n_sig:
+        raise ValueError(f"header announces {n_sig} signals but lists {len(names)}")
+    return SimpleNamespace(
+        n_sig=n_sig, sig_len=sig_len, file_name=names, fmt=fmts, samps_per_frame=spfs,
+        byte_offset=offsets,
+    )
+
+
+def check_wfdb_files(path: str | Path) -> str | None:
+    """A fast structural check of a WFDB record: None if sound, else the problem in words.
+
+    Checks that the header exists and parses, and that every signal file exists with the size
+    the header implies. It does not decode samples (reading does that).
+    """
+    base = _record_base(path)
+    hea = base.with_suffix(".hea")
+    if not hea.exists():
+        return f"{hea}: WFDB header not found"
+    try:
+        header = _quick_header(hea)
+    except (ValueError, IndexError) as error:
+        return f"{hea}: unreadable WFDB header ({error})"
+    try:
+        if header is not None:
+            _check_wfdb_sizes(header, base)
+    except ECGInputError as error:
+        return str(error)
+    return None
+
+
+def read_wfdb(
+    path: str | Path,
+    *,
+    annotation: str | None = None,
+    sampfrom: int = 0,
+    sampto: int | None = None,
+    nan: NanPolicy = "interpolate",
+    flat: FlatPolicy = "flag",
+) -> Record:
+    """Read a WFDB record (any format ``wfdb`` reads); ``annotation`` is an extension like 'atr'."""
+    base = _record_base(path)
+    if not base.with_suffix(".hea").exists():
+        raise ECGInputError(base.with_suffix(".hea"), "WFDB header not found")
+    whole = sampfrom == 0 and sampto is None
+    try:
+        rec = wfdb.rdrecord(str(base), sampfrom=sampfrom, sampto=sampto)
+    except Exception as error:  # wfdb raises many types; find the cause and name it
+        try:
+            header = wfdb.rdheader(str(base))
+        except Exception as header_error:
+            raise ECGInputError(
+                base.with_suffix(".hea"), f"unreadable WFDB header ({header_error})"
+            ) from error
+        if isinstance(header, wfdb.Record):
+            _check_wfdb_sizes(header, base)
+        raise ECGInputError(base, f"wfdb could not read the signal ({error})") from error
+    if whole and isinstance(rec, wfdb.Record):
+        _check_wfdb_sizes(rec, base)  # catches a header that understates the length
+    if rec.p_signal is None:
+        raise ECGInputError(base, "record has no signal")
+    units = list(rec.units or [None] * rec.n_sig)
+    scale = np.array([_mv_scale(u, base) for u in units], dtype=np.float64)[:, None]
+    signal = (rec.p_signal.T * scale).astype(np.float32)
+    metadata: dict[str, Any] = {
+        "record_name": rec.record_name,
+        "original_leads": list(rec.sig_name),
+        "units": units,
+        "comments": list(rec.comments or []),
+    }
+    if rec.base_date is not None or rec.base_time is not None:
+        metadata["start"] = f"{rec.base_date or ''} {rec.base_time or ''}".strip()
+    annotations = None
+    if annotation:
+        annotations = read_annotations(base, annotation, sampfrom=sampfrom, sampto=sampto)
+    record = Record(
+        signal=signal,
+        fs=float(rec.fs),
+        leads=canonical_leads(rec.sig_name),
+        source=str(base),
+        metadata=metadata,
+        annotations=annotations,
+    )
+    return clean(record, nan=nan, flat=flat)
+
+
+def read_annotations(
+    path: str | Path, extension: str = "atr", *, sampfrom: int = 0, sampto: int | None = None
+) -> Annotations:
+    """WFDB annotations; sample indices are relative to ``sampfrom``."""
+    base = _record_base(path)
+    file = base.parent / f"{base.name}.{extension}"
+    if not file.exists():
+        raise ECGInputError(file, "annotation file not found")
+    try:
+        ann = wfdb.rdann(str(base), extension, sampfrom=sampfrom, sampto=sampto)
+    except Exception as error:
+        raise ECGInputError(file, f"unreadable annotations ({error})") from error
+    notes = tuple((n or "").rstrip("\x00") for n in (ann.aux_note or [""] * len(ann.sample)))
+    return Annotations(
+        sample=np.asarray(ann.sample, dtype=np.int64) - sampfrom,
+        symbol=tuple(ann.symbol),
+        aux_note=notes,
+        fs=float(ann.fs),
+    )
+
+
+def _challenge_header(path: Path) -> dict[str, Any]:
+    lines = path.read_text(errors="replace").splitlines()
+    if not lines:
+        raise ECGInputError(path, "empty header")
+    first = lines[0].split()
+    try:
+        n_sig, fs, n_samples = int(first[1]), float(first[2]), int(first[3])
+    except (IndexError, ValueError) as error:
+        raise ECGInputError(path, f"malformed record line {lines[0]!r}") from error
+    signal_lines = [line.split() for line in lines[1 : 1 + n_sig]]
+    if len(signal_lines) != n_sig or any(len(s) < 9 for s in signal_lines):
+        raise ECGInputError(path, f"header announces {n_sig} signals but lists fewer")
+    gains, baselines, units, names = [], [], [], []
+    for fields in signal_lines:
+        gain_field = fields[2]  # e.g. "4880/mV" or "1000(0)/mV"
+        gain_part, _, unit = gain_field.partition("/")
+        gain_text, _, baseline_text = gain_part.partition("(")
+        gains.append(float(gain_text))
+        adc_zero = int(fields[4])
+        baselines.append(int(baseline_text.rstrip(")")) if baseline_text else adc_zero)
+        units.append(unit or "mV")
+        names.append(" ".join(fields[8:]))
+    comments: dict[str, str] = {}
+    for line in lines[1 + n_sig :]:
+        if line.startswith("#") and ":" in line:
+            key, _, value = line[1:].partition(":")
+            comments[key.strip().lower()] = value.strip()
+    return {
+        "n_sig": n_sig,
+        "fs": fs,
+        "n_samples": n_samples,
+        "gains": gains,
+        "baselines": baselines,
+        "units": units,
+        "names": names,
+        "comments": comments,
+    }
+
+
+def _parse_age(text: str | None) -> float | None:
+    try:
+        age = float(text) if text else None
+    except ValueError:
+        return None
+    return age if age is not None and math.isfinite(age) else None
+
+
+def read_challenge(
+    path: str | Path, *, nan: NanPolicy = "interpolate", flat: FlatPolicy = "flag"
+) -> Record:
+    """Read a PhysioNet/CinC challenge record (``.mat`` with ``val`` + ``.hea`` with #Dx etc.).
+
+    Their header names ``X.mat`` as the signal file, which ``wfdb.rdrecord`` rejects, so the
+    header is parsed here and the gains applied to ``val`` from ``scipy.io.loadmat``.
+    """
+    from scipy.io import loadmat
+
+    base = _record_base(path)
+    hea, mat = base.with_suffix(".hea"), base.with_suffix(".mat")
+    for file in (hea, mat):
+        if not file.exists():
+            raise ECGInputError(file, "file not found (a challenge record needs .hea and .mat)")
+    header = _challenge_header(hea)
+    try:
+        val = loadmat(str(mat))["val"]
+    except Exception as error:
+        raise ECGInputError(mat, f"unreadable .mat file ({error})") from error
+    expected = (header["n_sig"], header["n_samples"])
+    if val.shape != expected:
+        raise ECGInputError(mat, f"'val' has shape {val.shape}, header {hea.name} says {expected}")
+    gains = np.array(header["gains"], dtype=np.float64)[:, None]
+    baselines = np.array(header["baselines"], dtype=np.float64)[:, None]
+    scale = np.array([_mv_scale(u, hea) for u in header["units"]])[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        signal = ((val - baselines) / gains * scale).astype(np.float32)
+    comments = header["comments"]
+    dx = [code.strip() for code in comments.get("dx", "").split(",") if code.strip()]
+    metadata = {
+        "record_name": base.name,
+        "original_leads": header["names"],
+        "age": _parse_age(comments.get("age")),
+        "sex": comments.get("sex"),
+        "dx": dx,
+        "comments": comments,
+    }
+    record = Record(
+        signal=signal,
+        fs=header["fs"],
+        leads=canonical_leads(header["names"]),
+        source=str(base),
+        metadata=metadata,
+    )
+    return clean(record, nan=nan, flat=flat)
+
+
+def _leads_first(array: np.ndarray, n_leads: int, source: str | Path | None) -> np.ndarray:
+    if array.ndim != 2:
+        raise ECGInputError(source, f"expected a 2-D array [leads, samples], got {array.shape}")
+    if array.shape[0] == n_leads:
+        return array
+    if array.shape[1] == n_leads:
+        return array.T
+    raise ECGInputError(source, f"array of shape {array.shape} does not have {n_leads} leads")
+
+
+def read_array(
+    signal: np.ndarray,
+    fs: float,
+    leads: list[str] | tuple[str, ...],
+    *,
+    source: str | Path | None = None,
+    units: str = "mV",
+    allow_unknown_leads: bool = False,
+    nan: NanPolicy = "interpolate",
+    flat: FlatPolicy = "flag",
+) -> Record:
+    """A Record from an in-memory array [leads, samples] (or [samples, leads])."""
+    array = np.asarray(signal)
+    if not np.issubdtype(array.dtype, np.number):
+        raise ECGInputError(source, f"signal must be numeric, got dtype {array.dtype}")
+    if not allow_unknown_leads:
+        require_known_leads(tuple(leads), source)
+    array = _leads_first(array, len(leads), source) * _mv_scale(units, source or "<array>")
+    record = Record(
+        signal=array.astype(np.float32),
+        fs=fs,
+        leads=canonical_leads(list(leads)),
+        source=str(source) if source is not None else None,
+        metadata={"original_leads": list(leads), "units": [units] * len(leads)},
+    )
+    return clean(record, nan=nan, flat=flat)
+
+
+def read_numpy(
+    path: str | Path, fs: float, leads: list[str] | tuple[str, ...], **options: Any
+) -> list[Record]:
+    """Records from an ``.npy`` file: [leads, samples] gives one, [N, leads, samples] gives N."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise ECGInputError(path, f"not a readable .npy array ({error})") from error
+    if array.ndim == 2:
+        return [read_array(array, fs, leads, source=path, **options)]
+    if array.ndim == 3:
+        return [
+            read_array(item, fs, leads, source=f"{path}[{i}]", **options)
+            for i, item in enumerate(array)
+        ]
+    raise ECGInputError(path, f"expected [leads, samples] or [N, leads, samples], got {array.shape}")
+
+
+def read_csv(
+    path: str | Path,
+    fs: float,
+    leads: list[str] | tuple[str, ...] | None = None,
+    **options: Any,
+) -> Record:
+    """A Record from a CSV with one column per lead (rows are samples).
+
+    With a header row the column names are the leads (a leading ``time``/``sample`` column is
+    dropped); without one, ``leads`` names the columns.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        first = path.open().readline()
+    except OSError as error:
+        raise ECGInputError(path, f"cannot open ({error})") from error
+    has_header = any(c.isalpha() for c in first)
+    try:
+        frame = pd.read_csv(path, header=0 if has_header else None)
+    except Exception as error:
+        raise ECGInputError(path, f"unreadable CSV ({error})") from error
+    if has_header and str(frame.columns[0]).strip().lower() in ("time", "t", "sample", "index"):
+        frame = frame.iloc[:, 1:]
+    names = [str(c).strip() for c in frame.columns] if has_header else None
+    if leads is not None:
+        if names is not None and len(leads) != len(names):
+            raise ECGInputError(path, f"{len(leads)} lead names given for {len(names)} columns")
+        names = list(leads)
+    if names is None:
+        raise ECGInputError(path, "CSV has no header row: pass the lead names")
+    try:
+        values = frame.to_numpy(dtype=np.float64)
+    except ValueError as error:
+        raise ECGInputError(path, f"non-numeric values in the signal columns ({error})") from error
+    return read_array(values.T, fs, names, source=path, **options)
+
+
+def is_challenge_header(path: Path) -> bool:
+    """True if a ``.hea`` names a ``.mat`` signal file (the challenge layout)."""
+    with path.open(errors="replace") as handle:
+        handle.readline()
+        return handle.readline().split(" ", 1)[0].endswith(".mat")
+
+
+def read_record(
+    path: str | Path,
+    *,
+    fs: float | None = None,
+    leads: list[str] | tuple[str, ...] | None = None,
+    **options: Any,
+) -> Record:
+    """Read any supported file, choosing the reader by its suffix.
+
+    ``.hea``/``.dat`` (WFDB) and ``.mat`` (challenge) describe themselves; ``.npy`` and
+    ``.csv`` need ``fs`` (and ``leads`` unless the CSV has a header row).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mat" or (suffix == ".hea" and path.exists() and is_challenge_header(path)):
+        return read_challenge(path, **options)
+    if suffix in (".hea", ".dat", ""):
+        return read_wfdb(path, **options)
+    if suffix in (".npy", ".csv"):
+        if fs is None:
+            raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs")
+        if suffix == ".csv":
+            return read_csv(path, fs, leads, **options)
+        if leads is None:
+            raise ECGInputError(path, ".npy files carry no lead names: pass leads")
+        records = read_numpy(path, fs, leads, **options)
+        if len(records) != 1:
+            raise ECGInputError(path, f"holds {len(records)} ECGs; use read_numpy for batches")
+        return records[0]
+    raise ECGInputError(path, f"unsupported file type {suffix!r}; expected one of {RECORD_SUFFIXES}")
+
+
+def find_records(folder: str | Path) -> list[Path]:
+    """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus .npy/.csv."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ECGInputError(folder, "not a folder")
+    found = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.suffix.lower() in (".hea", ".npy", ".csv") and p.is_file()
+    ]
+    return [p for p in found if not any(part.startswith(".") for part in p.parts)]
+
+
+def file_signature(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of each file: what a cache key uses to notice changed sources."""
+    out = []
+    for p in paths:
+        stat = os.stat(p)
+        out.append((str(p), stat.st_size, stat.st_mtime_ns))
+    return out

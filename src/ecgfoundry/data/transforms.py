@@ -1,0 +1,272 @@
+"""Composable preprocessing: each transform maps a :class:`Record` to a Record.
+
+Transforms are frozen dataclasses, so ``config()`` describes a pipeline exactly (the cache
+keys on it). :func:`pipeline_for` builds the pipeline a model's :class:`InputSpec` asks for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from scipy import signal as sps
+
+from ecgfoundry.data.record import ECGInputError, Record, canonical_lead_name
+from ecgfoundry.spec import InputSpec
+
+
+class Transform(Protocol):
+    def __call__(self, record: Record) -> Record: ...
+
+
+def config_of(transform: Any) -> dict[str, Any]:
+    """A JSON-able description of a transform dataclass: its class name and fields."""
+    return {"name": type(transform).__name__, **dataclasses.asdict(transform)}
+
+
+def resample_signal(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling along the last axis (anti-aliased, zero-phase FIR)."""
+    if fs_in == fs_out:
+        return x
+    ratio = Fraction(fs_out).limit_denominator(1000) / Fraction(fs_in).limit_denominator(1000)
+    y = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+    return y.astype(x.dtype, copy=False)
+
+
+def sliding_windows(x: np.ndarray, size: int, stride: int, *, pad: bool = False) -> np.ndarray:
+    """Windows [n, ..., size] along the last axis, ``stride`` samples apart.
+
+    With ``pad`` a final partial window is zero-padded; otherwise it is dropped (and a signal
+    shorter than ``size`` gives zero windows).
+    """
+    if size <= 0 or stride <= 0:
+        raise ValueError(f"size and stride must be positive, got {size}, {stride}")
+    n = x.shape[-1]
+    if pad and (n < size or (n - size) % stride):
+        extra = size - n if n < size else stride - (n - size) % stride
+        x = np.concatenate([x, np.zeros((*x.shape[:-1], extra), dtype=x.dtype)], axis=-1)
+        n = x.shape[-1]
+    if n < size:
+        return np.zeros((0, *x.shape[:-1], size), dtype=x.dtype)
+    view = np.lib.stride_tricks.sliding_window_view(x, size, axis=-1)[..., ::stride, :]
+    return np.ascontiguousarray(np.moveaxis(view, -2, 0))
+
+
+@dataclass(frozen=True)
+class Resample:
+    """Resample to ``fs`` Hz (polyphase); annotations follow."""
+
+    fs: float
+
+    def __call__(self, record: Record) -> Record:
+        if record.fs == self.fs:
+            return record
+        signal = resample_signal(record.signal, record.fs, self.fs)
+        annotations = record.annotations.rescaled(self.fs) if record.annotations else None
+        return record.replace(signal=signal, fs=float(self.fs), annotations=annotations)
+
+
+def _nyquist_check(record: Record, freqs: Sequence[float], what: str) -> None:
+    nyquist = record.fs / 2
+    if any(f <= 0 or f >= nyquist for f in freqs):
+        raise ECGInputError(
+            record.source,
+            f"{what} at {list(freqs)} Hz is impossible at {record.fs:g} Hz (Nyquist {nyquist:g})",
+        )
+
+
+def _zero_phase(record: Record, sos: np.ndarray) -> Record:
+    n = record.n_samples
+    padlen = min(3 * (2 * len(sos) + 1), n - 1)
+    if padlen < 1:
+        raise ECGInputError(record.source, f"{n} samples are too few to filter")
+    filtered = sps.sosfiltfilt(sos, record.signal, axis=-1, padlen=padlen)
+    return record.replace(signal=filtered.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class BandPass:
+    """Zero-phase Butterworth band-pass. An upper edge at or above 95 % of Nyquist is dropped
+    (the filter becomes a high-pass), so one pipeline serves any sampling rate."""
+
+    low: float = 0.5
+    high: float | None = 40.0
+    order: int = 2
+
+    def __call__(self, record: Record) -> Record:
+        high = self.high if self.high and self.high < 0.95 * record.fs / 2 else None
+        if high is None:
+            _nyquist_check(record, [self.low], "high-pass edge")
+            sos = sps.butter(self.order, self.low, "highpass", fs=record.fs, output="sos")
+        else:
+            _nyquist_check(record, [self.low, high], "band-pass edges")
+            sos = sps.butter(self.order, [self.low, high], "bandpass", fs=record.fs, output="sos")
+        return _zero_phase(record, sos)
+
+
+@dataclass(frozen=True)
+class Notch:
+    """Zero-phase notch at the mains frequency (50 or 60 Hz)."""
+
+    freq: float = 50.0
+    quality: float = 30.0
+
+    def __call__(self, record: Record) -> Record:
+        _nyquist_check(record, [self.freq], "notch")
+        b, a = sps.iirnotch(self.freq, self.quality, fs=record.fs)
+        return _zero_phase(record, sps.tf2sos(b, a))
+
+
+@dataclass(frozen=True)
+class RemoveBaseline:
+    """Remove baseline wander: ``highpass`` (Butterworth at ``cutoff`` Hz) or ``median``
+    (subtract a 200 ms then 600 ms median-filtered baseline)."""
+
+    method: Literal["highpass", "median"] = "highpass"
+    cutoff: float = 0.5
+
+    def __call__(self, record: Record) -> Record:
+        if self.method == "highpass":
+            _nyquist_check(record, [self.cutoff], "baseline cut-off")
+            sos = sps.butter(2, self.cutoff, "highpass", fs=record.fs, output="sos")
+            return _zero_phase(record, sos)
+        baseline = record.signal
+        for seconds in (0.2, 0.6):
+            width = int(seconds * record.fs) // 2 * 2 + 1
+            baseline = sps.medfilt(baseline, kernel_size=(1, width))
+        return record.replace(signal=(record.signal - baseline).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """``zscore`` per lead, ``zscore-global``, ``minmax`` per lead to [-1, 1], or ``none``.
+    Flat leads become zeros (no division by ~0)."""
+
+    method: Literal["none", "zscore", "zscore-global", "minmax"] = "zscore"
+    eps: float = 1e-6
+
+    def __call__(self, record: Record) -> Record:
+        x = record.signal.astype(np.float64)
+        if self.method == "none":
+            return record
+        if self.method == "zscore":
+            x = x - x.mean(axis=1, keepdims=True)
+            scale = x.std(axis=1, keepdims=True)
+        elif self.method == "zscore-global":
+            x = x - x.mean()
+            scale = np.full((x.shape[0], 1), x.std())
+        elif self.method == "minmax":
+            low, high = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+            x = x - (low + high) / 2
+            scale = (high - low) / 2
+        else:
+            raise ValueError(f"unknown normalisation {self.method!r}")
+        out = np.where(scale > self.eps, x / np.maximum(scale, self.eps), 0.0)
+        return record.replace(signal=out.astype(np.float32))
+
+
+_DERIVED: dict[str, tuple[tuple[str, float], ...]] = {
+    # Einthoven and Goldberger: every limb lead from leads I and II.
+    "III": (("II", 1.0), ("I", -1.0)),
+    "aVR": (("I", -0.5), ("II", -0.5)),
+    "aVL": (("I", 1.0), ("II", -0.5)),
+    "aVF": (("II", 1.0), ("I", -0.5)),
+}
+
+
+@dataclass(frozen=True)
+class SelectLeads:
+    """Select and reorder leads by name (any spelling).
+
+    A missing limb lead is derived from I and II when ``derive`` (a documented repair, listed
+    in ``metadata["repairs"]``); otherwise ``missing="raise"`` refuses and ``"zero"`` fills
+    zeros (also listed).
+    """
+
+    leads: tuple[str, ...]
+    missing: Literal["raise", "zero"] = "raise"
+    derive: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "leads", tuple(self.leads))
+
+    def __call__(self, record: Record) -> Record:
+        wanted = [canonical_lead_name(n) or n for n in self.leads]
+        if list(record.leads) == wanted:
+            return record
+        index = {name: i for i, name in enumerate(record.leads)}
+        rows, derived, zeroed = [], [], []
+        for name in wanted:
+            if name in index:
+                rows.append(record.signal[index[name]])
+            elif self.derive and name in _DERIVED and {"I", "II"} <= index.keys():
+                rows.append(sum(w * record.signal[index[src]] for src, w in _DERIVED[name]))
+                derived.append(name)
+            elif self.missing == "zero":
+                rows.append(np.zeros(record.n_samples, dtype=np.float32))
+                zeroed.append(name)
+            else:
+                raise ECGInputError(
+                    record.source,
+                    f"lead {name!r} is needed but the record has {list(record.leads)}",
+                )
+        out = record.replace(signal=np.stack(rows).astype(np.float32), leads=tuple(wanted))
+        if derived:
+            out = out.with_repair(kind="leads_derived", leads=derived)
+        if zeroed:
+            out = out.with_repair(kind="leads_zero_filled", leads=zeroed)
+        return out
+
+
+@dataclass(frozen=True)
+class CropPad:
+    """Crop or zero-pad to exactly ``seconds`` (``align``: keep the start, centre or end)."""
+
+    seconds: float
+    align: Literal["start", "center", "end"] = "start"
+
+    def __call__(self, record: Record) -> Record:
+        target = round(self.seconds * record.fs)
+        n = record.n_samples
+        if n == target:
+            return record
+        offset = {"start": 0, "center": abs(n - target) // 2, "end": abs(n - target)}[self.align]
+        if n > target:
+            return record.replace(signal=record.signal[:, offset : offset + target].copy())
+        out = np.zeros((record.n_leads, target), dtype=np.float32)
+        out[:, offset : offset + n] = record.signal
+        return record.replace(signal=out).with_repair(kind="zero_padded", samples=target - n)
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Apply transforms in order."""
+
+    transforms: tuple[Any, ...] = ()
+
+    def __call__(self, record: Record) -> Record:
+        for transform in self.transforms:
+            record = transform(record)
+        return record
+
+    def config(self) -> list[dict[str, Any]]:
+        return [config_of(t) for t in self.transforms]
+
+
+def pipeline_for(spec: InputSpec, *, crop: bool = True) -> Compose:
+    """The preprocessing a model with this input spec needs.
+
+    Leads are selected first (cheapest), then resampled, filtered, cropped/padded to the
+    spec's length (unless ``crop=False``, e.g. to window long records later) and normalised.
+    """
+    steps: list[Any] = [SelectLeads(spec.leads), Resample(spec.fs)]
+    if spec.bandpass is not None:
+        steps.append(BandPass(*spec.bandpass))
+    if crop:
+        steps.append(CropPad(spec.seconds))
+    steps.append(Normalise(spec.normalisation))
+    return Compose(tuple(steps))

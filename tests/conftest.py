@@ -1,0 +1,55 @@
+"""Shared fixtures. Real-data tests use ../shared/data, unpacked once into .cache/shared-data.
+
+Without the shared data those tests skip with the reason, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ECGFOUNDRY_SHARED", REPO.parent / "shared")) / "data"
+UNPACKED = Path(os.environ.get("ECGFOUNDRY_TEST_DATA", REPO / ".cache" / "shared-data"))
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and the shared data is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The unpacked shared datasets (ptbxl/, mitdb/, vfdb/, cinc2020_sample/)."""
+    script = SHARED_DATA / "unpack_all.py"
+    if not script.exists():
+        _missing(f"{script} not found (put the shared folder beside the repo)")
+    done = [UNPACKED / name / ".complete" for name in ("ptbxl", "mitdb", "vfdb", "cinc2020_sample")]
+    if not all(path.exists() for path in done):
+        subprocess.run([sys.executable, str(script), str(UNPACKED)], check=True)
+    return UNPACKED
+
+
+@pytest.fixture(scope="session")
+def ptbxl_root(data_root: Path) -> Path:
+    return data_root / "ptbxl"
+
+
+@pytest.fixture(scope="session")
+def mitdb_root(data_root: Path) -> Path:
+    return data_root / "mitdb"
+
+
+@pytest.fixture(scope="session")
+def vfdb_root(data_root: Path) -> Path:
+    return data_root / "vfdb"
+
+
+@pytest.fixture(scope="session")
+def cinc_root(data_root: Path) -> Path:
+    return data_root / "cinc2020_sample"
