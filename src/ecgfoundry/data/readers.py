@@ -354,6 +354,14 @@ def read_numpy(
     raise ECGInputError(path, f"expected [leads, samples] or [N, leads, samples], got {array.shape}")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_csv(
     path: str | Path,
     fs: float,
@@ -372,7 +380,7 @@ def read_csv(
         first = path.open().readline()
     except OSError as error:
         raise ECGInputError(path, f"cannot open ({error})") from error
-    has_header = any(c.isalpha() for c in first)
+    has_header = not all(_is_number(field) for field in first.strip().split(","))
     try:
         frame = pd.read_csv(path, header=0 if has_header else None)
     except Exception as error:

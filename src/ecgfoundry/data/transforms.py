@@ -199,21 +199,21 @@ class SelectLeads:
         if list(record.leads) == wanted:
             return record
         index = {name: i for i, name in enumerate(record.leads)}
-        rows, derived, zeroed = [], [], []
+        derivable = self.derive and {"I", "II"} <= index.keys()
+        derived = [n for n in wanted if n not in index and derivable and n in _DERIVED]
+        zeroed = [n for n in wanted if n not in index and n not in derived]
+        if zeroed and self.missing == "raise":
+            raise ECGInputError(
+                record.source, f"leads {zeroed} are needed but the record has {list(record.leads)}"
+            )
+        rows = []
         for name in wanted:
             if name in index:
                 rows.append(record.signal[index[name]])
-            elif self.derive and name in _DERIVED and {"I", "II"} <= index.keys():
+            elif name in derived:
                 rows.append(sum(w * record.signal[index[src]] for src, w in _DERIVED[name]))
-                derived.append(name)
-            elif self.missing == "zero":
-                rows.append(np.zeros(record.n_samples, dtype=np.float32))
-                zeroed.append(name)
             else:
-                raise ECGInputError(
-                    record.source,
-                    f"lead {name!r} is needed but the record has {list(record.leads)}",
-                )
+                rows.append(np.zeros(record.n_samples, dtype=np.float32))
         out = record.replace(signal=np.stack(rows).astype(np.float32), leads=tuple(wanted))
         if derived:
             out = out.with_repair(kind="leads_derived", leads=derived)
