@@ -36,7 +36,9 @@ def synthetic(tmp_path: Path, signal: np.ndarray, leads=("I", "II"), fs=100.0) -
 def test_truncated_dat(ptbxl_copy: Path) -> None:
     dat = ptbxl_copy.with_suffix(".dat")
     dat.write_bytes(dat.read_bytes()[:20000])
-    with pytest.raises(ECGInputError, match=r"00001_lr\.dat: .*24000 bytes.*20000 bytes.*truncated"):
+    with pytest.raises(
+        ECGInputError, match=r"00001_lr\.dat: .*24000 bytes.*20000 bytes.*truncated"
+    ):
         read_wfdb(ptbxl_copy)
     assert "truncated" in check_wfdb_files(ptbxl_copy)
 
@@ -101,7 +103,10 @@ def test_unknown_lead_name(tmp_path: Path) -> None:
     kept = read_array(np.ones((2, 100)), 100, ["I", "V13"], allow_unknown_leads=True)
     assert kept.leads == ("I", "V13")
     # A model that needs leads the file lacks: error names the file and what is there.
-    with pytest.raises(ECGInputError, match=r"leads \['II', 'III', 'aVR', .*'V6'\] are needed but the record has \['I', 'V13'\]"):
+    with pytest.raises(
+        ECGInputError,
+        match=r"leads \['II', 'III', 'aVR', .*'V6'\] are needed but the record has \['I', 'V13'\]",
+    ):
         SelectLeads(STANDARD_LEADS)(kept)
 
 

@@ -33,7 +33,7 @@ def tone(freqs: dict[float, float], fs: float, seconds: float, leads=("II",)) ->
 
 def amplitude(x: np.ndarray, fs: float, freq: float) -> float:
     spectrum = np.abs(np.fft.rfft(x)) * 2 / len(x)
-    return float(spectrum[int(round(freq * len(x) / fs))])
+    return float(spectrum[round(freq * len(x) / fs)])
 
 
 @settings(max_examples=40, deadline=None)
@@ -73,7 +73,9 @@ def test_bandpass_high_edge_above_nyquist_becomes_highpass() -> None:
 
 def test_filters_refuse_impossible_frequencies() -> None:
     record = tone({1.0: 1.0}, fs=100, seconds=5).replace(source="rec.hea")
-    with pytest.raises(ECGInputError, match=r"rec\.hea: notch at \[50\] Hz is impossible at 100 Hz"):
+    with pytest.raises(
+        ECGInputError, match=r"rec\.hea: notch at \[50\] Hz is impossible at 100 Hz"
+    ):
         Notch(50)(record)
 
 
@@ -120,7 +122,10 @@ def test_select_leads_reorders_and_derives_limb_leads() -> None:
     expected = [lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2,
                 lead_i - lead_ii / 2, lead_ii - lead_i / 2]  # fmt: skip
     np.testing.assert_allclose(out.signal, np.stack(expected), atol=1e-5)
-    assert out.metadata["repairs"][-1] == {"kind": "leads_derived", "leads": ["III", "aVR", "aVL", "aVF"]}
+    assert out.metadata["repairs"][-1] == {
+        "kind": "leads_derived",
+        "leads": ["III", "aVR", "aVL", "aVF"],
+    }
     zeroed = SelectLeads(("II", "V1"), missing="zero")(record)
     assert np.all(zeroed.signal[1] == 0)
     assert zeroed.metadata["repairs"][-1] == {"kind": "leads_zero_filled", "leads": ["V1"]}

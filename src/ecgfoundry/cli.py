@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +19,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Read, summarise, cache and do
 app.add_typer(data_app, name="data")
 
 
-class Dataset(str, Enum):
+class Dataset(StrEnum):
     ptbxl = "ptbxl"
     mitdb = "mitdb"
     vfdb = "vfdb"
@@ -43,12 +43,21 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Bundled samples -> model input {DEMO_SPEC}")
-    for column in rows[0]:
-        table.add_column(column)
+    table = Table(title="ecgfoundry demo: the bundled sample ECGs", title_justify="left")
+    for column in ("record", "format", "Hz", "leads", "s", "bpm", "labels", "model input"):
+        table.add_column(column, no_wrap=column != "labels")
     for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+        shape = "x".join(str(n) for n in row["model_input"])
+        table.add_row(
+            row["record"], row["format"], f"{row['fs']:g}", str(row["leads"]),
+            f"{row['seconds']:g}", str(row["heart_rate_bpm"] or "-"), row["labels"], shape,
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    console.print(
+        f"model input = {DEMO_SPEC.fs:g} Hz, {DEMO_SPEC.seconds:g} s, "
+        f"{len(DEMO_SPEC.leads)} leads, {DEMO_SPEC.normalisation} (ecgfoundry.demo.DEMO_SPEC)"
+    )
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
@@ -91,16 +100,18 @@ def data_download(
     dest: Annotated[Path, typer.Option("--dest", help="Folder to download into.")],
     fs: Annotated[int | None, typer.Option(help="PTB-XL: 100 or 500 Hz records.")] = None,
 ) -> None:
-    """Download a dataset from PhysioNet (checksums verified, resumable)."""
+    """Download a dataset from PhysioNet (SHA256-verified, resumable: re-run to continue)."""
     from ecgfoundry.data.download import download
 
-    typer.echo(str(download(dataset.value, dest, fs=fs)))
+    typer.echo(str(download(dataset.value, dest, fs=fs, progress="rich")))
 
 
 def main() -> None:
     """Console-script entry: clear one-line errors for bad input instead of tracebacks."""
+    from ecgfoundry.data.download import DownloadError
+
     try:
         app()
-    except ECGInputError as error:
+    except (ECGInputError, DownloadError) as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)

@@ -22,13 +22,13 @@ DEMO_SPEC = InputSpec(fs=100, seconds=10, leads=STANDARD_LEADS, normalisation="z
 
 def _labels(path: Path, metadata: dict[str, Any]) -> str:
     if metadata.get("dx"):
-        return "SNOMED " + ",".join(metadata["dx"])
+        return "SNOMED-CT " + " ".join(metadata["dx"])
     table = sample_labels().set_index("record")
     key = path.relative_to(sample_dir()).with_suffix("").as_posix()
     if key not in table.index:
         return ""
     codes = ast.literal_eval(table.loc[key, "scp_codes"])
-    return ",".join(code for code, likelihood in codes.items() if likelihood > 0) or ",".join(codes)
+    return " ".join(code for code, likelihood in codes.items() if likelihood > 0) or " ".join(codes)
 
 
 def run_demo(spec: InputSpec = DEMO_SPEC) -> list[dict[str, Any]]:
@@ -43,7 +43,7 @@ def run_demo(spec: InputSpec = DEMO_SPEC) -> list[dict[str, Any]]:
         rows.append(
             {
                 "record": path.relative_to(sample_dir()).with_suffix("").as_posix(),
-                "format": "challenge .mat" if path.with_suffix(".mat").exists() else "WFDB",
+                "format": "CinC .mat" if path.with_suffix(".mat").exists() else "WFDB",
                 "fs": record.fs,
                 "leads": record.n_leads,
                 "seconds": round(record.seconds, 2),

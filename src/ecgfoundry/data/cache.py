@@ -165,7 +165,11 @@ def build_cache(
     try:
         meta = _write(tmp, list(items), read, columns, workers)
         meta.update(
-            name=name, key=key, sources=sources_hash, config=config, format=CACHE_FORMAT,
+            name=name,
+            key=key,
+            sources=sources_hash,
+            config=config,
+            format=CACHE_FORMAT,
             complete=True,
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))

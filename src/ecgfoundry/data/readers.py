@@ -99,7 +99,11 @@ def _quick_header(hea: Path) -> SimpleNamespace | None:
     if len(names) != n_sig:
         raise ValueError(f"header announces {n_sig} signals but lists {len(names)}")
     return SimpleNamespace(
-        n_sig=n_sig, sig_len=sig_len, file_name=names, fmt=fmts, samps_per_frame=spfs,
+        n_sig=n_sig,
+        sig_len=sig_len,
+        file_name=names,
+        fmt=fmts,
+        samps_per_frame=spfs,
         byte_offset=offsets,
     )
 
@@ -351,7 +355,9 @@ def read_numpy(
             read_array(item, fs, leads, source=f"{path}[{i}]", **options)
             for i, item in enumerate(array)
         ]
-    raise ECGInputError(path, f"expected [leads, samples] or [N, leads, samples], got {array.shape}")
+    raise ECGInputError(
+        path, f"expected [leads, samples] or [N, leads, samples], got {array.shape}"
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -437,7 +443,9 @@ def read_record(
         if len(records) != 1:
             raise ECGInputError(path, f"holds {len(records)} ECGs; use read_numpy for batches")
         return records[0]
-    raise ECGInputError(path, f"unsupported file type {suffix!r}; expected one of {RECORD_SUFFIXES}")
+    raise ECGInputError(
+        path, f"unsupported file type {suffix!r}; expected one of {RECORD_SUFFIXES}"
+    )
 
 
 def find_records(folder: str | Path) -> list[Path]:

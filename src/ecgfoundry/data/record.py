@@ -122,7 +122,9 @@ class Record:
         if len(set(self.leads)) != len(self.leads):
             raise ECGInputError(self.source, f"duplicate lead names {list(self.leads)}")
         if not (isinstance(self.fs, int | float) and math.isfinite(self.fs) and self.fs > 0):
-            raise ECGInputError(self.source, f"sampling rate must be a positive number, got {self.fs!r}")
+            raise ECGInputError(
+                self.source, f"sampling rate must be a positive number, got {self.fs!r}"
+            )
 
     @property
     def n_leads(self) -> int:
