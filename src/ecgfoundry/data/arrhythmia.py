@@ -175,7 +175,7 @@ def _str_array(values: Sequence[str] | np.ndarray) -> np.ndarray:
     return array if array.size else np.zeros(0, dtype="<U1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WindowSet:
     """Windows of one lead: ``x`` float32 [N, samples] in mV (``x[:, None]`` for a channel axis).
 
