@@ -153,9 +153,10 @@ def test_killed_build_leaves_no_valid_looking_cache(tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-c", script])
     cache_dir = tmp_path / "cache"
     deadline = time.time() + 60
-    while not list(cache_dir.glob(".toy-*.tmp-*/signals.npy")) and time.time() < deadline:
-        time.sleep(0.05)
-    assert list(cache_dir.glob(".toy-*.tmp-*")), "the build never started"
+    while not list(cache_dir.glob(".toy-*.tmp-*")) and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.6)  # mid-way through decoding (each record takes 0.5 s)
+    assert process.poll() is None, "the build finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not [p for p in cache_dir.iterdir() if not p.name.startswith(".")]

@@ -65,16 +65,28 @@ FsOption = Annotated[int, typer.Option("--fs", help="Sampling rate to read (PTB-
 
 
 @data_app.command("summary")
-def data_summary(dataset: Dataset, root: RootOption, fs: FsOption = 100) -> None:
+def data_summary(
+    dataset: Dataset,
+    root: RootOption,
+    fs: Annotated[
+        float | None, typer.Option(help="PTB-XL: 100 or 500 (default 100). mitdb/vfdb: window Hz.")
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="mitdb/vfdb: window length (s).")] = 2.0,
+    stride: Annotated[float | None, typer.Option(help="mitdb/vfdb: stride (s).")] = None,
+    lead: Annotated[str | None, typer.Option(help="mitdb/vfdb: lead name.")] = None,
+) -> None:
     """Print one JSON object describing a dataset (records, folds, tasks, problems)."""
     if dataset is Dataset.ptbxl:
         from ecgfoundry.data import ptbxl
 
-        _print_json(ptbxl.load(root, fs=fs).summary())
-    else:
-        from ecgfoundry.data import arrhythmia
+        _print_json(ptbxl.load(root, fs=int(fs or 100)).summary())
+        return
+    from ecgfoundry.data import arrhythmia
 
-        _print_json(arrhythmia.summary(dataset.value, root))
+    options = {"seconds": seconds, "stride": stride, "lead": lead}
+    if fs is not None:
+        options["fs"] = fs
+    _print_json(arrhythmia.summary(dataset.value, root, **options))
 
 
 @data_app.command("cache")

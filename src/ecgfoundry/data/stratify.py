@@ -1,28 +1,34 @@
 """Nested, seeded, label-stratified training fractions (for label-efficiency curves).
 
-:func:`stratified_order` puts the records in an order in which every prefix is
-label-stratified; :func:`nested_subsets` takes the first ``round(f * N)`` records of that one
-order for each fraction ``f``, so the subsets are nested (10% ⊂ 30% ⊂ 100%) by construction
-and the ordering does not depend on which fractions are asked for.
+:func:`stratified_order` puts the records in one seeded order in which every prefix is
+label-stratified; :func:`nested_subsets` takes the first ``round(f * N)`` records of that order
+for each fraction ``f``. The subsets are therefore nested (10% ⊂ 30% ⊂ 100%) by construction,
+and the order does not depend on which fractions are asked for.
 
-The order comes from a variant of iterative stratification (Sechidis, Tsoumakas & Vlahavas
-2011) into ``n_chunks`` chunks that are laid out in a fixed sequence:
+The order comes from a variant of iterative stratification (Sechidis, Tsoumakas & Vlahavas,
+ECML PKDD 2011) into ``n_chunks`` slots laid out in sequence:
 
-1. Labels are taken rarest first (fewest positives not yet placed). The unplaced positive
-   units of that label, in seeded random order, are spread over the chunks so that the
-   label's *cumulative* count up to each chunk follows its ideal straight line as closely as
-   possible given the positives already placed through rarer labels (a monotone L∞ fit,
-   computed with cumulative max/min; no per-record Python loop).
-2. Units with no positive label are spread the same way by size.
-3. Chunks are concatenated in sequence; units inside a chunk are in seeded random order.
+1. Labels are taken rarest first (fewest positives not yet placed). The unplaced units
+   positive for that label are spread along the sequence so that the label's *cumulative*
+   count tracks its share of the cumulative record count as closely as possible, given what
+   rarer labels already put there (a monotone L∞ fit, done with cumulative max/min: no
+   per-record Python loop). A unit gets a continuous position, slot plus where inside it.
+2. Before spreading, the units are sorted by (size, count of the most frequent label, of the
+   next, ...) and read in bit-reversed (van der Corput) order, so that alike units are spread
+   evenly and the labels they carry along stay balanced too.
+3. Units with no positive label fill in so that the record count follows the labels. Ties
+   in position are broken by the seed.
 
-A label with ``n`` positives thus has about ``f * n`` (typically within one) positives in the
-first ``f`` of the order, and at least one as soon as ``f * n`` is about 0.5 or more. Rare
-labels land at fixed cumulative positions (a single positive sits in the middle chunk); the
-seed chooses *which* records go where.
+Without groups, a label with ``n`` positives then has about ``f * n`` of them (typically
+within one or two) in the first fraction ``f``; rare labels get a positive as soon as
+``f * n`` reaches about one. With patient groups a patient's records move together, so a
+patient with several positives of a label makes small fractions lumpier. On PTB-XL's ``all``
+task (train folds, patient groups) the mean absolute count error per label is ~0.8 records
+against ~4.6 for random whole-patient sampling. The seed decides which records take which
+positions.
 
-A unit is a record, or with ``groups`` (patient ids) all records of one group: a group is
-never split, so a fraction is cut at the group boundary nearest to ``round(f * N)`` records.
+A unit is a record, or with ``groups`` (e.g. patient ids) all records of one group: a group
+is never split, and a fraction is cut at the group boundary nearest to ``round(f * N)``.
 """
 
 from __future__ import annotations
@@ -33,15 +39,54 @@ from collections.abc import Sequence
 import numpy as np
 
 DEFAULT_CHUNKS = 100
-SHIFT = 0.0
-MIX = True
-PASSES = 1
+
+
+def check_fractions(fractions: Sequence[float]) -> list[float]:
+    """The fractions as floats; ValueError unless each is a number in (0, 1]."""
+    if isinstance(fractions, str | bytes) or not isinstance(fractions, Sequence | np.ndarray):
+        raise ValueError(f"fractions must be a sequence of numbers in (0, 1], got {fractions!r}")
+    out = []
+    for f in fractions:
+        if isinstance(f, bool) or not isinstance(f, int | float | np.integer | np.floating):
+            raise ValueError(f"fraction {f!r} is not a number; fractions must be in (0, 1]")
+        value = float(f)
+        if not (math.isfinite(value) and 0.0 < value <= 1.0):
+            raise ValueError(f"fraction {f!r} is outside (0, 1]; e.g. use 0.1 for 10%")
+        out.append(value)
+    return out
+
+
+def _check_labels(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise ValueError(f"labels must be a 2-D array [records, labels], got shape {y.shape}")
+    if y.dtype != bool and not np.issubdtype(y.dtype, np.number):
+        raise ValueError(f"labels must be numeric or boolean, got dtype {y.dtype}")
+    if y.dtype != bool and y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be binary (0/1); found other values")
+    return y.astype(np.int64)
+
+
+def _units(n: int, groups: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """The unit (0..G-1) of each record, and G."""
+    if groups is None:
+        return np.arange(n), n
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != n:
+        raise ValueError(f"groups must be 1-D with one entry per record ({n}), got {groups.shape}")
+    if groups.dtype.kind == "f" and np.isnan(groups).any():
+        raise ValueError("groups contain NaN; give every record a group id")
+    _, unit_of = np.unique(groups, return_inverse=True)
+    unit_of = unit_of.reshape(-1)
+    return unit_of, (int(unit_of.max()) + 1 if n else 0)
 
 
 def _low_discrepancy(n: int, rng: np.random.Generator) -> np.ndarray:
     """A permutation of range(n) whose every prefix samples 0..n-1 evenly (bit reversal).
 
-    A random digital shift (XOR) randomises it without losing the even spread.
+    A random digital shift (XOR) randomises it and keeps the even spread.
     """
     if n <= 1:
         return np.arange(n)
@@ -61,115 +106,78 @@ def _mixed(
     by_frequency: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """The units reordered so that every prefix holds a fair share of each label pattern.
-
-    Sorting by (size, most frequent label, next label, ...) puts alike units together; reading
-    that sorted list in low-discrepancy order spreads each run of alike units evenly.
+    """The units (given in random order) reordered so every prefix has a fair share of each
+    label pattern: sort alike units together, then read the sorted list in bit-reversed order.
     """
     if len(units) <= 2:
         return units
-    keys = counts[units][:, by_frequency] > 0
+    keys = counts[units][:, by_frequency]
     columns = [keys[:, j] for j in range(keys.shape[1] - 1, -1, -1)]
-    ranked = units[np.lexsort([*columns, sizes[units]])]  # stable: ties stay in random order
+    ranked = units[np.lexsort([*columns, sizes[units]])]  # stable: ties keep the random order
     return ranked[_low_discrepancy(len(units), rng)]
 
 
-
-def _check_labels(y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 1:
-        y = y[:, None]
-    if y.ndim != 2:
-        raise ValueError(f"labels must be a 2-D array [records, labels], got shape {y.shape}")
-    if y.dtype == bool:
-        return y.astype(np.int64)
-    if not np.issubdtype(y.dtype, np.number):
-        raise ValueError(f"labels must be numeric or boolean, got dtype {y.dtype}")
-    if y.size and not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be binary (0/1); found other values")
-    return y.astype(np.int64)
-
-
-def check_fractions(fractions: Sequence[float]) -> list[float]:
-    """The fractions as floats; ValueError unless each is a number in (0, 1]."""
-    if isinstance(fractions, str | bytes) or not isinstance(fractions, Sequence | np.ndarray):
-        raise ValueError(f"fractions must be a sequence of numbers in (0, 1], got {fractions!r}")
-    out = []
-    for f in fractions:
-        if isinstance(f, bool) or not isinstance(f, int | float | np.integer | np.floating):
-            raise ValueError(f"fraction {f!r} is not a number; fractions must be in (0, 1]")
-        value = float(f)
-        if not (math.isfinite(value) and 0.0 < value <= 1.0):
-            raise ValueError(f"fraction {f!r} is outside (0, 1]; e.g. use 0.1 for 10%")
-        out.append(value)
-    return out
-
-
-def _units(
-    n: int, groups: np.ndarray | None
-) -> tuple[np.ndarray, int]:
-    """Unit index of each record (0..G-1), and G."""
-    if groups is None:
-        return np.arange(n), n
-    groups = np.asarray(groups)
-    if groups.ndim != 1 or len(groups) != n:
-        raise ValueError(f"groups must be 1-D with one entry per record ({n}), got {groups.shape}")
-    if groups.dtype.kind == "f" and np.isnan(groups).any():
-        raise ValueError("groups contain NaN; give every record a group id")
-    _, unit_of = np.unique(groups, return_inverse=True)
-    unit_of = unit_of.reshape(-1)
-    return unit_of, int(unit_of.max()) + 1 if n else 0
-
-
-def _spread(weights: np.ndarray, total: float, existing: np.ndarray, profile: np.ndarray, shift: float = 0.0) -> np.ndarray:
-    """Chunks for units (in the given order) so that cumulative weight tracks its ideal line.
-
-    ``total`` is the label's whole weight, ``existing`` [K] what chunks already hold; the
-    units carry the rest. Returns the chunk of each unit.
+def _spread(weights: np.ndarray, target: np.ndarray, existing: np.ndarray) -> np.ndarray:
+    """Continuous positions (slot + offset in [0, 1)) for units, in the given order, so that
+    the cumulative weight per slot (``existing`` [K] plus theirs) follows ``target`` [K].
     """
     k = len(existing)
     left = float(weights.sum())
-    gap = total * profile + shift - np.cumsum(existing)
-    gap[-1] = total - existing.sum()  # wanted cumulative additions
+    gap = target - np.cumsum(existing)  # the cumulative weight the units should add
     low = np.clip(np.maximum.accumulate(gap), 0.0, left)
     high = np.clip(np.minimum.accumulate(gap[::-1])[::-1], 0.0, left)
-    fit = (low + high) / 2.0  # the monotone curve closest (L∞) to ``gap``
+    fit = (low + high) / 2.0  # the monotone curve nearest (L∞) to ``gap``
     fit[-1] = left
     middles = np.cumsum(weights) - weights / 2.0
-    return np.minimum(np.searchsorted(fit, middles, side="left"), k - 1)
+    slot = np.minimum(np.searchsorted(fit, middles, side="left"), k - 1)
+    before = np.concatenate(([0.0], fit))[slot]
+    width = fit[slot] - before
+    inside = np.divide(middles - before, width, out=np.full(len(slot), 0.5), where=width > 0)
+    return slot + np.clip(inside, 0.0, 1.0 - 1e-9)
 
 
-def _chunks(counts: np.ndarray, sizes: np.ndarray, n_chunks: int, rng: np.random.Generator, profile=None):
-    if profile is None:
-        profile = np.arange(1, n_chunks + 1) / n_chunks
-    """Chunk of each unit; ``counts`` [G, L] = positive records per unit and label."""
+def _positions(
+    counts: np.ndarray, sizes: np.ndarray, n_chunks: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A position in [0, n_chunks) for each unit; ``counts`` [G, L]: positives per unit."""
     n_units, n_labels = counts.shape
-    chunk = np.full(n_units, -1, dtype=np.int64)
-    held = np.zeros((n_chunks, n_labels))  # positives per chunk and label, placed so far
+    position = np.full(n_units, -1.0)
+    held = np.zeros((n_chunks, n_labels))  # positives per slot and label, placed so far
+    held_size = np.zeros(n_chunks)  # records per slot, placed so far
     totals = counts.sum(axis=0).astype(np.float64)
     remaining = totals.copy()
-    positive = counts.T > 0  # [L, G], rows contiguous for the per-label scans
+    total_size = float(sizes.sum())
+    line = np.arange(1, n_chunks + 1) / n_chunks
+    positive = counts.T > 0  # [L, G]: rows contiguous for the per-label scans
     by_frequency = np.argsort(-totals, kind="stable")
     while True:
         open_labels = np.flatnonzero(remaining > 0)
         if not open_labels.size:
             break
         label = open_labels[np.argmin(remaining[open_labels])]
-        units = rng.permutation(np.flatnonzero(positive[label] & (chunk < 0)))
-        if MIX:
-            units = _mixed(units, counts, sizes, by_frequency, rng)
-        where = _spread(counts[units, label].astype(np.float64), totals[label], held[:, label], profile, SHIFT * (rng.random() - 0.5))
-        chunk[units] = where
-        np.add.at(held, where, counts[units])
+        units = rng.permutation(np.flatnonzero(positive[label] & (position < 0)))
+        units = _mixed(units, counts, sizes, by_frequency, rng)
+        # The label's share of the records placed so far plus those still to come (spread
+        # evenly), so that the label stays proportional to the record count in every prefix.
+        expected = np.cumsum(held_size) + (total_size - held_size.sum()) * line
+        target = totals[label] * expected / total_size
+        target[-1] = totals[label]
+        where = _spread(counts[units, label].astype(np.float64), target, held[:, label])
+        position[units] = where
+        slot = where.astype(np.int64)
+        np.add.at(held, slot, counts[units])
+        np.add.at(held_size, slot, sizes[units])
         remaining -= counts[units].sum(axis=0)
-    rest = rng.permutation(np.flatnonzero(chunk < 0))
-    if MIX:
+    rest = rng.permutation(np.flatnonzero(position < 0))
+    if rest.size:  # units without labels: fill so that the record count follows the labels
         rest = _mixed(rest, counts, sizes, by_frequency, rng)
-    if rest.size:
-        placed = chunk >= 0
-        filled = np.bincount(chunk[placed], weights=sizes[placed], minlength=n_chunks)
-        chunk[rest] = _spread(sizes[rest].astype(np.float64), float(sizes.sum()), filled, profile)
-    return chunk
+        if totals.sum() > 0:
+            target = total_size * np.cumsum(held.sum(axis=1)) / totals.sum()
+        else:
+            target = total_size * line
+        target[-1] = total_size
+        position[rest] = _spread(sizes[rest].astype(np.float64), target, held_size)
+    return position
 
 
 def _ordered_units(
@@ -177,22 +185,18 @@ def _ordered_units(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Record order, and the cumulative record count at the end of each unit in that order."""
     y = _check_labels(y)
-    n = len(y)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     if isinstance(n_chunks, bool) or not isinstance(n_chunks, int | np.integer) or n_chunks < 1:
         raise ValueError(f"n_chunks must be a positive integer, got {n_chunks!r}")
-    rng = np.random.default_rng(seed)
+    n = len(y)
     unit_of, n_units = _units(n, groups)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
     sizes = np.bincount(unit_of, minlength=n_units)
     counts = np.zeros((n_units, y.shape[1]), dtype=np.int64)
     np.add.at(counts, unit_of, y)
-    chunk = _chunks(counts, sizes, int(n_chunks), rng)
-    for _ in range(PASSES - 1):
-        prof = np.cumsum(np.bincount(chunk, weights=sizes, minlength=n_chunks)) / n
-        rng = np.random.default_rng(seed)
-        chunk = _chunks(counts, sizes, int(n_chunks), rng, prof)
-    unit_order = np.lexsort((rng.permutation(n_units), chunk))
+    position = _positions(counts, sizes, int(n_chunks), rng)
+    unit_order = np.lexsort((rng.permutation(n_units), position))
     rank = np.empty(n_units, dtype=np.int64)
     rank[unit_order] = np.arange(n_units)
     order = np.lexsort((np.arange(n), rank[unit_of]))
@@ -207,7 +211,7 @@ def stratified_order(
 ) -> np.ndarray:
     """A seeded permutation of the record indices in which every prefix is label-stratified.
 
-    ``y`` is binary [N, L] (or [N]); with ``groups`` a group's records are contiguous.
+    ``y`` is binary [N, L] (or [N]); with ``groups`` each group's records are contiguous.
     """
     return _ordered_units(y, seed, groups, n_chunks)[0]
 
@@ -221,10 +225,12 @@ def nested_subsets(
 ) -> dict[float, np.ndarray]:
     """Sorted record indices of a label-stratified subset for each fraction in (0, 1].
 
-    Deterministic per ``seed``; nested (a smaller fraction's subset lies inside a larger
-    one's, for any fractions asked for in any calls with the same data and seed); ``1.0`` is
-    everything. Each subset holds ``round(f * N)`` records (at least one unit), or with
-    ``groups`` the whole-group count nearest to it. ValueError for a fraction outside (0, 1].
+    ``y``: binary labels [N, L] (or [N]). Deterministic per ``seed``; nested (a smaller
+    fraction's subset lies inside a larger one's, in one call or across calls with the same
+    data and seed); ``1.0`` gives every record. A subset holds ``round(f * N)`` records (at
+    least one unit); with ``groups`` (one id per record, e.g. patient ids) no group is split
+    and the subset holds the whole-group count nearest to that. Keys are ``float(f)``.
+    Raises ValueError for a fraction outside (0, 1] or non-binary labels.
     """
     wanted = check_fractions(fractions)
     order, ends = _ordered_units(y, seed, groups, n_chunks)
@@ -235,11 +241,11 @@ def nested_subsets(
             out[f] = np.zeros(0, dtype=np.int64)
             continue
         target = max(1, math.floor(f * n + 0.5))
-        i = int(np.searchsorted(ends, target))  # first unit end at or past the target
+        i = int(np.searchsorted(ends, target))  # the first unit end at or past the target
         if i >= len(ends):
             i = len(ends) - 1
         elif i > 0 and target - ends[i - 1] < ends[i] - target:
-            i -= 1  # the boundary before is strictly nearer
+            i -= 1  # the end before is strictly nearer
         out[f] = np.sort(order[: ends[i]])
     return out
 
@@ -251,5 +257,5 @@ def subset(
     groups: np.ndarray | None = None,
     n_chunks: int = DEFAULT_CHUNKS,
 ) -> np.ndarray:
-    """Sorted record indices of one fraction; the same as ``nested_subsets(...)[fraction]``."""
+    """Sorted record indices for one fraction: ``nested_subsets(y, [fraction], ...)``'s."""
     return nested_subsets(y, [fraction], seed, groups, n_chunks)[float(fraction)]
