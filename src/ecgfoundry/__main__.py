@@ -1,0 +1,5 @@
+"""``python -m ecgfoundry`` is the ``ecgfoundry`` command."""
+
+from ecgfoundry.cli import main
+
+main()

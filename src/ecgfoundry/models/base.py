@@ -1,0 +1,102 @@
+"""The interface every model family implements (timm-style).
+
+A family subclasses :class:`ECGModel`, keeps its hyperparameters in a config dataclass that
+subclasses :class:`ModelConfig`, and implements ``forward_features`` (the embedding). The head,
+``forward``, ``reset_head`` and stochastic depth control live here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ecgfoundry.nn.layers import DropPath, drop_path_rates
+from ecgfoundry.spec import InputSpec
+
+
+@dataclass
+class ModelConfig:
+    """Fields every family config has; families add their architecture hyperparameters.
+
+    ``num_classes`` 0 or None means no head (``forward`` returns the embedding).
+    ``labels`` optionally names the outputs. ``spec`` is the input the model expects.
+    """
+
+    num_classes: int | None = None
+    drop_path_rate: float = 0.0
+    labels: list[str] | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {unknown}")
+        return cls(**data)
+
+
+class ECGModel(nn.Module):
+    """Base class: ``forward_features(x) -> [B, D]``, ``forward_head``, ``forward``.
+
+    Input ``x`` is [B, leads, samples] prepared according to :attr:`spec`.
+    """
+
+    family: ClassVar[str] = ""
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.head: nn.Module = nn.Identity()
+
+    # -- to implement ------------------------------------------------------------------------
+    @property
+    def num_features(self) -> int:
+        """Size of the embedding ``forward_features`` returns."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.config.spec)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes or 0
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_head(self, num_classes: int | None, labels: list[str] | None = None) -> None:
+        """A fresh linear head with ``num_classes`` outputs (None/0: no head)."""
+        if labels is not None and num_classes and len(labels) != num_classes:
+            raise ValueError(f"{len(labels)} labels for {num_classes} classes")
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.config.num_classes = num_classes or None
+        self.config.labels = list(labels) if labels else None
+
+    def drop_path_modules(self) -> list[DropPath]:
+        """The DropPath modules in depth order (module registration order)."""
+        return [m for m in self.modules() if isinstance(m, DropPath)]
+
+    def set_drop_path_rate(self, rate: float) -> None:
+        """Stochastic depth rising linearly with depth to ``rate`` (identity in eval mode)."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {rate}")
+        modules = self.drop_path_modules()
+        for module, p in zip(modules, drop_path_rates(rate, len(modules)), strict=True):
+            module.p = p
+        self.config.drop_path_rate = rate

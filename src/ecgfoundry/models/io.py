@@ -1,0 +1,169 @@
+"""Safe checkpoint loading, the project's model folder, and Hugging Face Hub download.
+
+The project's format is a folder with ``config.json`` (family, config, format version) and
+``model.safetensors``. Foreign ``.pt``/``.pth`` files load with ``torch.load(weights_only=True)``
+(plus an allow-list of numpy scalar types some published files contain); anything that needs
+arbitrary unpickling is refused unless ``allow_unsafe=True`` — unpickling can run any code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ecgfoundry import __version__
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+UNSAFE_FLAG = "allow_unsafe=True (CLI: --allow-unsafe)"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that only loads by unpickling arbitrary objects (refused by default)."""
+
+
+# Numpy scalars that training scripts store in checkpoints (e.g. ECGFounder's val_auroc), under
+# their numpy 2 and numpy 1 pickle names.
+_SCALAR = np._core.multiarray.scalar
+_NUMPY_SAFE_GLOBALS: list[Any] = [
+    _SCALAR,
+    (_SCALAR, "numpy.core.multiarray.scalar"),
+    np.dtype,
+    *(type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")),
+]
+
+
+def load_torch_checkpoint(
+    path: str | Path, *, allow_unsafe: bool = False, safe_globals: Iterable[Any] = ()
+) -> Any:
+    """``torch.load`` that never unpickles arbitrary objects unless ``allow_unsafe``.
+
+    ``safe_globals`` adds classes the weights-only unpickler may build (e.g. a stand-in for a
+    config class pickled by the original training code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    allowed = [*_NUMPY_SAFE_GLOBALS, *safe_globals]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not allow_unsafe:
+            found = re.search(r"GLOBAL (\S+)", str(error))
+            needs = f" (it needs {found[1]})" if found else ""
+            raise UnsafeCheckpointError(
+                path,
+                f"this checkpoint holds Python objects that only load by unpickling{needs}, "
+                "which can run arbitrary code from the file. Load it only if you trust its "
+                f"source, with {UNSAFE_FLAG}.",
+            ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(path, f"not a readable torch checkpoint ({error})") from error
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_state_dict_strict(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str | Path
+) -> None:
+    """Load every model tensor from ``state`` and use every ``state`` tensor, or raise listing
+    the missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+            if items:
+                shown = ", ".join(items[:20]) + (
+                    f" ... (+{len(items) - 20})" if len(items) > 20 else ""
+                )
+                parts.append(f"{len(items)} {title}: {shown}")
+        raise CheckpointError(source, "checkpoint does not match the model; " + "; ".join(parts))
+    model.load_state_dict(dict(state), strict=True)
+
+
+def save_model(model: Any, folder: str | Path) -> Path:
+    """Write the project's format (``config.json`` + ``model.safetensors``) atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        config = {
+            "family": model.family,
+            "format_version": FORMAT_VERSION,
+            "ecgfoundry_version": __version__,
+            "config": model.config.to_dict(),
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        if folder.exists():
+            os.rename(folder, old)
+        os.rename(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_model_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The config.json content and the weights of a model folder, with clear errors."""
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(
+                path,
+                "not found (a model folder holds config.json and model.safetensors; "
+                "convert a published checkpoint with `ecgfoundry convert` first)",
+            )
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(config_path, f"invalid JSON ({error})") from error
+    if config.get("format_version") != FORMAT_VERSION or "family" not in config:
+        raise CheckpointError(config_path, "not an ecgfoundry model config (format_version 1)")
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types
+        raise CheckpointError(weights_path, f"unreadable safetensors ({error})") from error
+    return config, weights
+
+
+def download_from_hub(
+    repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None
+) -> Path:
+    """A local snapshot of a Hugging Face Hub model repository (uses the HF cache; honours
+    ``HF_HUB_OFFLINE=1``, in which case the snapshot must already be cached)."""
+    from huggingface_hub import snapshot_download
+
+    path = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+    return Path(path)

@@ -1,0 +1,166 @@
+"""One registry of model presets: ``create_model``, ``load_model``, ``list_models``.
+
+A family file registers its presets with :func:`register_model` (name, model class, config
+overrides). ``create_model(name, num_classes=..., drop_path_rate=..., **overrides)`` builds one;
+``load_model(path)`` reads the project's model folder (or a Hub repository).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecgfoundry.models.base import ECGModel
+from ecgfoundry.models.io import (
+    CheckpointError,
+    download_from_hub,
+    load_state_dict_strict,
+    read_model_folder,
+    save_model,
+)
+
+HUB_PREFIX = "hf-hub:"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A named preset: a family's model class plus the config values that define the size."""
+
+    name: str
+    model_class: type[ECGModel]
+    preset: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    weights: str | None = None  # where published weights come from (for people, not fetched)
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_FAMILIES: dict[str, type[ECGModel]] = {}
+
+
+def register_model(
+    name: str,
+    model_class: type[ECGModel],
+    *,
+    description: str = "",
+    weights: str | None = None,
+    **preset: Any,
+) -> None:
+    """Register a preset (``name`` must be new; ``preset`` are config field values)."""
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    _FAMILIES.setdefault(model_class.family, model_class)
+    _MODELS[name] = ModelEntry(name, model_class, dict(preset), description, weights)
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(model_names())}")
+    return _MODELS[name]
+
+
+def family_class(family: str) -> type[ECGModel]:
+    if family not in _FAMILIES:
+        raise KeyError(f"unknown model family {family!r}; known: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[family]
+
+
+def build_config(name: str, **overrides: Any) -> Any:
+    """The config a preset gives, with ``overrides`` applied."""
+    entry = model_entry(name)
+    return entry.model_class.config_class.from_dict({**entry.preset, **overrides})
+
+
+def create_model(
+    name: str,
+    pretrained: bool | str | Path = False,
+    num_classes: int | None = None,
+    drop_path_rate: float = 0.0,
+    **overrides: Any,
+) -> ECGModel:
+    """Build a registered model.
+
+    ``pretrained``: a model folder (or ``hf-hub:org/repo``) whose weights to load into this
+    architecture. ``num_classes`` None keeps the preset's head; 0 removes it; another number
+    puts a fresh head on a pretrained body. ``overrides`` set any config field.
+    """
+    config = build_config(name, **overrides)
+    model = model_entry(name).model_class(config)
+    if pretrained:
+        if pretrained is True:
+            raise ValueError(f"{name}: pass a model folder or hf-hub:ORG/REPO as pretrained")
+        source = load_model(pretrained)
+        load_state_dict_strict(model, _without_head(source.state_dict(), model), pretrained)
+    if num_classes is not None:
+        model.reset_head(num_classes)
+    if drop_path_rate:
+        model.set_drop_path_rate(drop_path_rate)
+    return model
+
+
+def _without_head(state: dict[str, torch.Tensor], model: ECGModel) -> dict[str, torch.Tensor]:
+    """Body weights from ``state`` plus the head of ``model`` (heads differ between tasks)."""
+    body = {k: v for k, v in state.items() if not k.startswith("head.")}
+    return body | {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+
+
+def load_model(path: str | Path) -> ECGModel:
+    """A model from the project's folder format, or ``hf-hub:ORG/REPO[@REVISION]``."""
+    text = str(path)
+    if text.startswith(HUB_PREFIX):
+        repo, _, revision = text[len(HUB_PREFIX) :].partition("@")
+        path = download_from_hub(repo, revision=revision or None)
+    config, weights = read_model_folder(path)
+    try:
+        model_class = family_class(config["family"])
+    except KeyError as error:
+        raise CheckpointError(path, str(error)) from error
+    model = model_class(model_class.config_class.from_dict(config["config"]))
+    load_state_dict_strict(model, weights, path)
+    return model.eval()
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Each preset with its family, parameter count, input spec and description."""
+    rows = []
+    for name in model_names():
+        entry = _MODELS[name]
+        with torch.device("meta"):  # count without allocating weights
+            model = entry.model_class(build_config(name))
+        rows.append(
+            {
+                "name": name,
+                "family": entry.model_class.family,
+                "parameters": count_parameters(model),
+                "num_classes": model.num_classes,
+                "spec": model.config.spec,
+                "description": entry.description,
+                "weights": entry.weights,
+            }
+        )
+    return rows
+
+
+__all__ = [
+    "ModelEntry",
+    "build_config",
+    "count_parameters",
+    "create_model",
+    "family_class",
+    "list_models",
+    "load_model",
+    "model_entry",
+    "model_names",
+    "register_model",
+    "save_model",
+]

@@ -1,0 +1,100 @@
+"""The command-line contracts, run as a user runs them (``python -m ecgfoundry ...``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from test_ptbxl import copy_records
+
+from ecgfoundry.data import ptbxl
+
+
+def ecgfoundry(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ecgfoundry", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_demo_json() -> None:
+    result = ecgfoundry("demo", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["record"]: row for row in json.loads(result.stdout)}
+    assert len(rows) == 7
+    assert all(row["model_input"] == [12, 1000] for row in rows.values())
+    assert rows["cinc2020/E00009"]["fs"] == 500  # resampled to the 100 Hz input
+    assert rows["ptbxl/00010_lr"]["labels"] == "NORM"
+    assert rows["ptbxl/00017_lr"]["heart_rate_bpm"] > 120  # tachycardic atrial flutter
+    assert all(40 <= row["heart_rate_bpm"] <= 160 for row in rows.values())
+
+
+def test_demo_table() -> None:
+    result = ecgfoundry("demo")
+    assert result.returncode == 0, result.stderr
+    assert "ptbxl/00008_lr" in result.stdout and "12x1000" in result.stdout
+
+
+def test_ptbxl_summary_contract(ptbxl_root: Path) -> None:
+    result = ecgfoundry("data", "summary", "ptbxl", "--root", ptbxl_root)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 19592 and summary["patients"] > 16000
+    assert list(summary["folds"]) == [str(f) for f in range(1, 11)]
+    assert summary["folds"]["10"] == 0 and summary["folds"]["9"] == 2181
+    labels = {name: task["labels"] for name, task in summary["tasks"].items()}
+    assert labels == {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5,
+                      "form": 19, "rhythm": 12}  # fmt: skip
+    for task in summary["tasks"].values():
+        assert set(task) == {"labels", "train", "val", "test"} and task["test"] == 0
+    assert summary["missing_records"] == [] and summary["unreadable_records"] == []
+
+
+def test_summary_of_a_damaged_copy_lists_problems_and_exits_0(ptbxl_root: Path, tmp_path: Path):
+    ids = [1, 2, 3, 4, 5, 6]
+    copy_records(ptbxl_root, tmp_path, ids)
+    (tmp_path / "records100/00000/00002_lr.dat").unlink()
+    dat = tmp_path / "records100/00000/00005_lr.dat"
+    dat.write_bytes(dat.read_bytes()[:1000])
+    result = ecgfoundry("data", "summary", "ptbxl", "--root", tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 4 and summary["missing_records"] == [2]
+    (entry,) = summary["unreadable_records"]
+    assert entry["ecg_id"] == 5 and "00005_lr.dat" in entry["problem"]
+
+
+def test_cache_command_builds_then_reuses(ptbxl_root: Path, tmp_path: Path) -> None:
+    copy_records(ptbxl_root, tmp_path / "copy", [1, 2, 3])
+    args = ("data", "cache", "ptbxl", "--root", tmp_path / "copy", "--cache-dir", tmp_path / "c")
+    first = ecgfoundry(*args)
+    assert first.returncode == 0, first.stderr
+    path = Path(first.stdout.strip())
+    signals = np.load(path / "signals.npy", mmap_mode="r")
+    assert signals.shape == (3, 12, 1000) and path.parent == tmp_path / "c"
+    mtime = (path / "signals.npy").stat().st_mtime_ns
+    second = ecgfoundry(*args)
+    assert Path(second.stdout.strip()) == path
+    assert (path / "signals.npy").stat().st_mtime_ns == mtime  # reused, not rebuilt
+    db = ptbxl.load(tmp_path / "copy")
+    np.testing.assert_array_equal(signals[1], db.read(2).signal)
+
+
+def test_arrhythmia_summaries(vfdb_root: Path, mitdb_root: Path) -> None:
+    vfdb = json.loads(ecgfoundry("data", "summary", "vfdb", "--root", vfdb_root).stdout)
+    assert vfdb["subjects"] == 22 and set(vfdb["va"]["classes"]) == {"va", "other"}
+    assert vfdb["va"]["classes"]["va"] > 1000
+    mitdb = ecgfoundry("data", "summary", "mitdb", "--root", mitdb_root, "--seconds", "4")
+    summary = json.loads(mitdb.stdout)
+    assert summary["window_seconds"] == 4 and summary["subjects"] >= 44
+    assert set(summary["beat"]["classes"]) == {"N", "S", "V", "F", "Q"}
+
+
+def test_bad_input_gives_one_line_error_and_status_2(tmp_path: Path) -> None:
+    result = ecgfoundry("data", "summary", "ptbxl", "--root", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'ptbxl_database.csv'}: " + (
+        "not found (is this the root of a PTB-XL copy?)"
+    )
+    assert "Traceback" not in result.stderr
