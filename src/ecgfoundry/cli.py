@@ -6,11 +6,16 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 import typer
 
 from ecgfoundry.data.record import ECGInputError
+
+if TYPE_CHECKING:
+    from ecgfoundry.inference import Inputs
+    from ecgfoundry.models import ECGModel
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
@@ -118,12 +123,133 @@ def data_download(
     typer.echo(str(download(dataset.value, dest, fs=fs, progress="rich")))
 
 
+models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
+app.add_typer(models_app, name="models")
+
+
+class Family(StrEnum):
+    ecgfounder = "ecgfounder"
+    ecgfm = "ecgfm"
+    hubert_ecg = "hubert-ecg"
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every architecture preset with its parameter count and input spec."""
+    from ecgfoundry.models import list_models
+
+    rows = list_models()
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        spec = row["spec"]
+        typer.echo(
+            f"{row['name']:<22} {row['family']:<11} {row['parameters'] / 1e6:8.2f} M  "
+            f"{spec['fs']:g} Hz x {spec['seconds']:g} s x {len(spec['leads'])} leads  "
+            f"{row['description']}"
+        )
+
+
+UnsafeOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsafe",
+        help="Allow unpickling Python objects (can run code from the file): trusted files only.",
+    ),
+]
+
+
+@app.command()
+def convert(
+    family: Family,
+    checkpoint: Annotated[Path, typer.Argument(help="Published checkpoint file or folder.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the ecgfoundry model folder.")],
+    config: Annotated[
+        Path | None, typer.Option(help="JSON with architecture hyperparameters to use/override.")
+    ] = None,
+    allow_unsafe: UnsafeOption = False,
+) -> None:
+    """Convert a published checkpoint into ecgfoundry's folder (config.json + safetensors)."""
+    from ecgfoundry.models import hubert, net1d, save_model, wav2vec2
+
+    module = {"ecgfounder": net1d, "ecgfm": wav2vec2, "hubert-ecg": hubert}[family.value]
+    overrides = json.loads(config.read_text()) if config else None
+    model = module.convert_checkpoint(checkpoint, overrides=overrides, allow_unsafe=allow_unsafe)
+    typer.echo(str(save_model(model, out_dir)))
+
+
+ModelArgument = Annotated[str, typer.Argument(help="A model folder or a registry name.")]
+InputArgument = Annotated[
+    Path, typer.Argument(help="A record file, a folder of records, or an .npy [N, leads, samples].")
+]
+InputFsOption = Annotated[float | None, typer.Option("--fs", help="Sampling rate of .npy/.csv.")]
+LeadsOption = Annotated[
+    str | None, typer.Option("--leads", help="Comma-separated lead names of .npy/.csv input.")
+]
+NoPreprocessOption = Annotated[
+    bool, typer.Option("--no-preprocess", help="Feed arrays as they are (no resampling etc.).")
+]
+
+
+def _inputs(
+    model_name: str, source: Path, fs: float | None, leads: str | None, no_preprocess: bool
+) -> tuple[ECGModel, Inputs]:
+    from ecgfoundry import inference
+
+    model = inference.resolve_model(model_name)
+    lead_names = [name.strip() for name in leads.split(",")] if leads else None
+    records = inference.load_inputs(source, fs=fs, leads=lead_names)
+    return model, inference.prepare(model, records, preprocess=not no_preprocess)
+
+
+@app.command()
+def embed(
+    model: ModelArgument,
+    source: InputArgument,
+    out: Annotated[Path, typer.Option("--out", help="Output .npy [records, D].")],
+    fs: InputFsOption = None,
+    leads: LeadsOption = None,
+    no_preprocess: NoPreprocessOption = False,
+) -> None:
+    """Write one embedding per record (mean over the model's input windows)."""
+    from ecgfoundry import inference
+
+    network, inputs = _inputs(model, source, fs, leads, no_preprocess)
+    embeddings = inference.embed(network, inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, embeddings)
+    typer.echo(f"{out}: {embeddings.shape[0]} records x {embeddings.shape[1]} features")
+
+
+@app.command()
+def predict(
+    model: ModelArgument,
+    source: InputArgument,
+    out: Annotated[Path, typer.Option("--out", help="Output .npy, .csv or .json.")],
+    fs: InputFsOption = None,
+    leads: LeadsOption = None,
+    no_preprocess: NoPreprocessOption = False,
+    aggregate: Annotated[str, typer.Option(help="Over windows: mean or max.")] = "mean",
+) -> None:
+    """Write per-label probabilities for each record."""
+    from ecgfoundry import inference
+
+    network, inputs = _inputs(model, source, fs, leads, no_preprocess)
+    probabilities = inference.predict_proba(network, inputs, aggregate=aggregate)
+    labels = inference.label_names(network)
+    typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
+
+
 def main() -> None:
     """Console-script entry: clear one-line errors for bad input instead of tracebacks."""
     from ecgfoundry.data.download import DownloadError
+    from ecgfoundry.models.io import CheckpointError
 
     try:
         app()
-    except (ECGInputError, DownloadError) as error:
+    except (ECGInputError, DownloadError, CheckpointError) as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)

@@ -1,0 +1,166 @@
+"""Embed and predict on people's own ECG files, preprocessed as the model's input spec says.
+
+Records longer than the model's input are cut into consecutive windows of the input length;
+a record's embedding is the mean of its windows' embeddings and its prediction the mean (or
+max) of its windows' probabilities. Shorter records are zero-padded (listed as a repair).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ecgfoundry.data.readers import find_records, read_numpy, read_record
+from ecgfoundry.data.record import ECGInputError, Record
+from ecgfoundry.data.transforms import CropPad, pipeline_for, sliding_windows
+from ecgfoundry.models.base import ECGModel
+from ecgfoundry.models.registry import create_model, load_model, model_names
+
+Aggregate = Literal["mean", "max"]
+
+
+@dataclass
+class Inputs:
+    """Model-ready windows [W, leads, samples] and, per window, the record it came from."""
+
+    windows: np.ndarray
+    owner: np.ndarray  # int [W]: index into ``ids``
+    ids: list[str]
+    repairs: dict[str, list[str]] = field(default_factory=dict)
+
+
+def resolve_model(name_or_path: str | Path) -> ECGModel:
+    """A model folder, ``hf-hub:ORG/REPO``, or a registry name (random weights: warns)."""
+    text = str(name_or_path)
+    if Path(text).exists() or text.startswith("hf-hub:"):
+        return load_model(text)
+    if text in model_names():
+        print(f"warning: {text} is a bare architecture with random weights", file=sys.stderr)
+        return create_model(text).eval()
+    raise ECGInputError(text, f"neither a model folder nor a registered model ({model_names()})")
+
+
+def load_inputs(
+    source: str | Path | Sequence[str | Path],
+    *,
+    fs: float | None = None,
+    leads: Sequence[str] | None = None,
+) -> list[Record]:
+    """Records from a record file, a folder of records, an ``.npy`` [N, leads, samples] (needs
+    ``fs``; ``leads`` default to the standard 12 when there are 12), or a list of those."""
+    if isinstance(source, list | tuple):
+        return [r for item in source for r in load_inputs(item, fs=fs, leads=leads)]
+    path = Path(source)
+    if path.is_dir():
+        return [r for item in find_records(path) for r in load_inputs(item, fs=fs, leads=leads)]
+    if not path.exists():
+        raise ECGInputError(path, "no such file or folder")
+    if path.suffix.lower() == ".npy":
+        if fs is None:
+            raise ECGInputError(path, ".npy arrays carry no sampling rate: pass fs (--fs)")
+        shape = np.load(path, mmap_mode="r").shape
+        if leads is None:
+            from ecgfoundry.data.record import STANDARD_LEADS
+
+            n_leads = shape[-2] if len(shape) >= 2 else 0
+            if n_leads != len(STANDARD_LEADS):
+                raise ECGInputError(path, f"{n_leads} leads: pass their names (--leads)")
+            leads = STANDARD_LEADS
+        return read_numpy(path, fs, list(leads))
+    return [read_record(path, fs=fs, leads=list(leads) if leads else None)]
+
+
+def prepare(model: ECGModel, records: Sequence[Record], *, preprocess: bool = True) -> Inputs:
+    """Cut records into model inputs following ``model.spec``."""
+    spec = model.spec
+    pipeline = pipeline_for(spec, crop=False)
+    windows, owner, ids, repairs = [], [], [], {}
+    for i, record in enumerate(records):
+        record_id = record.source or f"record-{i}"
+        if preprocess:
+            record = pipeline(record)
+            if record.n_samples < spec.samples:
+                record = CropPad(spec.seconds)(record)
+            cut = sliding_windows(record.signal, spec.samples, spec.samples)
+        else:
+            cut = record.signal[None]
+        done = [r["kind"] for r in record.metadata.get("repairs", [])]
+        if done:
+            repairs[record_id] = done
+        windows.append(cut)
+        owner.extend([i] * len(cut))
+        ids.append(record_id)
+    if not windows:
+        raise ECGInputError(None, "no ECG records to run on")
+    shapes = {w.shape[1:] for w in windows}
+    if len(shapes) > 1:
+        raise ECGInputError(None, f"inputs of different shapes {sorted(shapes)}: preprocess them")
+    return Inputs(np.concatenate(windows).astype(np.float32), np.asarray(owner), ids, repairs)
+
+
+@torch.no_grad()
+def _run(model: ECGModel, inputs: Inputs, fn: str, batch_size: int) -> np.ndarray:
+    model.eval()
+    step = getattr(model, fn)
+    out = [
+        step(torch.from_numpy(inputs.windows[i : i + batch_size])).float().numpy()
+        for i in range(0, len(inputs.windows), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def _per_record(values: np.ndarray, inputs: Inputs, how: Aggregate) -> np.ndarray:
+    reduce = np.max if how == "max" else np.mean
+    return np.stack([reduce(values[inputs.owner == i], axis=0) for i in range(len(inputs.ids))])
+
+
+def embed(model: ECGModel, inputs: Inputs, *, batch_size: int = 32) -> np.ndarray:
+    """Embeddings [records, D]: the mean of each record's window embeddings."""
+    return _per_record(_run(model, inputs, "forward_features", batch_size), inputs, "mean")
+
+
+def predict_proba(
+    model: ECGModel, inputs: Inputs, *, batch_size: int = 32, aggregate: Aggregate = "mean"
+) -> np.ndarray:
+    """Per-label probabilities [records, classes] (sigmoid: labels are not exclusive)."""
+    if not model.num_classes:
+        raise ECGInputError(None, "this model has no classification head; use embed")
+    logits = _run(model, inputs, "forward", batch_size)
+    return _per_record(1.0 / (1.0 + np.exp(-logits)), inputs, aggregate)
+
+
+def label_names(model: ECGModel) -> list[str]:
+    return list(model.config.labels or [f"class_{i}" for i in range(model.num_classes)])
+
+
+def write_predictions(path: str | Path, probabilities: np.ndarray, ids: list[str],
+                      labels: list[str]) -> Path:  # fmt: skip
+    """Save as ``.npy`` (array), ``.csv`` (record + one column per label) or ``.json``."""
+    import json
+
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        np.save(path, probabilities)
+    elif suffix == ".csv":
+        frame = pd.DataFrame(probabilities, columns=labels)
+        frame.insert(0, "record", ids)
+        frame.to_csv(path, index=False, float_format="%.6f")
+    elif suffix == ".json":
+        rows: list[dict[str, Any]] = [
+            {"record": rid, "probabilities": dict(zip(labels, map(float, p), strict=True))}
+            for rid, p in zip(ids, probabilities, strict=True)
+        ]
+        path.write_text(json.dumps(rows, indent=1))
+    else:
+        raise ECGInputError(path, "output must end in .npy, .csv or .json")
+    return path
