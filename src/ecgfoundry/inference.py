@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +19,9 @@ import torch
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record
 from ecgfoundry.data.transforms import CropPad, pipeline_for, sliding_windows
+from ecgfoundry.evaluate.metrics import Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.registry import create_model, load_model, model_names
-
-Aggregate = Literal["mean", "max"]
 
 
 @dataclass
@@ -116,8 +115,7 @@ def _run(model: ECGModel, inputs: Inputs, fn: str, batch_size: int) -> np.ndarra
 
 
 def _per_record(values: np.ndarray, inputs: Inputs, how: Aggregate) -> np.ndarray:
-    reduce = np.max if how == "max" else np.mean
-    return np.stack([reduce(values[inputs.owner == i], axis=0) for i in range(len(inputs.ids))])
+    return aggregate_windows(values, inputs.owner, len(inputs.ids), how)
 
 
 def embed(model: ECGModel, inputs: Inputs, *, batch_size: int = 32) -> np.ndarray:

@@ -1,0 +1,21 @@
+"""Evaluation: metrics with honest exclusions, bootstrap CIs, thresholds, window aggregation."""
+
+from ecgfoundry.evaluate.metrics import (
+    aggregate_windows,
+    auprc_per_label,
+    auroc_per_label,
+    bootstrap_ci,
+    evaluate,
+    f1_per_label,
+    tune_thresholds,
+)
+
+__all__ = [
+    "aggregate_windows",
+    "auprc_per_label",
+    "auroc_per_label",
+    "bootstrap_ci",
+    "evaluate",
+    "f1_per_label",
+    "tune_thresholds",
+]
