@@ -17,7 +17,9 @@ class InputSpec:
 
     ``normalisation``: ``zscore`` per lead, ``zscore-global`` over all leads together,
     ``minmax`` per lead to [-1, 1], or ``none`` (millivolts as they are).
-    ``bandpass`` (low, high) in Hz, or None for no filtering.
+    Filters, applied in this order at ``fs``: ``notch`` (mains Hz, e.g. 50), ``bandpass``
+    (low, high) Hz as a zero-phase Butterworth of ``bandpass_order``, and ``baseline_window``
+    (seconds of a median filter whose output is subtracted). None skips a filter.
     """
 
     fs: float
@@ -25,6 +27,9 @@ class InputSpec:
     leads: tuple[str, ...]
     normalisation: Normalisation = "zscore"
     bandpass: tuple[float, float] | None = None
+    bandpass_order: int = 2
+    notch: float | None = None
+    baseline_window: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "leads", tuple(self.leads))

@@ -124,10 +124,11 @@ class Notch:
 @dataclass(frozen=True)
 class RemoveBaseline:
     """Remove baseline wander: ``highpass`` (Butterworth at ``cutoff`` Hz) or ``median``
-    (subtract a 200 ms then 600 ms median-filtered baseline)."""
+    (subtract a baseline made by median filters of ``windows`` seconds, applied in turn)."""
 
     method: Literal["highpass", "median"] = "highpass"
     cutoff: float = 0.5
+    windows: tuple[float, ...] = (0.2, 0.6)
 
     def __call__(self, record: Record) -> Record:
         if self.method == "highpass":
@@ -135,7 +136,7 @@ class RemoveBaseline:
             sos = sps.butter(2, self.cutoff, "highpass", fs=record.fs, output="sos")
             return _zero_phase(record, sos)
         baseline = record.signal
-        for seconds in (0.2, 0.6):
+        for seconds in self.windows:
             width = int(seconds * record.fs) // 2 * 2 + 1
             baseline = sps.medfilt(baseline, kernel_size=(1, width))
         return record.replace(signal=(record.signal - baseline).astype(np.float32))
@@ -260,12 +261,17 @@ class Compose:
 def pipeline_for(spec: InputSpec, *, crop: bool = True) -> Compose:
     """The preprocessing a model with this input spec needs.
 
-    Leads are selected first (cheapest), then resampled, filtered, cropped/padded to the
+    Leads are selected first (cheapest), then resampled, filtered (notch, band-pass, median
+    baseline, as the spec asks), cropped/padded to the
     spec's length (unless ``crop=False``, e.g. to window long records later) and normalised.
     """
     steps: list[Any] = [SelectLeads(spec.leads), Resample(spec.fs)]
+    if spec.notch is not None:
+        steps.append(Notch(spec.notch))
     if spec.bandpass is not None:
-        steps.append(BandPass(*spec.bandpass))
+        steps.append(BandPass(*spec.bandpass, order=spec.bandpass_order))
+    if spec.baseline_window is not None:
+        steps.append(RemoveBaseline("median", windows=(spec.baseline_window,)))
     if crop:
         steps.append(CropPad(spec.seconds))
     steps.append(Normalise(spec.normalisation))

@@ -30,7 +30,7 @@ Input (the published preprocessing, ``dataset.py`` of the original repository): 
 V1-V6 (the 1-lead model: lead I), ``util.filter_bandpass(data, 500)`` = 50 Hz notch (Q 30),
 4th-order Butterworth 0.67-40 Hz band-pass (filtfilt) and subtraction of a 0.4 s median
 baseline, then z-score over the whole [leads, samples] array (one mean and std:
-``zscore-global``). The :class:`InputSpec` records the band edges and the normalisation.
+``zscore-global``). The :class:`InputSpec` records all of these.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ ECGFOUNDER_SPEC_12LEAD: dict[str, Any] = InputSpec(
     leads=STANDARD_LEADS,
     normalisation="zscore-global",
     bandpass=(0.67, 40.0),
+    bandpass_order=4,
+    notch=50.0,
+    baseline_window=0.4,
 ).to_dict()
 ECGFOUNDER_SPEC_1LEAD: dict[str, Any] = {**ECGFOUNDER_SPEC_12LEAD, "leads": ["I"]}
 
@@ -650,8 +653,8 @@ ECGFOUNDER_LABELS: tuple[str, ...] = (
 # -- presets -----------------------------------------------------------------------------------
 
 # Small presets for training from scratch on a CPU: the same preprocessing at 100 Hz (PTB-XL's
-# records100), so a 10 s input is 1000 samples.
-SMALL_SPEC: dict[str, Any] = {**ECGFOUNDER_SPEC_12LEAD, "fs": 100.0}
+# records100), so a 10 s input is 1000 samples; no 50 Hz notch (it is the Nyquist frequency).
+SMALL_SPEC: dict[str, Any] = {**ECGFOUNDER_SPEC_12LEAD, "fs": 100.0, "notch": None}
 
 register_model(
     "ecgfounder-12lead",

@@ -7,6 +7,7 @@ overrides). ``create_model(name, num_classes=..., drop_path_rate=..., **override
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,11 +112,19 @@ def _without_head(state: dict[str, torch.Tensor], model: ECGModel) -> dict[str, 
 
 
 def load_model(path: str | Path) -> ECGModel:
-    """A model from the project's folder format, or ``hf-hub:ORG/REPO[@REVISION]``."""
+    """A model from the project's folder format, or ``hf-hub:ORG/REPO[@REVISION]``.
+
+    A published HuBERT-ECG folder (transformers ``config.json`` + safetensors, e.g. a Hub
+    snapshot of Edoardo-BS/hubert-ecg-base) is converted on the fly.
+    """
     text = str(path)
     if text.startswith(HUB_PREFIX):
         repo, _, revision = text[len(HUB_PREFIX) :].partition("@")
         path = download_from_hub(repo, revision=revision or None)
+    if _is_transformers_hubert(Path(path)):  # a published HuBERT-ECG folder: convert on load
+        from ecgfoundry.models.hubert import convert_checkpoint
+
+        return convert_checkpoint(path).eval()
     config, weights = read_model_folder(path)
     try:
         model_class = family_class(config["family"])
@@ -124,6 +133,16 @@ def load_model(path: str | Path) -> ECGModel:
     model = model_class(model_class.config_class.from_dict(config["config"]))
     load_state_dict_strict(model, weights, path)
     return model.eval()
+
+
+def _is_transformers_hubert(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") in ("hubert", "hubert_ecg")
+    except json.JSONDecodeError:
+        return False
 
 
 def count_parameters(model: torch.nn.Module) -> int:
