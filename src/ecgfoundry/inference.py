@@ -57,7 +57,14 @@ def load_inputs(
         return [r for item in source for r in load_inputs(item, fs=fs, leads=leads)]
     path = Path(source)
     if path.is_dir():
-        return [r for item in find_records(path) for r in load_inputs(item, fs=fs, leads=leads)]
+        found = find_records(path)
+        if fs is None:  # .npy/.csv need a sampling rate: read the self-describing records only
+            arrays = [p for p in found if p.suffix.lower() in (".npy", ".csv")]
+            if arrays:
+                print(f"note: skipped {len(arrays)} .npy/.csv file(s) in {path} "
+                      "(pass --fs to read them as ECGs)", file=sys.stderr)  # fmt: skip
+            found = [p for p in found if p not in arrays]
+        return [r for item in found for r in load_inputs(item, fs=fs, leads=leads)]
     if not path.exists():
         raise ECGInputError(path, "no such file or folder")
     if path.suffix.lower() == ".npy":

@@ -1,0 +1,115 @@
+"""Model-zoo command-line contracts: models list, convert, embed, predict (run as a user would)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_cli import ecgfoundry
+
+from ecgfoundry.data.samples import sample_dir
+from ecgfoundry.inference import load_inputs, prepare
+from ecgfoundry.models import load_model
+
+REFERENCE = (
+    Path(os.environ.get("ECGFOUNDRY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    / "reference"
+)
+
+
+@pytest.fixture(scope="module")
+def reference() -> Path:
+    if not REFERENCE.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {REFERENCE} is missing", pytrace=False)
+        pytest.skip(f"{REFERENCE} not found")
+    return REFERENCE
+
+
+@pytest.fixture(scope="module")
+def converted(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "ecgfounder-a"
+    result = ecgfoundry(
+        "convert", "ecgfounder", reference / "ecgfounder_A.pth", out,
+        "--config", reference / "config_ecgfounder_A.json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == out
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors"}
+    return out
+
+
+def test_models_list_json() -> None:
+    result = ecgfoundry("models", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["ecgfounder-12lead"]["parameters"] == 30_819_014
+    assert rows["hubert-ecg-base"]["parameters"] == 93_021_312
+    assert rows["ecgfounder-12lead"]["spec"]["fs"] == 500
+    assert {"net1d", "hubert-ecg"} <= {row["family"] for row in rows.values()}
+
+
+def test_converted_model_reproduces_the_reference(converted: Path, reference: Path) -> None:
+    from safetensors.torch import load_file
+
+    golden = load_file(str(reference / "ecgfounder_A_golden.safetensors"))
+    model = load_model(converted)
+    with torch.no_grad():
+        assert (model(golden["x"]) - golden["logits"]).abs().max() < 1e-4
+        assert (model.forward_features(golden["x"]) - golden["features"]).abs().max() < 1e-4
+
+
+def test_predict_and_embed_on_a_folder_of_records(converted: Path, tmp_path: Path) -> None:
+    folder = sample_dir()  # 6 PTB-XL records at 100 Hz + one CinC record at 500 Hz
+    result = ecgfoundry("predict", converted, folder, "--out", tmp_path / "p.csv")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert len(table) == 7 and list(table.columns) == ["record", *[f"class_{i}" for i in range(5)]]
+    assert table.iloc[:, 1:].to_numpy().min() >= 0 and table.iloc[:, 1:].to_numpy().max() <= 1
+    result = ecgfoundry("embed", converted, folder, "--out", tmp_path / "e.npy")
+    assert result.returncode == 0, result.stderr
+    embeddings = np.load(tmp_path / "e.npy")
+    assert embeddings.shape == (7, 64)
+    # The CLI equals the Python API: records resampled to the model's 500 Hz, 10 s input.
+    model = load_model(converted)
+    inputs = prepare(model, load_inputs(folder))
+    assert inputs.windows.shape == (7, 12, 5000)
+    with torch.no_grad():
+        direct = model.forward_features(torch.from_numpy(inputs.windows)).numpy()
+    np.testing.assert_allclose(embeddings, direct, atol=1e-5)
+
+
+def test_predict_npy_json_and_no_preprocess(converted: Path, tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(3, 12, 5000)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "p.json"
+    result = ecgfoundry("predict", converted, tmp_path / "x.npy", "--fs", "500", "--out", out,
+                        "--no-preprocess")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    model = load_model(converted)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(torch.from_numpy(x))).numpy()
+    got = np.array([list(r["probabilities"].values()) for r in rows])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    missing_fs = ecgfoundry("predict", converted, tmp_path / "x.npy", "--out", out)
+    assert missing_fs.returncode == 2 and "pass fs (--fs)" in missing_fs.stderr
+
+
+def test_hubert_folder_and_unsafe_refusal(reference: Path, tmp_path: Path) -> None:
+    result = ecgfoundry("embed", reference / "hubert_ecg_tiny", sample_dir() / "ptbxl",
+                        "--out", tmp_path / "h.npy")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "h.npy").shape == (6, 32)
+    refused = ecgfoundry("convert", "hubert-ecg", reference / "hubert_ecg_tiny_native.pt",
+                         tmp_path / "h")  # fmt: skip
+    assert refused.returncode == 2 and "--allow-unsafe" in refused.stderr
+    assert not (tmp_path / "h").exists()
+    allowed = ecgfoundry("convert", "hubert-ecg", reference / "hubert_ecg_tiny_native.pt",
+                         tmp_path / "h", "--allow-unsafe")  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
