@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -62,7 +63,7 @@ def transformers_twin(model: torch.nn.Module) -> torch.nn.Module:
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     c = model.config
-    layers = [tuple(layer) for layer in c.conv_layers]
+    layers = [tuple(layer) for layer in c.conv_feature_layers]
     config = Wav2Vec2Config(
         hidden_size=c.encoder_embed_dim,
         num_hidden_layers=c.encoder_layers,
@@ -79,6 +80,16 @@ def transformers_twin(model: torch.nn.Module) -> torch.nn.Module:
         attn_implementation="sdpa",
     )
     return Wav2Vec2Model(config).eval()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's bf16-relevant instruction sets (Linux); bf16 autocast only pays with them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+    return [flag for flag in wanted if f" {flag}" in text]
 
 
 def main() -> None:
@@ -111,6 +122,7 @@ def main() -> None:
         "batch": args.batch,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_flags": cpu_flags(),
         "models": rows,
         "ecgfm_vs_transformers": comparison,
     }
