@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from ecgfoundry.data.record import ECGInputError
+from ecgfoundry.errors import ReportedError
 
 if TYPE_CHECKING:
     from ecgfoundry.inference import Inputs
@@ -243,13 +244,59 @@ def predict(
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
 
 
+class Strategy(StrEnum):
+    scratch = "scratch"
+    linear_probe = "linear-probe"
+    finetune = "finetune"
+    lp_ft = "lp-ft"
+    post_train = "post-train"
+
+
+class Task(StrEnum):
+    all = "all"
+    diagnostic = "diagnostic"
+    subdiagnostic = "subdiagnostic"
+    superdiagnostic = "superdiagnostic"
+    form = "form"
+    rhythm = "rhythm"
+
+
+@app.command()
+def finetune(
+    model: Annotated[str, typer.Option("--model", help="Model folder or registry name.")],
+    root: RootOption,
+    task: Annotated[Task, typer.Option(help="PTB-XL benchmark task.")],
+    strategy: Annotated[Strategy, typer.Option(help="Adaptation recipe.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists).")],
+    data: Annotated[str, typer.Option(help="Dataset (ptbxl).")] = "ptbxl",
+    fraction: Annotated[float, typer.Option(help="Share of the training folds (nested).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for subset, initialisation and order.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML recipe overrides.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the main (last) stage.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")] = None,
+    workers: Annotated[int, typer.Option(help="Processes building the cache.")] = 1,
+) -> None:
+    """Adapt a model to a PTB-XL task; writes OUT/metrics.json, OUT/model/, OUT/log.jsonl.
+
+    Run it again after an interruption to resume. Several processes: launch with
+    `torchrun --nproc_per_node N -m ecgfoundry finetune ...` (gloo on CPU, NCCL on GPUs).
+    """
+    from ecgfoundry.adapt import finetune as run
+
+    metrics = run(
+        model, root=root, task=task.value, strategy=strategy.value, out=out, data=data,
+        fraction=fraction, seed=seed, config=config, epochs=epochs, cache_dir=cache_dir,
+        workers=workers,
+    )  # fmt: skip
+    summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
+               for split in ("val", "test") if split in metrics}  # fmt: skip
+    _print_json(summary)
+
+
 def main() -> None:
     """Console-script entry: clear one-line errors for bad input instead of tracebacks."""
-    from ecgfoundry.data.download import DownloadError
-    from ecgfoundry.models.io import CheckpointError
-
     try:
         app()
-    except (ECGInputError, DownloadError, CheckpointError) as error:
+    except ReportedError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)

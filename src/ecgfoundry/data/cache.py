@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecgfoundry.atomic import atomic_dir
 from ecgfoundry.data.record import ECGInputError, Record
 
 CACHE_FORMAT = 1
@@ -117,9 +117,8 @@ def _read_all(
 
 def _clean_stale_temporaries(cache_dir: Path, name: str) -> None:
     for tmp in cache_dir.glob(f".{name}-*.tmp-*"):
-        pid = int(tmp.name.rsplit("-", 2)[-2]) if tmp.name.count("-") >= 2 else -1
         try:
-            os.kill(pid, 0)  # a build still running in another process: leave it
+            os.kill(int(tmp.name.rsplit("-", 2)[-2]), 0)  # a build still running: leave it
         except (OSError, ValueError):
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -160,9 +159,7 @@ def build_cache(
         except (OSError, ValueError, KeyError):
             pass  # unreadable or foreign: rebuilt below
     _clean_stale_temporaries(cache_dir, name)
-    tmp = cache_dir / f".{name}-{key[:16]}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(final) as tmp:
         meta = _write(tmp, list(items), read, columns, workers)
         meta.update(
             name=name,
@@ -173,9 +170,6 @@ def build_cache(
             complete=True,
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        _replace_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return ArrayStore.open(final)
 
 
@@ -237,12 +231,3 @@ def _truncate_npy(path: Path, rows: int) -> None:
     out.flush()
     del out
     os.replace(resized, path)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished build into place; an old cache is moved aside first, then deleted."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

@@ -36,6 +36,8 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from ecgfoundry.errors import ReportedError
+
 log = logging.getLogger(__name__)
 
 PHYSIONET_FILES = "https://physionet.org/files"
@@ -91,7 +93,7 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RuntimeError, ReportedError):
     """A download failed: unreachable URL, HTTP error, hash mismatch or an unsafe checksum list."""
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ecgfoundry.errors import ReportedError
+
 STANDARD_LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )  # fmt: skip
@@ -30,7 +32,7 @@ _ALIASES: dict[str, str] = {name.upper(): name for name in KNOWN_LEADS} | {
 }
 
 
-class ECGInputError(ValueError):
+class ECGInputError(ValueError, ReportedError):
     """Bad ECG input: the message names the source (file) and the problem."""
 
     def __init__(self, source: str | Path | None, problem: str):

@@ -9,11 +9,8 @@ arbitrary unpickling is refused unless ``allow_unsafe=True`` — unpickling can 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import shutil
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ecgfoundry import __version__
+from ecgfoundry.atomic import atomic_dir
+from ecgfoundry.errors import ReportedError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -30,7 +29,7 @@ WEIGHTS_FILE = "model.safetensors"
 UNSAFE_FLAG = "allow_unsafe=True (CLI: --allow-unsafe)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, ReportedError):
     """A checkpoint that cannot be loaded: the message names the file and the problem."""
 
     def __init__(self, path: str | Path, problem: str):
@@ -110,11 +109,7 @@ def load_state_dict_strict(
 
 def save_model(model: Any, folder: str | Path) -> Path:
     """Write the project's format (``config.json`` + ``model.safetensors``) atomically."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_dir(folder) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         config = {
@@ -124,14 +119,7 @@ def save_model(model: Any, folder: str | Path) -> Path:
             "config": model.config.to_dict(),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-        if folder.exists():
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def read_model_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

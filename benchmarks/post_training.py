@@ -1,0 +1,119 @@
+"""Post-training experiment (Zhou et al. 2025) on PTB-XL, as a resumable grid.
+
+Compares scratch, linear-probe, finetune, lp-ft and post-train (plus the ablations post-train
+without stochastic depth and without the preview linear probe) on the superdiagnostic and
+rhythm tasks at 10/30/100 % of the training folds, 3 seeds, reported on fold 9 (and fold 10
+when present). Each finished cell is appended to ``--results`` (JSON lines) at once, and cells
+already there are skipped, so the grid carries on across sessions. A killed cell resumes from
+its checkpoint. Prints a JSON summary of the cells so far.
+
+    python benchmarks/post_training.py --backbone runs/standin/model --root DIR/ptbxl \\
+        [--tasks superdiagnostic,rhythm] [--fractions 0.1,0.3,1] [--seeds 0,1,2] [--max-cells N]
+
+The stand-in backbone (until the bundled pretrained model exists) is net1d-tiny pretrained
+with supervised multi-label training on the ``all`` task of folds 1-8:
+
+    ecgfoundry finetune --model net1d-tiny --root DIR/ptbxl --task all --strategy scratch \\
+        --out runs/standin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ecgfoundry.adapt import finetune
+
+# Strategy variants: (strategy, recipe overrides). The ablations change one thing each.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "scratch": ("scratch", {}),
+    "linear-probe": ("linear-probe", {}),
+    "finetune": ("finetune", {}),
+    "lp-ft": ("lp-ft", {}),
+    "post-train": ("post-train", {}),
+    "post-train-no-drop-path": ("post-train", {"stages.1.drop_path_rate": 0.0}),
+    "post-train-no-preview": ("post-train", {"stages.0.epochs": 0}),
+}
+
+
+def cell_key(cell: dict[str, Any]) -> str:
+    return "{task}/{variant}/f{fraction}/s{seed}".format(**cell)
+
+
+def done_cells(results: Path) -> set[str]:
+    if not results.exists():
+        return set()
+    return {json.loads(line)["cell"] for line in results.read_text().splitlines() if line.strip()}
+
+
+def summarise(row: dict[str, Any]) -> dict[str, Any]:
+    out = {"cell": row["cell"]}
+    for split in ("val", "test"):
+        if split in row["metrics"]:
+            m = row["metrics"][split]
+            ci = {k: m["ci"][k] for k in ("macro_auroc", "macro_auprc")}
+            out[split] = {
+                "macro_auroc": m["macro_auroc"],
+                "macro_auprc": m["macro_auprc"],
+                "ci": ci,
+            }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", type=Path, required=True)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--tasks", default="superdiagnostic,rhythm")
+    parser.add_argument("--fractions", default="0.1,0.3,1.0")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--runs", type=Path, default=Path("runs/post_training"))
+    parser.add_argument(
+        "--results", type=Path, default=Path("benchmarks/results/post_training.jsonl")
+    )
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
+    args = parser.parse_args()
+
+    cells = [
+        {"task": task, "variant": variant, "fraction": float(fraction), "seed": int(seed)}
+        for task in args.tasks.split(",")
+        for fraction in args.fractions.split(",")
+        for seed in args.seeds.split(",")
+        for variant in args.variants.split(",")
+    ]
+    finished = done_cells(args.results)
+    ran = 0
+    for cell in cells:
+        key = cell_key(cell)
+        if key in finished or (args.max_cells is not None and ran >= args.max_cells):
+            continue
+        strategy, overrides = VARIANTS[cell["variant"]]
+        start = time.perf_counter()
+        metrics = finetune(
+            args.backbone, root=args.root, task=cell["task"], strategy=strategy,
+            out=args.runs / key, fraction=cell["fraction"], seed=cell["seed"],
+            config=overrides or None, cache_dir=args.cache_dir, progress_bar=False,
+        )  # fmt: skip
+        for split in ("val", "test"):
+            if split in metrics:
+                metrics[split].pop("per_label", None)
+        row = {"cell": key, **cell, "strategy": strategy, "overrides": overrides,
+               "backbone": str(args.backbone), "seconds": round(time.perf_counter() - start, 1),
+               "metrics": metrics}  # fmt: skip
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        with args.results.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        ran += 1
+    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()] \
+        if args.results.exists() else []  # fmt: skip
+    print(json.dumps({"cells_total": len(cells), "cells_done": len(rows),
+                      "results": [summarise(r) for r in rows]}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Multi-process training with torch.distributed: started by ``torchrun`` or ``accelerate
+launch`` (they set RANK/WORLD_SIZE), gloo on CPU, NCCL on GPUs; a plain run is one process.
+
+Every process draws the same global batch and takes its slice (``rank::world``); losses are
+scaled so that DDP's gradient average equals the single-process gradient of the whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def setup() -> torch.device:
+    """Join the process group if launched as several processes; return this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
+    """Concatenate every process's rows of a ``rank::world`` split back into global order."""
+    if world() == 1:
+        return local
+    size = -(-total // world())
+    padded = torch.zeros((size, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(world())]
+    dist.all_gather(parts, padded)
+    out = torch.empty((total, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    for r, part in enumerate(parts):
+        count = len(range(r, total, world()))
+        out[r :: world()] = part[:count]
+    return out
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """The main process's decision, shared (e.g. whether to stop early)."""
+    if world() == 1:
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,250 @@
+"""Adaptation on a small real PTB-XL subset: every strategy, freezing, resume after SIGKILL,
+2-process DDP, metrics against scikit-learn, faults, run-folder safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+from test_ptbxl import copy_records
+
+from ecgfoundry.adapt import RunConfigError, TrainingError, finetune, recipe_for
+from ecgfoundry.adapt.data import ptbxl_task
+from ecgfoundry.adapt.loop import Trainer
+from ecgfoundry.data import ptbxl
+from ecgfoundry.models import create_model, load_model, save_model
+
+# Small recipes so that each run takes seconds: (stage epochs) per strategy.
+QUICK = {
+    "scratch": {"stages.0.epochs": 2},
+    "linear-probe": {"stages.0.epochs": 3},
+    "finetune": {"stages.0.epochs": 2},
+    "lp-ft": {"stages.0.epochs": 2, "stages.1.epochs": 2},
+    "post-train": {"stages.0.epochs": 2, "stages.1.epochs": 2},
+}
+COMMON = {"batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def subset(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """160 training records (folds 1-8) and 50 validation records (fold 9)."""
+    table = ptbxl.load(ptbxl_root).table
+    ids = [int(i) for f in range(1, 9) for i in table.index[table.strat_fold == f][:20]]
+    ids += [int(i) for i in table.index[table.strat_fold == 9][:50]]
+    dest = tmp_path_factory.mktemp("ptbxl-subset")
+    copy_records(ptbxl_root, dest, sorted(ids))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 'pretrained' model folder (net1d-tiny; the mechanics, not its quality, are tested)."""
+    torch.manual_seed(0)
+    return save_model(create_model("net1d-tiny"), tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def run(backbone: Path, subset: Path, cache_dir: Path, out: Path, strategy: str = "finetune",
+        **kw) -> dict:  # fmt: skip
+    config = {**COMMON, **QUICK[strategy], **kw.pop("config", {})}
+    return finetune(backbone, root=subset, task="superdiagnostic", strategy=strategy, out=out,
+                    config=config, cache_dir=cache_dir, progress_bar=False, **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("strategy", list(QUICK))
+def test_every_strategy_writes_a_complete_run(strategy, backbone, subset, cache_dir, tmp_path):
+    metrics = run(backbone, subset, cache_dir, tmp_path / "run", strategy)
+    written = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert set(written) == {"val", "run"}  # no test fold in this copy
+    val = written["val"]
+    assert {"macro_auroc", "macro_auprc", "ci", "per_label"} <= set(val)
+    assert 0 <= val["macro_auroc"] <= 1 and val["ci"]["resamples"] == 1000
+    assert [row["label"] for row in val["per_label"]] == ["CD", "HYP", "MI", "NORM", "STTC"]
+    assert metrics["val"]["macro_auroc"] == val["macro_auroc"]
+    log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    stages = recipe_for(strategy).stages
+    assert sum(metrics["run"]["epochs_run"]) == len(log) and len(
+        metrics["run"]["epochs_run"]
+    ) == len(stages)
+    assert {"loss", "val_macro_auroc", "samples_per_s", "lr"} <= set(log[0])
+    model = load_model(tmp_path / "run/model")
+    assert model.num_classes == 5 and model.config.labels == ["CD", "HYP", "MI", "NORM", "STTC"]
+
+
+def test_metrics_agree_with_sklearn_on_the_saved_predictions(backbone, subset, cache_dir, tmp_path):
+    metrics = run(backbone, subset, cache_dir, tmp_path / "run")
+    saved = np.load(tmp_path / "run/predictions/predictions.npz")
+    y, p = saved["val_y"], saved["val_probabilities"]
+    keep = (y.sum(0) > 0) & (y.sum(0) < len(y))
+    assert metrics["val"]["macro_auroc"] == pytest.approx(
+        roc_auc_score(y[:, keep], p[:, keep]), abs=1e-9
+    )
+    assert metrics["val"]["macro_auprc"] == pytest.approx(
+        average_precision_score(y[:, keep], p[:, keep], average="macro"), abs=1e-9
+    )
+    labels = [str(x) for x in saved["labels"][~keep]]
+    assert metrics["val"]["excluded_labels"] == labels
+
+
+def test_linear_probe_never_updates_the_backbone(backbone, subset, cache_dir, tmp_path):
+    run(backbone, subset, cache_dir, tmp_path / "run", "linear-probe")
+    before, after = (
+        load_model(backbone).state_dict(),
+        load_model(tmp_path / "run/model").state_dict(),
+    )
+    body = [k for k in before if not k.startswith("head.")]
+    assert body and all(torch.equal(before[k], after[k]) for k in body)
+    assert after["head.weight"].shape == (5, load_model(backbone).num_features)
+
+
+def test_post_train_applies_drop_path_only_while_training(backbone, subset, cache_dir, tmp_path):
+    run(backbone, subset, cache_dir, tmp_path / "run", "post-train")
+    model = load_model(tmp_path / "run/model")
+    rates = [m.p for m in model.drop_path_modules()]
+    assert rates[0] == 0 and rates[-1] == pytest.approx(0.1)  # the recipe's rate, rising
+    x = torch.randn(4, 12, 1000)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))  # identity at evaluation
+    model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))  # active in training
+
+
+def finetune_command(backbone: Path, subset: Path, cache_dir: Path, out: Path, *launcher: str,
+                     epochs: int = 3) -> list[str]:  # fmt: skip
+    args = ["-m", "ecgfoundry", "finetune", "--model", str(backbone), "--root", str(subset),
+            "--task", "superdiagnostic", "--strategy", "finetune", "--out", str(out),
+            "--epochs", str(epochs), "--cache-dir", str(cache_dir)]  # fmt: skip
+    return [sys.executable, *launcher, *args]
+
+
+def test_resume_after_sigkill_gives_identical_metrics(backbone, subset, cache_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = subprocess.run(finetune_command(backbone, subset, cache_dir, tmp_path / "a"),
+                               capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "b"
+    process = subprocess.Popen(finetune_command(backbone, subset, cache_dir, out), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    state = out / "checkpoint" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (
+        state.exists() and json.loads(state.read_text())["epoch"] >= 1
+    ):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # mid-way through epoch 2
+    process.wait()
+    assert json.loads(state.read_text())["epoch"] < 3 and not (out / "metrics.json").exists()
+    resumed = subprocess.run(finetune_command(backbone, subset, cache_dir, out),
+                             capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    first = json.loads((tmp_path / "a/metrics.json").read_text())
+    second = json.loads((out / "metrics.json").read_text())
+    assert first["val"] == second["val"]
+    log = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [0, 1, 2]  # no duplicate lines
+    a = load_model(tmp_path / "a/model").state_dict()
+    b = load_model(out / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_ddp_matches_one_process(backbone, subset, cache_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = finetune_command(backbone, subset, cache_dir, tmp_path / "one", epochs=2)
+    single = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr
+    launcher = ("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517")
+    double = subprocess.run(
+        finetune_command(backbone, subset, cache_dir, tmp_path / "two", *launcher, epochs=2),
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = json.loads((tmp_path / "one/metrics.json").read_text())["val"]
+    two = json.loads((tmp_path / "two/metrics.json").read_text())["val"]
+    assert two["macro_auroc"] == pytest.approx(one["macro_auroc"], abs=2e-3)
+    a = load_model(tmp_path / "one/model").state_dict()
+    b = load_model(tmp_path / "two/model").state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
+
+
+def test_a_different_configuration_is_refused(backbone, subset, cache_dir, tmp_path):
+    run(backbone, subset, cache_dir, tmp_path / "run")
+    with pytest.raises(
+        RunConfigError, match=r"different configuration \(differs in \['recipe'\]\)"
+    ):
+        run(backbone, subset, cache_dir, tmp_path / "run", config={"stages.0.lr": 3e-4})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunConfigError, match="not empty"):
+        run(backbone, subset, cache_dir, tmp_path / "other")
+
+
+def trainer_for(backbone, subset, cache_dir, out, epochs=3) -> Trainer:
+    model = load_model(backbone)
+    data = ptbxl_task(subset, "superdiagnostic", model.spec, cache_dir=cache_dir)
+    model.reset_head(len(data.labels), data.labels)
+    recipe = recipe_for("finetune", config={**COMMON, "stages.0.epochs": epochs})
+    return Trainer(model, recipe, data, out, seed=0, device=torch.device("cpu"), progress_bar=False)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
+    backbone, subset, cache_dir, tmp_path
+):
+    trainer = trainer_for(backbone, subset, cache_dir, tmp_path, epochs=1)
+    trainer.fit()
+    state = (tmp_path / "checkpoint/state.json").read_text()
+    poisoned = trainer_for(backbone, subset, cache_dir, tmp_path / "p", epochs=2)
+    real_loss, calls = poisoned.loss, []
+
+    def nan_on_step_7(logits, y):
+        calls.append(1)
+        return real_loss(logits, y) * (float("nan") if len(calls) == 7 else 1.0)
+
+    poisoned.loss = nan_on_step_7
+    with pytest.raises(
+        TrainingError, match=r"non-finite loss at stage finetune, epoch 2, step 7; .*intact"
+    ):
+        poisoned.fit()
+    saved = json.loads((tmp_path / "p/checkpoint/state.json").read_text())
+    assert saved["epoch"] == 1 and saved["step"] == 5  # epoch 1 (5 steps of 32) stays
+    assert (tmp_path / "checkpoint/state.json").read_text() == state
+
+
+def test_out_of_memory_stops_with_a_clear_message(backbone, subset, cache_dir, tmp_path):
+    trainer = trainer_for(backbone, subset, cache_dir, tmp_path, epochs=1)
+
+    def no_memory(x):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    trainer.model.forward = no_memory
+    with pytest.raises(
+        TrainingError, match=r"out of memory at stage finetune, epoch 1, step 1; .*batch_size"
+    ):
+        trainer.fit()
+    assert not (tmp_path / "checkpoint").exists()
+
+
+def test_recipes_yaml_overrides_and_epochs(tmp_path):
+    (tmp_path / "r.yaml").write_text("batch_size: 16\nstages:\n  1:\n    drop_path_rate: 0.3\n")
+    recipe = recipe_for("post-train", config=tmp_path / "r.yaml", epochs=7)
+    assert recipe.batch_size == 16 and recipe.stages[1].drop_path_rate == 0.3
+    assert recipe.stages[1].epochs == 7 and recipe.stages[0].train == "head"
+    with pytest.raises(KeyError, match="unknown recipe field 'learning_rate'"):
+        recipe_for("finetune", config={"learning_rate": 1})
+    with pytest.raises(ValueError, match="unknown strategy"):
+        recipe_for("distill")
