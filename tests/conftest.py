@@ -1,6 +1,7 @@
-"""Shared fixtures. Real-data tests use ../shared/data, unpacked once into .cache/shared-data.
+"""Shared fixtures. Real-data tests use ../shared/data, unpacked once into .cache/shared-data;
+checkpoint-parity tests use the golden fixtures in ../shared/reference.
 
-Without the shared data those tests skip with the reason, except under CI=true, where they fail.
+Without the shared folder those tests skip with the reason, except under CI=true, where they fail.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("ECGFOUNDRY_SHARED", REPO.parent / "shared")) / "data"
+SHARED = Path(os.environ.get("ECGFOUNDRY_SHARED", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+REFERENCE = Path(os.environ.get("ECGFOUNDRY_REFERENCE", SHARED / "reference"))
 UNPACKED = Path(os.environ.get("ECGFOUNDRY_TEST_DATA", REPO / ".cache" / "shared-data"))
 
 
@@ -53,3 +56,11 @@ def vfdb_root(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def cinc_root(data_root: Path) -> Path:
     return data_root / "cinc2020_sample"
+
+
+def require_reference(*names: str) -> Path:
+    """The reference folder, after checking that ``names`` are in it (skip/fail otherwise)."""
+    missing = [name for name in names if not (REFERENCE / name).exists()]
+    if not REFERENCE.is_dir() or missing:
+        _missing(f"reference fixtures {missing or [str(REFERENCE)]} not found in {REFERENCE}")
+    return REFERENCE

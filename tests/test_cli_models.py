@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import require_reference
 from test_cli import ecgfoundry
 
 from ecgfoundry.data.samples import sample_dir
 from ecgfoundry.inference import load_inputs, prepare
 from ecgfoundry.models import load_model
 
-REFERENCE = (
-    Path(os.environ.get("ECGFOUNDRY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    / "reference"
-)
-
 
 @pytest.fixture(scope="module")
 def reference() -> Path:
-    if not REFERENCE.is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {REFERENCE} is missing", pytrace=False)
-        pytest.skip(f"{REFERENCE} not found")
-    return REFERENCE
+    return require_reference("ecgfounder_A.pth", "hubert_ecg_tiny", "hubert_ecg_tiny_native.pt")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import require_reference
 from safetensors.torch import load_file
 
 from ecgfoundry.data.record import STANDARD_LEADS
@@ -48,25 +49,10 @@ TINY = dict(
 QUIET = dict(hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0)
 
 
-def _reference_dir() -> Path:
-    if "ECGFOUNDRY_REFERENCE" in os.environ:
-        return Path(os.environ["ECGFOUNDRY_REFERENCE"])
-    shared = os.environ.get("ECGFOUNDRY_SHARED")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared"
-    return root / "reference"
-
-
 @pytest.fixture(scope="module")
 def reference() -> Path:
-    folder = _reference_dir()
     needed = [*FOLDERS, NATIVE, "hubert_tiny_golden.safetensors", "keys_hubert_ecg_base.txt"]
-    missing = [name for name in needed if not (folder / name).exists()]
-    if missing:
-        reason = f"reference fixtures {missing} not found in {folder}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    return folder
+    return require_reference(*needed)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_reference
 from safetensors.torch import load_file
 
 from ecgfoundry.data.record import STANDARD_LEADS
@@ -38,25 +38,10 @@ TOLERANCE = 1e-4
 PUBLISHED = {"12lead": (12, 30_819_014), "1lead": (1, 30_807_750)}
 
 
-def _reference_dir() -> Path:
-    if "ECGFOUNDRY_REFERENCE" in os.environ:
-        return Path(os.environ["ECGFOUNDRY_REFERENCE"])
-    shared = os.environ.get("ECGFOUNDRY_SHARED")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared"
-    return root / "reference"
-
-
 @pytest.fixture(scope="module")
 def reference() -> Path:
-    folder = _reference_dir()
     needed = ["ecgfounder_A.pth", "ecgfounder_A_golden.safetensors", "config_ecgfounder_A.json"]
-    missing = [name for name in needed if not (folder / name).is_file()]
-    if missing:
-        reason = f"reference fixtures {missing} not found in {folder}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    return folder
+    return require_reference(*needed)
 
 
 @pytest.fixture(scope="module")

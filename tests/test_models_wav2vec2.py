@@ -3,12 +3,12 @@ at the published size, conversion errors, stochastic depth and the head."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_reference
 from safetensors.torch import load_file
 
 from ecgfoundry.models import CheckpointError, count_parameters, create_model, load_model
@@ -16,20 +16,13 @@ from ecgfoundry.models import wav2vec2 as w2v
 from ecgfoundry.models.io import save_model
 from ecgfoundry.nn.layers import DropPath
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 ATOL = 1e-4
 BASE_ENCODER_PARAMS = 90_373_248
 BASE_CLASSIFIER_PARAMS = 90_386_321
 
 
 def reference(name: str) -> Path:
-    path = REFERENCE / name
-    if not path.exists():
-        reason = f"{path} not found (put the shared folder beside the repo)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and the reference fixtures are missing: {reason}", pytrace=False)
-        pytest.skip(reason)
-    return path
+    return require_reference(name) / name
 
 
 @pytest.fixture(scope="module")
