@@ -1,5 +1,5 @@
-"""Multi-process training with torch.distributed: started by ``torchrun`` or ``accelerate
-launch`` (they set RANK/WORLD_SIZE), gloo on CPU, NCCL on GPUs; a plain run is one process.
+"""Multi-process training with torch.distributed: started by ``torchrun`` (which sets
+RANK/WORLD_SIZE), gloo on CPU, NCCL on GPUs; a plain run is one process.
 
 Every process draws the same global batch and takes its slice (``rank::world``); losses are
 scaled so that DDP's gradient average equals the single-process gradient of the whole batch.
