@@ -1,5 +1,8 @@
 """Post-training experiment (Zhou et al. 2025) on PTB-XL, as a resumable grid.
 
+``--variants sweep`` runs the validation sweep that chooses the post-train defaults (preview
+linear-probe epochs x drop-path rate x fine-tuning learning rate), reported on fold 9 only.
+
 Compares scratch, linear-probe, finetune, lp-ft and post-train (plus the ablations post-train
 without stochastic depth and without the preview linear probe) on the superdiagnostic and
 rhythm tasks at 10/30/100 % of the training folds, 3 seeds, reported on fold 9 (and fold 10
@@ -37,6 +40,20 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "post-train-no-drop-path": ("post-train", {"stages.1.drop_path_rate": 0.0}),
     "post-train-no-preview": ("post-train", {"stages.0.epochs": 0}),
 }
+# Validation sweep for the post-train defaults (fold 9 only; run with --variants sweep):
+# preview length x drop-path rate x fine-tuning rate.
+SWEEP: dict[str, tuple[str, dict[str, Any]]] = {
+    f"post-train-lp{lp}-dp{dp}-lr{lr:g}": (
+        "post-train",
+        {"stages.0.epochs": lp, "stages.1.drop_path_rate": dp, "stages.1.lr": lr},
+    )
+    for lp in (2, 5, 10)
+    for dp in (0.05, 0.1, 0.2, 0.3)
+    for lr in (1e-4, 3e-4)
+}
+VARIANTS |= SWEEP
+MAIN = ("scratch", "linear-probe", "finetune", "lp-ft", "post-train", "post-train-no-drop-path",
+        "post-train-no-preview")  # fmt: skip
 
 
 def cell_key(cell: dict[str, Any]) -> str:
@@ -70,7 +87,8 @@ def main() -> None:
     parser.add_argument("--tasks", default="superdiagnostic,rhythm")
     parser.add_argument("--fractions", default="0.1,0.3,1.0")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default="main",
+                        help="'main' (strategies + ablations), 'sweep', or names")  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/post_training"))
     parser.add_argument(
         "--results", type=Path, default=Path("benchmarks/results/post_training.jsonl")
@@ -79,12 +97,13 @@ def main() -> None:
     parser.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
     args = parser.parse_args()
 
+    chosen = {"main": list(MAIN), "sweep": list(SWEEP)}.get(args.variants, args.variants.split(","))
     cells = [
         {"task": task, "variant": variant, "fraction": float(fraction), "seed": int(seed)}
         for task in args.tasks.split(",")
         for fraction in args.fractions.split(",")
         for seed in args.seeds.split(",")
-        for variant in args.variants.split(",")
+        for variant in chosen
     ]
     finished = done_cells(args.results)
     ran = 0
