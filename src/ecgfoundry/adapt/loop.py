@@ -134,10 +134,11 @@ def _val_auroc(probabilities: np.ndarray, split: Split) -> float:
 
 
 class _Reporter:
-    """A progress bar on an interactive terminal (loss, metric, samples/s); silent otherwise."""
+    """A progress bar on an interactive terminal (loss, samples/s, last validation macro
+    AUROC); silent otherwise (the JSONL log has everything)."""
 
     def __init__(self, enabled: bool):
-        self.bar = None
+        self.bar, self.metric, self.start, self.seen = None, float("nan"), 0.0, 0
         if enabled and dist.is_main() and sys.stderr.isatty():
             from rich.progress import Progress as Bar
 
@@ -145,10 +146,14 @@ class _Reporter:
             self.bar.start()
 
     def epoch(self, title: str, total: int) -> Any:
+        self.start, self.seen = time.perf_counter(), 0
         return self.bar.add_task(title, total=total, info="") if self.bar else None
 
-    def update(self, task: Any, advance: int, info: str) -> None:
+    def update(self, task: Any, advance: int, loss: float) -> None:
+        self.seen += advance
         if self.bar is not None:
+            rate = self.seen / max(time.perf_counter() - self.start, 1e-9)
+            info = f"loss {loss:.4f}  {rate:.0f} samples/s  val macro AUROC {self.metric:.4f}"
             self.bar.update(task, advance=advance, info=info)
 
     def close(self) -> None:
@@ -238,6 +243,7 @@ class Trainer:
                 )
                 probabilities = self._head_predict(features)
             metric = _val_auroc(probabilities, self.data.val)
+            self.reporter.metric = metric
             improved = metric > progress.best_metric
             if improved:
                 progress.best_metric, progress.best_epoch, progress.patience_used = metric, epoch, 0
@@ -331,7 +337,7 @@ class Trainer:
                 raise self._out_of_memory(where) from error
             progress.step += 1
             total += loss.item() * len(batch) / dist.world()
-            self.reporter.update(task, len(batch), f"loss {loss.item() / dist.world():.4f}")
+            self.reporter.update(task, len(batch), loss.item() / dist.world())
         return total / len(order), len(order)
 
     def _features(self) -> dict[str, Any]:
