@@ -117,6 +117,7 @@ def main() -> None:
             args.backbone, root=args.root, task=cell["task"], strategy=strategy,
             out=args.runs / key, fraction=cell["fraction"], seed=cell["seed"],
             config=overrides or None, cache_dir=args.cache_dir, progress_bar=False,
+            evaluate_test=cell["variant"] not in SWEEP,  # tuning sees fold 9 only
         )  # fmt: skip
         for split in ("val", "test"):
             if split in metrics:

@@ -20,6 +20,7 @@ from test_ptbxl import copy_records
 from ecgfoundry.adapt import RunConfigError, TrainingError, finetune, recipe_for
 from ecgfoundry.adapt.data import ptbxl_task
 from ecgfoundry.adapt.loop import Trainer
+from ecgfoundry.adapt.recipe import RecipeError
 from ecgfoundry.data import ptbxl
 from ecgfoundry.models import create_model, load_model, save_model
 
@@ -244,7 +245,11 @@ def test_recipes_yaml_overrides_and_epochs(tmp_path):
     recipe = recipe_for("post-train", config=tmp_path / "r.yaml", epochs=7)
     assert recipe.batch_size == 16 and recipe.stages[1].drop_path_rate == 0.3
     assert recipe.stages[1].epochs == 7 and recipe.stages[0].train == "head"
-    with pytest.raises(KeyError, match="unknown recipe field 'learning_rate'"):
+    with pytest.raises(RecipeError, match="unknown recipe field 'learning_rate'"):
         recipe_for("finetune", config={"learning_rate": 1})
-    with pytest.raises(ValueError, match="unknown strategy"):
+    with pytest.raises(RecipeError, match="unknown strategy"):
         recipe_for("distill")
+    (tmp_path / "bad.yaml").write_text("stages:\n  0: {optimizer: sgd}\n")
+    with pytest.raises(RecipeError, match=r"bad\.yaml: stage finetune: optimizer must be one of"):
+        recipe_for("finetune", config=tmp_path / "bad.yaml")
+    assert recipe_for("finetune", config={"stages.0.lr": "3e-5"}).stages[0].lr == 3e-5

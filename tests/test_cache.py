@@ -162,3 +162,17 @@ def test_killed_build_leaves_no_valid_looking_cache(tmp_path: Path) -> None:
     assert not [p for p in cache_dir.iterdir() if not p.name.startswith(".")]
     store = build(bases, cache_dir)
     assert len(store) == 6 and not list(cache_dir.glob(".toy-*.tmp-*"))
+
+
+def test_a_replacement_cut_between_its_renames_is_recovered(tmp_path: Path) -> None:
+    from ecgfoundry.atomic import atomic_dir, recover_dir
+
+    final = tmp_path / "store"
+    with atomic_dir(final) as tmp:
+        (tmp / "data.txt").write_text("first")
+    os.rename(final, tmp_path / ".store.old-deadbeef")  # killed after setting the old aside
+    assert recover_dir(final) == final and (final / "data.txt").read_text() == "first"
+    with atomic_dir(final) as tmp:
+        (tmp / "data.txt").write_text("second")
+    assert (final / "data.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]

@@ -10,11 +10,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _set_aside(final: Path) -> list[Path]:
+    return sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+
+
+def recover_dir(final: str | Path) -> Path:
+    """Undo a replacement cut short between its two renames: if ``final`` is missing but a
+    copy was set aside, put the newest one back. Returns ``final``."""
+    final = Path(final)
+    if not final.exists() and final.parent.is_dir():
+        aside = _set_aside(final)
+        if aside:
+            os.rename(aside[-1], final)
+    return final
+
+
 @contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success it replaces ``final`` (an old
-    one is moved aside first, then deleted). On error the temporary folder is removed."""
-    final = Path(final)
+    one is set aside first, then deleted; :func:`recover_dir` undoes a crash in between).
+    On error the temporary folder is removed."""
+    final = recover_dir(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
@@ -24,7 +40,8 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         if final.exists():
             os.rename(final, old)
         os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        for leftover in _set_aside(final):
+            shutil.rmtree(leftover, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -20,8 +20,9 @@ from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record
 from ecgfoundry.data.transforms import CropPad, pipeline_for, sliding_windows
 from ecgfoundry.evaluate.metrics import Aggregate, aggregate_windows
+from ecgfoundry.models import registry
 from ecgfoundry.models.base import ECGModel
-from ecgfoundry.models.registry import create_model, load_model, model_names
+from ecgfoundry.models.registry import model_names
 
 
 @dataclass
@@ -37,12 +38,10 @@ class Inputs:
 def resolve_model(name_or_path: str | Path) -> ECGModel:
     """A model folder, ``hf-hub:ORG/REPO``, or a registry name (random weights: warns)."""
     text = str(name_or_path)
-    if Path(text).exists() or text.startswith("hf-hub:"):
-        return load_model(text)
-    if text in model_names():
+    if text in model_names() and not Path(text).exists():
         print(f"warning: {text} is a bare architecture with random weights", file=sys.stderr)
-        return create_model(text).eval()
-    raise ECGInputError(text, f"neither a model folder nor a registered model ({model_names()})")
+        return registry.resolve_model(text, weights=False).eval()
+    return registry.resolve_model(text).eval()
 
 
 def load_inputs(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ecgfoundry.atomic import atomic_dir
+from ecgfoundry.atomic import atomic_dir, recover_dir
 from ecgfoundry.models.io import load_torch_checkpoint
 
 
@@ -29,7 +29,6 @@ class Progress:
     best_metric: float = float("-inf")
     best_epoch: int = -1
     patience_used: int = 0
-    finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -67,6 +66,7 @@ class Checkpoint:
 
 def load_checkpoint(folder: Path) -> Checkpoint | None:
     """The checkpoint in ``folder``, or None if there is none."""
+    recover_dir(folder)
     if not (folder / "state.json").is_file():
         return None
     progress = Progress(**json.loads((folder / "state.json").read_text()))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgfoundry.adapt import distributed as dist
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for
@@ -41,12 +42,12 @@ class TaskData:
     test: Split | None
     description: dict
 
-    def train_crops(self, order: np.ndarray, seed: int) -> np.ndarray:
-        """One crop offset per training row in ``order`` (seeded, e.g. by epoch)."""
+    def train_crops(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One crop offset per training row in ``order``."""
         slack = self.train.signals.shape[-1] - self.window
         if slack <= 0:
             return np.zeros(len(order), dtype=np.int64)
-        return np.random.default_rng(seed).integers(0, slack + 1, len(order))
+        return rng.integers(0, slack + 1, len(order))
 
     def batch(self, split: Split, index: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Inputs [B, leads, window] for split rows ``index`` cropped at ``offsets``."""
@@ -67,6 +68,12 @@ class TaskData:
         return owner, np.tile(starts, len(split))
 
 
+def source_rate(root: str | Path, spec: InputSpec) -> int:
+    """Which PTB-XL records to read: 500 Hz when the model wants more than 100 Hz and the copy
+    has them, else 100 Hz (resampled up if needed)."""
+    return 500 if spec.fs > 100 and (Path(root) / "records500").is_dir() else 100
+
+
 def ptbxl_task(
     root: str | Path,
     task: str,
@@ -79,13 +86,15 @@ def ptbxl_task(
 ) -> TaskData:
     """A PTB-XL task at the model's input spec: folds 1-8 (``fraction`` of them, nested and
     stratified), 9 for validation, 10 for test when present."""
-    source_fs = 500 if spec.fs > 100 and (Path(root) / "records500").is_dir() else 100
-    db = ptbxl.load(root, fs=source_fs)
+    db = ptbxl.load(root, fs=source_rate(root, spec))
     seconds = 10.0
     if spec.seconds > seconds:
         raise ECGInputError(root, f"the model wants {spec.seconds} s; PTB-XL records are 10 s")
     transform = Compose((*pipeline_for(spec, crop=False).transforms, CropPad(seconds)))
-    store = db.cache(cache_dir=cache_dir, workers=workers, transform=transform)
+    if dist.is_main():  # one process builds the cache; the others wait, then open it
+        db.cache(cache_dir=cache_dir, workers=workers, transform=transform)
+    dist.barrier()
+    store = db.cache(cache_dir=cache_dir, transform=transform)
     labelled = db.task(task)
     row_of = dict(zip(store.index["ecg_id"].to_numpy(), store.index["row"].to_numpy(), strict=True))
 

@@ -59,13 +59,29 @@ def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
     return out
 
 
+def _device() -> torch.device:
+    """Where collective tensors must live: NCCL takes CUDA tensors only."""
+    if torch.cuda.is_available() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def broadcast_flag(flag: bool) -> bool:
     """The main process's decision, shared (e.g. whether to stop early)."""
     if world() == 1:
         return flag
-    value = torch.tensor([int(flag)])
+    value = torch.tensor([int(flag)], device=_device())
     dist.broadcast(value, src=0)
     return bool(value.item())
+
+
+def all_sum(value: float) -> float:
+    """The sum of a number over processes."""
+    if world() == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=_device())
+    dist.all_reduce(total)
+    return float(total.item())
 
 
 def cleanup() -> None:

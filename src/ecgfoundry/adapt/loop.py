@@ -51,20 +51,30 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if (" avx512_bf16" in flags or " amx_bf16" in flags) else None
 
 
-def _seed(seed: int, stage: int, epoch: int) -> int:
-    return (seed * 1_000_003 + stage * 10_007 + epoch) % (2**31)
+def _rng(seed: int, stage: int, epoch: int, stream: int) -> np.random.Generator:
+    """Independent random streams per (seed, stage, epoch): 0 shuffles, 1 crops."""
+    return np.random.default_rng([seed, stage, epoch, stream])
 
 
-def _head_parameters(model: ECGModel) -> list[nn.Parameter]:
-    return list(model.head.parameters())
+def _torch_seed(seed: int, stage: int, epoch: int) -> int:
+    return int(_rng(seed, stage, epoch, 2).integers(2**62))
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; a failed CPU allocation is a plain RuntimeError."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 def _set_trainable(model: ECGModel, stage: Stage) -> list[dict[str, Any]]:
     """Freeze or unfreeze, and return the optimizer's parameter groups."""
-    head = {id(p) for p in _head_parameters(model)}
+    head = {id(p) for p in model.head.parameters()}
     for p in model.parameters():
         p.requires_grad = stage.train == "all" or id(p) in head
-    groups = [{"params": _head_parameters(model), "lr": stage.head_lr or stage.lr}]
+    groups = [{"params": list(model.head.parameters()), "lr": stage.head_lr or stage.lr}]
     if stage.train == "all":
         body = [p for p in model.parameters() if id(p) not in head]
         groups.insert(0, {"params": body, "lr": stage.lr})
@@ -202,8 +212,7 @@ class Trainer:
                 resume = saved if saved and progress.stage == index else None
                 progress = self._stage(index, resume, progress)
                 saved = None
-            progress.finished = True
-            if dist.is_main():
+            if dist.is_main():  # the position after the last stage: a rerun only evaluates
                 save_checkpoint(self.checkpoint_dir, self.model, None, None, None, progress)
         finally:
             self.reporter.close()
@@ -225,18 +234,29 @@ class Trainer:
             progress, best = saved.progress, saved.best
             optimizer.load_state_dict(saved.optimizer["optimizer"])
             scheduler.load_state_dict(saved.optimizer["scheduler"])
-        features = self._features() if stage.train == "head" else None
+        remaining = progress.epoch < stage.epochs
+        try:
+            features = self._features() if stage.train == "head" and remaining else None
+        except RuntimeError as error:
+            if _is_out_of_memory(error):
+                raise self._out_of_memory(f"stage {stage.name}, computing features") from error
+            raise
         net: nn.Module = self.model
         if stage.train == "all" and dist.world() > 1:
             # some parameters may get no gradient (Net1D's unused BatchNorm, layer drop)
             net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         for epoch in range(progress.epoch, stage.epochs):
             start = time.perf_counter()
-            torch.manual_seed(_seed(self.seed, index, epoch))
+            torch.manual_seed(_torch_seed(self.seed, index, epoch))
             if features is None:
                 loss, seen = self._epoch(net, stage, optimizer, scheduler, index, epoch, progress)
-                probabilities = predict_split(self.model, self.data, self.data.val,
-                                              self.recipe, self.device)  # fmt: skip
+                try:
+                    probabilities = predict_split(self.model, self.data, self.data.val,
+                                                  self.recipe, self.device)  # fmt: skip
+                except RuntimeError as error:
+                    if _is_out_of_memory(error):
+                        raise self._out_of_memory(f"validation after epoch {epoch + 1}") from error
+                    raise
             else:
                 loss, seen = self._head_epoch(
                     features, optimizer, scheduler, index, epoch, progress
@@ -284,10 +304,8 @@ class Trainer:
         return len(owner)
 
     def _check(self, loss: Tensor, where: str) -> None:
-        finite = torch.isfinite(loss.detach()).float()
-        if dist.world() > 1:
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if finite.item() < 1:
+        bad = float(not torch.isfinite(loss.detach()).item())
+        if dist.all_sum(bad) > 0:  # every process stops together
             raise TrainingError(
                 f"non-finite loss at {where}; stopped before updating the weights. The last "
                 f"good checkpoint ({self.checkpoint_dir}) is intact: lower the learning rate "
@@ -313,8 +331,8 @@ class Trainer:
                epoch: int, progress: Progress) -> tuple[float, int]:  # fmt: skip
         self.model.train()
         data, size = self.data, self.recipe.batch_size
-        order = np.random.default_rng(_seed(self.seed, index, epoch)).permutation(len(data.train))
-        offsets = data.train_crops(order, _seed(self.seed, index, epoch) + 1)
+        order = _rng(self.seed, index, epoch, 0).permutation(len(data.train))
+        offsets = data.train_crops(order, _rng(self.seed, index, epoch, 1))
         params = [p for g in optimizer.param_groups for p in g["params"]]
         total, task = 0.0, self.reporter.epoch(f"{stage.name} {epoch + 1}/{stage.epochs}",
                                                len(order))  # fmt: skip
@@ -333,11 +351,14 @@ class Trainer:
                 # this process's sum / global batch x world: DDP's gradient mean = whole batch
                 loss = self.loss(logits.float(), y) * dist.world() / (len(batch) * y.shape[1])
                 self._step(optimizer, scheduler, loss, where, params)
-            except torch.OutOfMemoryError as error:
-                raise self._out_of_memory(where) from error
+            except RuntimeError as error:
+                if _is_out_of_memory(error):
+                    raise self._out_of_memory(where) from error
+                raise
             progress.step += 1
-            total += loss.item() * len(batch) / dist.world()
-            self.reporter.update(task, len(batch), loss.item() / dist.world())
+            batch_loss = dist.all_sum(loss.item()) / dist.world()  # the whole batch's mean
+            total += batch_loss * len(batch)
+            self.reporter.update(task, len(batch), batch_loss)
         return total / len(order), len(order)
 
     def _features(self) -> dict[str, Any]:
@@ -355,7 +376,7 @@ class Trainer:
                     epoch: int, progress: Progress) -> tuple[float, int]:  # fmt: skip
         feats, owner = features["train"]
         y = torch.from_numpy(self.data.train.y).to(self.device)[torch.from_numpy(owner)]
-        order = np.random.default_rng(_seed(self.seed, index, epoch)).permutation(len(feats))
+        order = _rng(self.seed, index, epoch, 0).permutation(len(feats))
         head, size, total = self.model.head, self.recipe.batch_size, 0.0
         head.train()
         for start in range(0, len(order), size):

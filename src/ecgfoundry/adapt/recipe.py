@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ecgfoundry.errors import ReportedError
+
 Trainable = Literal["head", "all"]
 
 
@@ -47,12 +49,31 @@ class Stage:
     patience: int | None = 5
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"stage {self.name}: epochs must be >= 0")
-        if self.train not in ("head", "all"):
-            raise ValueError(f"stage {self.name}: train must be 'head' or 'all'")
+        for name in ("lr", "head_lr", "weight_decay", "warmup_epochs", "drop_path_rate"):
+            value = getattr(self, name)
+            if value is not None:  # YAML reads 3e-5 (no dot) as a string
+                setattr(self, name, _number(value, f"stage {self.name}: {name}"))
+        _choice(self.train, ("head", "all"), f"stage {self.name}: train")
+        _choice(self.optimizer, ("adam", "adamw"), f"stage {self.name}: optimizer")
+        _choice(self.schedule, ("constant", "cosine"), f"stage {self.name}: schedule")
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"stage {self.name}: epochs must be a whole number >= 0")
+        if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
+            raise ValueError(f"stage {self.name}: learning rates must be > 0")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"stage {self.name}: drop_path_rate must be in [0, 1)")
+
+
+def _number(value: Any, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {list(allowed)}, got {value!r}")
 
 
 @dataclass
@@ -67,6 +88,17 @@ class Recipe:
     pos_weight: bool = False  # weight positives by negatives/positives per label (capped)
     eval_aggregate: Literal["max", "mean"] = "max"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        _choice(self.init, ("pretrained", "random"), "init")
+        _choice(self.eval_aggregate, ("max", "mean"), "eval_aggregate")
+        _choice(self.precision, ("auto", "fp32", "bf16"), "precision")
+        if self.grad_clip is not None:
+            self.grad_clip = _number(self.grad_clip, "grad_clip")
+        if not self.stages:
+            raise ValueError("a recipe needs at least one stage")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,11 +186,24 @@ def recipe_for(
     """The strategy's default recipe, then a YAML file (or dict) of overrides, then ``epochs``
     (sets the last stage's epochs: the main training stage)."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
+        raise RecipeError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
     recipe = STRATEGIES[strategy]()
-    if config is not None:
-        overrides = config if isinstance(config, dict) else yaml.safe_load(Path(config).read_text())
-        recipe = recipe.with_overrides(overrides or {})
-    if epochs is not None:
-        recipe.stages[-1].epochs = epochs
+    source = "the recipe overrides" if isinstance(config, dict) else str(config)
+    try:
+        if config is not None:
+            overrides = (
+                config if isinstance(config, dict) else yaml.safe_load(Path(config).read_text())
+            )
+            if not isinstance(overrides or {}, dict):
+                raise ValueError("expected a mapping of recipe fields")
+            recipe = recipe.with_overrides(overrides or {})
+        if epochs is not None:
+            recipe = recipe.with_overrides({f"stages.{len(recipe.stages) - 1}.epochs": epochs})
+    except (OSError, yaml.YAMLError, ValueError, KeyError, TypeError, IndexError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise RecipeError(f"{source}: {message}") from error
     return recipe
+
+
+class RecipeError(ValueError, ReportedError):
+    """A recipe that cannot be used: the message names the file and the field."""

@@ -4,6 +4,7 @@ with another configuration is refused, never silently reused."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,16 @@ import torch
 
 from ecgfoundry.adapt import distributed as dist
 from ecgfoundry.adapt.checkpoint import load_checkpoint
-from ecgfoundry.adapt.data import TaskData, ptbxl_task
-from ecgfoundry.adapt.loop import Trainer, predict_split
+from ecgfoundry.adapt.data import TaskData, ptbxl_task, source_rate
+from ecgfoundry.adapt.loop import Trainer, autocast_dtype, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
 from ecgfoundry.atomic import atomic_dir, atomic_write_text
+from ecgfoundry.data.stratify import check_fractions
 from ecgfoundry.errors import ReportedError
 from ecgfoundry.evaluate.metrics import evaluate, tune_thresholds
 from ecgfoundry.models.base import ECGModel
-from ecgfoundry.models.io import read_model_folder, save_model
-from ecgfoundry.models.registry import create_model, family_class, load_model, model_names
+from ecgfoundry.models.io import save_model
+from ecgfoundry.models.registry import resolve_model
 
 RUN_FORMAT = 1
 
@@ -33,25 +35,23 @@ class RunConfigError(ValueError, ReportedError):
 def build_model(model: str | Path, init: str) -> ECGModel:
     """The starting model: a model folder's weights (``pretrained``), or its architecture (or a
     registry preset's) freshly initialised (``random``, seeded by the caller)."""
-    text = str(model)
-    if Path(text).exists():
-        if init == "pretrained":
-            return load_model(text)
-        config, _ = read_model_folder(text)
-        cls = family_class(config["family"])
-        return cls(cls.config_class.from_dict(config["config"]))
-    if text in model_names():
-        if init == "pretrained":
-            raise RunConfigError(
-                f"{text} is a bare architecture: pretrained strategies need a model folder "
-                "with weights (use --strategy scratch to train it from random initialisation)"
-            )
-        return create_model(text)
-    raise RunConfigError(f"{text}: neither a model folder nor a registered model")
+    return resolve_model(model, weights=init == "pretrained")
 
 
-def _claim(out: Path, config: dict[str, Any]) -> None:
-    """Write RUN_DIR/config.json, or check that the one there is the same run."""
+def model_fingerprint(model: str | Path) -> str:
+    """What identifies the starting weights: a hash of a folder's weights file, else the name."""
+    weights = Path(str(model)) / "model.safetensors"
+    if weights.is_file():
+        digest = hashlib.sha256()
+        with weights.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return f"sha256:{digest.hexdigest()[:16]}"
+    return str(model)
+
+
+def _claim(out: Path, config: dict[str, Any], *, write: bool) -> None:
+    """Check that RUN_DIR/config.json is this run's (every process checks; one writes)."""
     path = out / "config.json"
     if path.exists():
         before = json.loads(path.read_text())
@@ -62,9 +62,10 @@ def _claim(out: Path, config: dict[str, Any]) -> None:
                 "use another --out, or delete the folder to start over"
             )
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != "config.json" for p in out.iterdir()):
         raise RunConfigError(f"{out} is not empty and holds no ecgfoundry run: use another --out")
-    atomic_write_text(path, json.dumps(config, indent=1))
+    if write:
+        atomic_write_text(path, json.dumps(config, indent=1))
 
 
 class JsonlLog:
@@ -81,14 +82,20 @@ class JsonlLog:
 
 
 def evaluate_run(
-    model: ECGModel, data: TaskData, recipe: Recipe, device: torch.device, *, seed: int
+    model: ECGModel,
+    data: TaskData,
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    seed: int,
+    test: bool = True,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Validation and (when fold 10 exists) test reports, F1 thresholds tuned on validation;
-    and the predictions they were computed from."""
+    """Validation and (when fold 10 exists and ``test``) test reports, F1 thresholds tuned on
+    validation; and the predictions they were computed from."""
     predictions = {"labels": np.array(data.labels)}
     metrics: dict[str, Any] = {}
     thresholds = None
-    for name, split in (("val", data.val), ("test", data.test)):
+    for name, split in (("val", data.val), ("test", data.test if test else None)):
         if split is None:
             continue
         probabilities = predict_split(model, data, split, recipe, device)
@@ -116,23 +123,32 @@ def finetune(
     cache_dir: str | Path | None = None,
     workers: int = 1,
     progress_bar: bool = True,
+    evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Adapt ``model`` to a PTB-XL task with a strategy; returns (and writes) the metrics."""
+    """Adapt ``model`` to a PTB-XL task with a strategy; returns (and writes) the metrics.
+
+    ``evaluate_test=False`` never scores fold 10 (for tuning runs such as hyperparameter
+    sweeps, which must see validation only)."""
     if data != "ptbxl":
         raise RunConfigError(f"data {data!r} is not supported yet; use ptbxl")
     device = dist.setup()
     recipe = recipe_for(strategy, config=config, epochs=epochs)
     out = Path(out)
-    run_config = {
-        "format": RUN_FORMAT, "model": str(model), "data": data,
-        "root": str(Path(root).resolve()), "task": task, "fraction": fraction, "seed": seed,
-        "recipe": recipe.to_dict(),
-    }  # fmt: skip
-    if dist.is_main():
-        _claim(out, run_config)
-    dist.barrier()
+    try:
+        check_fractions([fraction])
+    except ValueError as error:
+        raise RunConfigError(f"--fraction: {error}") from error
     torch.manual_seed(seed)
     network = build_model(model, recipe.init)
+    run_config = {
+        "format": RUN_FORMAT, "model": str(model), "model_weights": model_fingerprint(model),
+        "data": data, "root": str(Path(root).resolve()),
+        "source_fs": source_rate(root, network.spec), "task": task, "fraction": fraction,
+        "seed": seed, "precision": str(autocast_dtype(recipe.precision, device) or "float32"),
+        "world_size": dist.world(), "evaluate_test": evaluate_test, "recipe": recipe.to_dict(),
+    }  # fmt: skip
+    _claim(out, run_config, write=dist.is_main())
+    dist.barrier()
     task_data = ptbxl_task(root, task, network.spec, fraction=fraction, seed=seed,
                            cache_dir=cache_dir, workers=workers)  # fmt: skip
     torch.manual_seed(seed)
@@ -143,7 +159,8 @@ def finetune(
     trainer = Trainer(network, recipe, task_data, out, seed=seed, device=device, log=log,
                       progress_bar=progress_bar)  # fmt: skip
     progress = trainer.fit()
-    metrics, predictions = evaluate_run(network, task_data, recipe, device, seed=seed)
+    metrics, predictions = evaluate_run(network, task_data, recipe, device, seed=seed,
+                                        test=evaluate_test)  # fmt: skip
     metrics["run"] = {
         **{k: run_config[k] for k in ("model", "task", "fraction", "seed")},
         "strategy": strategy,
@@ -168,6 +185,7 @@ def finetune(
             np.savez(tmp / "predictions.npz", **predictions)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=_jsonable))
     dist.barrier()
+    dist.cleanup()
     return metrics
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgfoundry.atomic import atomic_dir
+from ecgfoundry.atomic import atomic_dir, recover_dir
 from ecgfoundry.data.record import ECGInputError, Record
 
 CACHE_FORMAT = 1
@@ -150,7 +150,7 @@ def build_cache(
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = _config_hash({"format": CACHE_FORMAT, "config": config, "n": len(items)})
     sources_hash = source_signature(sources)
-    final = cache_dir / f"{name}-{key[:16]}"
+    final = recover_dir(cache_dir / f"{name}-{key[:16]}")
     if final.exists() and not rebuild:
         try:
             store = ArrayStore.open(final)

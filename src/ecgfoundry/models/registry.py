@@ -135,6 +135,31 @@ def load_model(path: str | Path) -> ECGModel:
     return model.eval()
 
 
+def resolve_model(name_or_path: str | Path, *, weights: bool = True) -> ECGModel:
+    """A model folder, ``hf-hub:ORG/REPO``, or a registry preset.
+
+    ``weights=False`` gives the same architecture freshly initialised (seed first). A preset
+    has no weights, so asking for them raises a CheckpointError that says so.
+    """
+    text = str(name_or_path)
+    if Path(text).exists() or text.startswith(HUB_PREFIX):
+        model = load_model(text)
+        if weights:
+            return model
+        return type(model)(type(model).config_class.from_dict(model.config.to_dict()))
+    if text in _MODELS:
+        if weights:
+            raise CheckpointError(
+                text, "a registered architecture without weights: pass a model folder (or use "
+                "it untrained, e.g. with the scratch strategy)"
+            )  # fmt: skip
+        return create_model(text)
+    raise CheckpointError(
+        text, f"neither a model folder, {HUB_PREFIX}ORG/REPO, nor a registered model "
+        f"({', '.join(model_names())})"
+    )  # fmt: skip
+
+
 def _is_transformers_hubert(path: Path) -> bool:
     config = path / "config.json"
     if not config.is_file():
@@ -181,5 +206,6 @@ __all__ = [
     "model_entry",
     "model_names",
     "register_model",
+    "resolve_model",
     "save_model",
 ]
