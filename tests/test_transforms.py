@@ -181,3 +181,20 @@ def test_input_spec_validation_and_round_trip() -> None:
         InputSpec(fs=100, seconds=10, leads=("I",), normalisation="l2")
     with pytest.raises(ValueError, match="fs must be positive"):
         InputSpec(fs=0, seconds=10, leads=("I",))
+
+
+@pytest.mark.parametrize(
+    ("length", "window", "expected"),
+    [
+        (1000, 1000, [0]),
+        (800, 1000, [0]),
+        (1000, 500, [0, 250, 500]),
+        (1000, 400, [0, 200, 400, 600]),
+    ],
+)
+def test_window_starts_cover_the_signal(length: int, window: int, expected: list[int]) -> None:
+    from ecgfoundry.data.transforms import window_starts
+
+    starts = window_starts(length, window)
+    assert list(starts) == expected
+    assert starts[-1] + window >= min(length, window) and starts[-1] + window <= max(length, window)

@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from ecgfoundry.data.record import ECGInputError
-from ecgfoundry.errors import ReportedError
+from ecgfoundry.errors import ReportedError, UsageError
 
 if TYPE_CHECKING:
     from ecgfoundry.inference import Inputs
@@ -92,7 +92,13 @@ def data_summary(
     options = {"seconds": seconds, "stride": stride, "lead": lead}
     if fs is not None:
         options["fs"] = fs
-    _print_json(arrhythmia.summary(dataset.value, root, **options))
+    try:
+        summary = arrhythmia.summary(dataset.value, root, **options)
+    except (ValueError, KeyError) as error:
+        if isinstance(error, ReportedError):
+            raise
+        raise UsageError(f"{dataset.value} --root {root}: {error}") from error
+    _print_json(summary)
 
 
 @data_app.command("cache")
@@ -126,6 +132,11 @@ def data_download(
 
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 app.add_typer(models_app, name="models")
+
+
+class Aggregate(StrEnum):
+    mean = "mean"
+    max = "max"
 
 
 class Family(StrEnum):
@@ -177,7 +188,10 @@ def convert(
     from ecgfoundry.models import hubert, net1d, save_model, wav2vec2
 
     module = {"ecgfounder": net1d, "ecgfm": wav2vec2, "hubert-ecg": hubert}[family.value]
-    overrides = json.loads(config.read_text()) if config else None
+    try:
+        overrides = json.loads(config.read_text()) if config else None
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f"--config {config}: not a readable JSON file ({error})") from error
     model = module.convert_checkpoint(checkpoint, overrides=overrides, allow_unsafe=allow_unsafe)
     typer.echo(str(save_model(model, out_dir)))
 
@@ -233,13 +247,13 @@ def predict(
     fs: InputFsOption = None,
     leads: LeadsOption = None,
     no_preprocess: NoPreprocessOption = False,
-    aggregate: Annotated[str, typer.Option(help="Over windows: mean or max.")] = "mean",
+    aggregate: Annotated[Aggregate, typer.Option(help="Over a record's windows.")] = Aggregate.mean,
 ) -> None:
     """Write per-label probabilities for each record."""
     from ecgfoundry import inference
 
     network, inputs = _inputs(model, source, fs, leads, no_preprocess)
-    probabilities = inference.predict_proba(network, inputs, aggregate=aggregate)
+    probabilities = inference.predict_proba(network, inputs, aggregate=Aggregate(aggregate).value)
     labels = inference.label_names(network)
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
 

@@ -1,8 +1,9 @@
 """Embed and predict on people's own ECG files, preprocessed as the model's input spec says.
 
-Records longer than the model's input are cut into consecutive windows of the input length;
-a record's embedding is the mean of its windows' embeddings and its prediction the mean (or
-max) of its windows' probabilities. Shorter records are zero-padded (listed as a repair).
+Records longer than the model's input are cut into windows of the input length at half-window
+stride (the last one flush with the end), as evaluation does; a record's embedding is the mean
+of its windows' embeddings and its prediction the mean (or max) of their probabilities.
+Shorter records are zero-padded (listed as a repair).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record
-from ecgfoundry.data.transforms import CropPad, pipeline_for, sliding_windows
+from ecgfoundry.data.transforms import CropPad, pipeline_for, window_starts
 from ecgfoundry.evaluate.metrics import Aggregate, aggregate_windows
 from ecgfoundry.models import registry
 from ecgfoundry.models.base import ECGModel
@@ -69,7 +70,10 @@ def load_inputs(
     if path.suffix.lower() == ".npy":
         if fs is None:
             raise ECGInputError(path, ".npy arrays carry no sampling rate: pass fs (--fs)")
-        shape = np.load(path, mmap_mode="r").shape
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError) as error:
+            raise ECGInputError(path, f"not a readable .npy array ({error})") from error
         if leads is None:
             from ecgfoundry.data.record import STANDARD_LEADS
 
@@ -92,7 +96,8 @@ def prepare(model: ECGModel, records: Sequence[Record], *, preprocess: bool = Tr
             record = pipeline(record)
             if record.n_samples < spec.samples:
                 record = CropPad(spec.seconds)(record)
-            cut = sliding_windows(record.signal, spec.samples, spec.samples)
+            starts = window_starts(record.n_samples, spec.samples)
+            cut = np.stack([record.signal[:, s : s + spec.samples] for s in starts])
         else:
             cut = record.signal[None]
         done = [r["kind"] for r in record.metadata.get("repairs", [])]

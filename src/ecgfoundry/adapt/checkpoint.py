@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ecgfoundry.atomic import atomic_dir, recover_dir
-from ecgfoundry.models.io import load_torch_checkpoint
+from ecgfoundry.models.io import CheckpointError, load_torch_checkpoint
 
 
 @dataclass
@@ -69,12 +69,17 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
     recover_dir(folder)
     if not (folder / "state.json").is_file():
         return None
-    progress = Progress(**json.loads((folder / "state.json").read_text()))
-    best = folder / "best.safetensors"
-    optimizer = folder / "optimizer.pt"
-    return Checkpoint(
-        model=load_file(str(folder / "model.safetensors")),
-        best=load_file(str(best)) if best.exists() else None,
-        optimizer=load_torch_checkpoint(optimizer) if optimizer.exists() else None,
-        progress=progress,
-    )
+    try:
+        progress = Progress(**json.loads((folder / "state.json").read_text()))
+        best = folder / "best.safetensors"
+        optimizer = folder / "optimizer.pt"
+        return Checkpoint(
+            model=load_file(str(folder / "model.safetensors")),
+            best=load_file(str(best)) if best.exists() else None,
+            optimizer=load_torch_checkpoint(optimizer) if optimizer.exists() else None,
+            progress=progress,
+        )
+    except (OSError, ValueError, TypeError) as error:
+        raise CheckpointError(
+            folder, f"unreadable training checkpoint ({error}); delete it to start the run over"
+        ) from error

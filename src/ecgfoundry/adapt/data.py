@@ -16,7 +16,7 @@ import numpy as np
 from ecgfoundry.adapt import distributed as dist
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.record import ECGInputError
-from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for
+from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for, window_starts
 from ecgfoundry.spec import InputSpec
 
 
@@ -60,10 +60,7 @@ class TaskData:
 
     def eval_windows(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
         """(split row, offset) of every evaluation window: stride half a window."""
-        length = split.signals.shape[-1]
-        starts = np.arange(0, max(length - self.window, 0) + 1, max(self.window // 2, 1))
-        if length > self.window and starts[-1] != length - self.window:
-            starts = np.r_[starts, length - self.window]  # the last window ends at the end
+        starts = window_starts(split.signals.shape[-1], self.window)
         owner = np.repeat(np.arange(len(split)), len(starts))
         return owner, np.tile(starts, len(split))
 
@@ -107,6 +104,9 @@ def ptbxl_task(
         return Split(store.signals, rows, labelled.y[index].astype(np.float32), ids)
 
     sizes = labelled.split_sizes()
+    if not sizes["train"] or not sizes["val"]:
+        raise ECGInputError(root, f"task {task!r} needs training folds 1-8 and validation fold 9; "
+                            f"this copy has folds {db.folds_present}")  # fmt: skip
     return TaskData(
         labels=list(labelled.labels),
         window=spec.samples,

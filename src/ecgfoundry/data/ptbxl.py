@@ -382,7 +382,7 @@ def load(root: str | Path, fs: int = 100) -> PTBXL:
     """
     root = Path(root)
     if fs not in _FILENAME_COLUMN:
-        raise ValueError(f"PTB-XL comes at fs=100 or fs=500, not {fs!r}")
+        raise ECGInputError(root, f"PTB-XL comes at fs=100 or fs=500, not {fs!r}")
     fs = int(fs)
     listing = _read_database(root)
     statements = _read_statements(root)

@@ -56,6 +56,15 @@ def sliding_windows(x: np.ndarray, size: int, stride: int, *, pad: bool = False)
     return np.ascontiguousarray(np.moveaxis(view, -2, 0))
 
 
+def window_starts(length: int, window: int) -> np.ndarray:
+    """Start samples of windows covering a signal for scoring: half-window stride, the last
+    window flush with the end (one window at 0 when the signal is not longer than a window)."""
+    starts = np.arange(0, max(length - window, 0) + 1, max(window // 2, 1))
+    if length > window and starts[-1] != length - window:
+        starts = np.r_[starts, length - window]
+    return starts
+
+
 @dataclass(frozen=True)
 class Resample:
     """Resample to ``fs`` Hz (polyphase); annotations follow."""

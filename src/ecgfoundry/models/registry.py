@@ -130,7 +130,11 @@ def load_model(path: str | Path) -> ECGModel:
         model_class = family_class(config["family"])
     except KeyError as error:
         raise CheckpointError(path, str(error)) from error
-    model = model_class(model_class.config_class.from_dict(config["config"]))
+    try:
+        model = model_class(model_class.config_class.from_dict(config["config"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(path, f"config.json does not describe a {config['family']} "
+                              f"model ({error})") from error  # fmt: skip
     load_state_dict_strict(model, weights, path)
     return model.eval()
 
