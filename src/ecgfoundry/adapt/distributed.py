@@ -3,6 +3,8 @@ RANK/WORLD_SIZE), gloo on CPU, NCCL on GPUs; a plain run is one process.
 
 Every process draws the same global batch and takes its slice (``rank::world``); losses are
 scaled so that DDP's gradient average equals the single-process gradient of the whole batch.
+BatchNorm statistics are per process (no SyncBatchNorm), so models that apply BatchNorm differ
+slightly from a single-process run; the published Net1D applies none.
 """
 
 from __future__ import annotations
