@@ -31,14 +31,15 @@ class Dataset(StrEnum):
     vfdb = "vfdb"
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=1, default=str))
 
 
 @app.command()
-def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
+def demo(as_json: JsonFlag = False) -> None:
     """Run the main job on the bundled sample ECGs (offline)."""
     from ecgfoundry.demo import DEMO_SPEC, run_demo
 
@@ -146,9 +147,7 @@ class Family(StrEnum):
 
 
 @models_app.command("list")
-def models_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
+def models_list(as_json: JsonFlag = False) -> None:
     """Every architecture preset with its parameter count and input spec."""
     from ecgfoundry.models import list_models
 
