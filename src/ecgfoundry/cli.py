@@ -19,7 +19,11 @@ if TYPE_CHECKING:
     from ecgfoundry.models import ECGModel
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="ECG foundation models on your ECGs: read data, load and convert published models, "
+    "embed, predict, and adapt them to tasks. Start with `ecgfoundry demo`.",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Read, summarise, cache and download datasets.")
 app.add_typer(data_app, name="data")
