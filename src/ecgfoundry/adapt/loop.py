@@ -248,6 +248,7 @@ class Trainer:
         for epoch in range(progress.epoch, stage.epochs):
             start = time.perf_counter()
             torch.manual_seed(_torch_seed(self.seed, index, epoch))
+            np.random.seed(_torch_seed(self.seed, index, epoch) % 2**32)  # e.g. SpecAugment masks
             if features is None:
                 loss, seen = self._epoch(net, stage, optimizer, scheduler, index, epoch, progress)
                 try:
