@@ -7,7 +7,10 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
 
 
 def _set_aside(final: Path) -> list[Path]:
@@ -44,6 +47,15 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
             shutil.rmtree(leftover, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

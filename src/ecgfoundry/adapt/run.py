@@ -17,7 +17,7 @@ from ecgfoundry.adapt.checkpoint import load_checkpoint
 from ecgfoundry.adapt.data import TaskData, ptbxl_task, source_rate
 from ecgfoundry.adapt.loop import Trainer, autocast_dtype, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
-from ecgfoundry.atomic import atomic_dir, atomic_write_text
+from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
 from ecgfoundry.data.stratify import check_fractions
 from ecgfoundry.errors import ReportedError
 from ecgfoundry.evaluate.metrics import evaluate, tune_thresholds
@@ -183,13 +183,7 @@ def finetune(
         save_model(network, out / "model")
         with atomic_dir(out / "predictions") as tmp:
             np.savez(tmp / "predictions.npz", **predictions)
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=_jsonable))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=json_default))
     dist.barrier()
     dist.cleanup()
     return metrics
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

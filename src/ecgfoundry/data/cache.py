@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgfoundry.atomic import atomic_dir, recover_dir
+from ecgfoundry.atomic import atomic_dir, json_default, recover_dir
 from ecgfoundry.data.record import ECGInputError, Record
 
 CACHE_FORMAT = 1
@@ -169,7 +169,7 @@ def build_cache(
             format=CACHE_FORMAT,
             complete=True,
         )
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=json_default))
     return ArrayStore.open(final)
 
 
@@ -210,12 +210,8 @@ def _write(
     index.insert(0, "row", np.arange(len(kept)))
     index.to_parquet(tmp / "index.parquet", index=False)
     for entry in unreadable:
-        entry.update({k: _jsonable(v) for k, v in columns.iloc[entry.pop("item")].items()})
+        entry.update(columns.iloc[entry.pop("item")].to_dict())
     return {"records": len(kept), "unreadable": unreadable}
-
-
-def _jsonable(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _truncate_npy(path: Path, rows: int) -> None:
