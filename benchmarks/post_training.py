@@ -8,7 +8,9 @@ without stochastic depth and without the preview linear probe) on the superdiagn
 rhythm tasks at 10/30/100 % of the training folds, 3 seeds, reported on fold 9 (and fold 10
 when present). Each finished cell is appended to ``--results`` (JSON lines) at once, and cells
 already there are skipped, so the grid carries on across sessions. A killed cell resumes from
-its checkpoint. Prints a JSON summary of the cells so far.
+its checkpoint. The fold-9 (and fold-10) probabilities of every cell are kept beside the results
+(``--predictions``) for paired comparisons (``summarise_post_training.py``). Prints a JSON
+summary of the cells so far.
 
     python benchmarks/post_training.py --backbone runs/standin/model --root DIR/ptbxl \\
         [--tasks superdiagnostic,rhythm] [--fractions 0.1,0.3,1] [--seeds 0,1,2] [--max-cells N]
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from ecgfoundry.adapt import finetune
+import numpy as np
+
+from ecgfoundry.adapt import finetune, recipe_for
 
 # Strategy variants: (strategy, recipe overrides). The ablations change one thing each.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -49,7 +54,7 @@ SWEEP: dict[str, tuple[str, dict[str, Any]]] = {
     )
     for lp in (2, 5, 10)
     for dp in (0.05, 0.1, 0.2, 0.3)
-    for lr in (1e-4, 3e-4)
+    for lr in (3e-5, 1e-4, 3e-4)
 }
 VARIANTS |= SWEEP
 MAIN = ("scratch", "linear-probe", "finetune", "lp-ft", "post-train", "post-train-no-drop-path",
@@ -64,6 +69,25 @@ def done_cells(results: Path) -> set[str]:
     if not results.exists():
         return set()
     return {json.loads(line)["cell"] for line in results.read_text().splitlines() if line.strip()}
+
+
+def predictions_file(folder: Path, key: str) -> Path:
+    return folder / (key.replace("/", "__") + ".npz")
+
+
+def keep_predictions(run: Path, dest: Path) -> None:
+    """Copy a run's evaluation probabilities (not its checkpoints) beside the results."""
+    source = run / "predictions" / "predictions.npz"
+    if dest.exists() or not source.exists():
+        return
+    with np.load(source, allow_pickle=False) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    for name in [k for k in arrays if k.endswith("_y")]:
+        arrays[name] = arrays[name].astype(np.uint8)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(".partial.npz")
+    np.savez_compressed(partial, **arrays)
+    os.replace(partial, dest)
 
 
 def summarise(row: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +117,9 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, default=Path("benchmarks/results/post_training.jsonl")
     )
+    parser.add_argument(
+        "--predictions", type=Path, default=Path("benchmarks/results/post_training_predictions")
+    )
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
     args = parser.parse_args()
@@ -109,6 +136,8 @@ def main() -> None:
     ran = 0
     for cell in cells:
         key = cell_key(cell)
+        if key in finished:  # cells from before predictions were kept, while their run exists
+            keep_predictions(args.runs / key, predictions_file(args.predictions, key))
         if key in finished or (args.max_cells is not None and ran >= args.max_cells):
             continue
         strategy, overrides = VARIANTS[cell["variant"]]
@@ -122,9 +151,11 @@ def main() -> None:
         for split in ("val", "test"):
             if split in metrics:
                 metrics[split].pop("per_label", None)
-        row = {"cell": key, **cell, "strategy": strategy, "overrides": overrides,
+        recipe = recipe_for(strategy, config=overrides or None).to_dict()
+        row = {"cell": key, **cell, "strategy": strategy, "overrides": overrides, "recipe": recipe,
                "backbone": str(args.backbone), "seconds": round(time.perf_counter() - start, 1),
                "metrics": metrics}  # fmt: skip
+        keep_predictions(args.runs / key, predictions_file(args.predictions, key))
         args.results.parent.mkdir(parents=True, exist_ok=True)
         with args.results.open("a") as handle:
             handle.write(json.dumps(row) + "\n")

@@ -1,10 +1,13 @@
-"""Summarise the post-training grid's results file as JSON or a Markdown table.
+"""Summarise the post-training grid's results as JSON or Markdown tables.
 
-    python benchmarks/summarise_post_training.py [--results FILE] [--split val] [--markdown]
+    python benchmarks/summarise_post_training.py [--results FILE ...] [--split val] [--markdown]
 
 Per (task, fraction, variant): mean and standard deviation over seeds of macro AUROC and
-AUPRC, the number of seeds, and the relative change against ``finetune`` with the same task,
-fraction and seeds (in %, as the seed paper reports it).
+AUPRC, and the paired comparison with ``finetune`` at the same task and fraction: the
+difference of the seed means, its 95 % CI from a paired bootstrap over the evaluation records
+(both sides rescored on the same resamples, from the probabilities the grid keeps), and the
+relative change in % as the seed paper reports it. The data-efficiency claim gets its own
+table: each variant at a fraction against ``finetune`` on all of the training folds.
 """
 
 from __future__ import annotations
@@ -16,62 +19,116 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from post_training import predictions_file
+
+from ecgfoundry.evaluate import bootstrap_difference
+
+Group = tuple[str, float, str]  # task, fraction, variant
 
 
-def summarise(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
-    groups: dict[tuple, dict[int, dict[str, float]]] = defaultdict(dict)
-    for row in rows:
-        if split in row["metrics"]:
-            metrics = row["metrics"][split]
-            groups[(row["task"], row["fraction"], row["variant"])][row["seed"]] = {
-                "auroc": metrics["macro_auroc"], "auprc": metrics["macro_auprc"],
-            }  # fmt: skip
+def load(results: list[Path], split: str) -> dict[Group, dict[int, dict[str, Any]]]:
+    """Rows by (task, fraction, variant), then seed."""
+    groups: dict[Group, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for path in results:
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else None
+            if row and split in row["metrics"]:
+                groups[(row["task"], row["fraction"], row["variant"])][row["seed"]] = row
+    return groups
+
+
+def paired(
+    ours: dict[int, dict[str, Any]],
+    theirs: dict[int, dict[str, Any]],
+    predictions: Path,
+    split: str,
+    resamples: int,
+) -> dict[str, Any] | None:
+    """Paired bootstrap of ours minus theirs over the seeds both have; None without the
+    kept probabilities."""
+    seeds = sorted(set(ours) & set(theirs))
+    cells = [side[s]["cell"] for side in (ours, theirs) for s in seeds]
+    files = [predictions_file(predictions, cell) for cell in cells]
+    if not seeds or not all(f.exists() for f in files):
+        return None
+    loaded = [np.load(f, allow_pickle=False) for f in files]
+    ids, y = loaded[0][f"{split}_ids"], loaded[0][f"{split}_y"]
+    if any(not np.array_equal(z[f"{split}_ids"], ids) for z in loaded):
+        raise ValueError(f"the kept predictions do not cover the same {split} records: {files}")
+    scores = [z[f"{split}_probabilities"] for z in loaded]
+    report = bootstrap_difference(y, scores[: len(seeds)], scores[len(seeds) :],
+                                  n_resamples=resamples)  # fmt: skip
+    return {"seeds": seeds, **{k: report[k] for k in ("macro_auroc", "macro_auprc")}}
+
+
+def summarise(
+    groups: dict[Group, dict[int, dict[str, Any]]],
+    predictions: Path,
+    split: str,
+    resamples: int,
+    baseline_fraction: float | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per group; compared with ``finetune`` at the same fraction, or at
+    ``baseline_fraction`` when given."""
     out = []
     for (task, fraction, variant), by_seed in sorted(groups.items()):
-        baseline = groups.get((task, fraction, "finetune"), {})
-        shared = sorted(set(by_seed) & set(baseline))
         entry: dict[str, Any] = {"task": task, "fraction": fraction, "variant": variant,
-                                 "seeds": len(by_seed)}  # fmt: skip
-        for metric in ("auroc", "auprc"):
-            values = np.array([by_seed[s][metric] for s in sorted(by_seed)])
-            entry[f"{metric}_mean"] = float(values.mean())
-            entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
-            if shared and variant != "finetune":
-                ours = np.mean([by_seed[s][metric] for s in shared])
-                theirs = np.mean([baseline[s][metric] for s in shared])
-                entry[f"{metric}_vs_finetune_pct"] = float(100 * (ours - theirs) / theirs)
+                                 "seeds": sorted(by_seed)}  # fmt: skip
+        for metric in ("macro_auroc", "macro_auprc"):
+            values = np.array([by_seed[s]["metrics"][split][metric] for s in sorted(by_seed)])
+            spread = float(values.std(ddof=1)) if len(values) > 1 else None
+            entry[metric] = {"mean": float(values.mean()), "std": spread}
+        against = baseline_fraction if baseline_fraction is not None else fraction
+        baseline = groups.get((task, against, "finetune"), {})
+        if (fraction, variant) != (against, "finetune"):
+            entry["vs_finetune"] = paired(by_seed, baseline, predictions, split, resamples)
         out.append(entry)
     return out
 
 
-def markdown(entries: list[dict[str, Any]]) -> str:
-    def cell(entry: dict[str, Any], metric: str) -> str:
-        text = f"{entry[f'{metric}_mean']:.4f}"
-        if entry[f"{metric}_std"] is not None:
-            text += f" ± {entry[f'{metric}_std']:.4f}"
-        change = entry.get(f"{metric}_vs_finetune_pct")
-        return text + (f" ({change:+.1f} %)" if change is not None else "")
+def markdown(entries: list[dict[str, Any]], baseline: str) -> str:
+    def value(entry: dict[str, Any], metric: str) -> str:
+        stats = entry[metric]
+        return f"{stats['mean']:.4f}" + (f" ± {stats['std']:.4f}" if stats["std"] else "")
 
-    columns = ("task", "fraction", "variant", "seeds", "macro AUROC (vs finetune)",
-               "macro AUPRC (vs finetune)")  # fmt: skip
+    def change(entry: dict[str, Any], metric: str) -> str:
+        comparison = entry.get("vs_finetune")
+        if not comparison:
+            return ""
+        c = comparison[metric]
+        low, high = c["ci"]
+        return f"{c['difference']:+.4f} [{low:+.4f}, {high:+.4f}] ({c['relative_pct']:+.1f} %)"
+
+    columns = ("task", "fraction", "variant", "seeds", "macro AUROC", f"Δ vs {baseline} [95 % CI]",
+               "macro AUPRC", f"Δ vs {baseline} [95 % CI]")  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for e in entries:
-        lines.append(f"| {e['task']} | {e['fraction']:g} | {e['variant']} | {e['seeds']} | "
-                     f"{cell(e, 'auroc')} | {cell(e, 'auprc')} |")  # fmt: skip
+        lines.append(f"| {e['task']} | {e['fraction']:g} | {e['variant']} | {len(e['seeds'])} | "
+                     f"{value(e, 'macro_auroc')} | {change(e, 'macro_auroc')} | "
+                     f"{value(e, 'macro_auprc')} | {change(e, 'macro_auprc')} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, nargs="+",
+                        default=[Path("benchmarks/results/post_training.jsonl")])  # fmt: skip
     parser.add_argument(
-        "--results", type=Path, default=Path("benchmarks/results/post_training.jsonl")
+        "--predictions", type=Path, default=Path("benchmarks/results/post_training_predictions")
     )
     parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
-    entries = summarise(rows, args.split)
-    print(markdown(entries) if args.markdown else json.dumps(entries, indent=1))
+    groups = load(args.results, args.split)
+    same = summarise(groups, args.predictions, args.split, args.resamples)
+    efficiency = [e for e in summarise(groups, args.predictions, args.split, args.resamples, 1.0)
+                  if e["fraction"] < 1.0 and e.get("vs_finetune")]  # fmt: skip
+    if args.markdown:
+        print(markdown(same, "finetune") + "\n\nAgainst finetune on 100 % of the labels:\n\n"
+              + markdown(efficiency, "finetune 100 %"))  # fmt: skip
+    else:
+        print(json.dumps({"same_fraction": same, "against_full_finetune": efficiency}, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from ecgfoundry.evaluate.metrics import (
     auprc_per_label,
     auroc_per_label,
     bootstrap_ci,
+    bootstrap_difference,
     evaluate,
     f1_per_label,
     tune_thresholds,
@@ -63,6 +64,24 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
     assert first != bootstrap_ci(y, score, n_resamples=300, seed=8)
     low, high = first["macro_auroc"]
     assert low < np.nanmean(auroc_per_label(y, score)) < high and high - low < 0.1
+
+
+def test_paired_difference_is_exact_and_narrower_than_either_ci() -> None:
+    y, score = multilabel(5, n=600)
+    rng = np.random.default_rng(0)
+    better = score + 0.3 * y  # separates the classes more for every label
+    worse = [score + rng.normal(0, 0.3, score.shape) for _ in range(2)]  # two "seeds"
+    report = bootstrap_difference(y, [better], worse, n_resamples=300, seed=1)
+    expected = np.nanmean(auroc_per_label(y, better)) - np.mean(
+        [np.nanmean(auroc_per_label(y, w)) for w in worse]
+    )
+    assert report["macro_auroc"]["difference"] == pytest.approx(expected, abs=1e-12)
+    low, high = report["macro_auroc"]["ci"]
+    assert 0 < low < expected < high
+    single = bootstrap_ci(y, better, n_resamples=300, seed=1)["macro_auroc"]
+    assert high - low < single[1] - single[0]  # pairing removes the shared record noise
+    same = bootstrap_difference(y, [score], [score], n_resamples=50)
+    assert same["macro_auprc"] == {"difference": 0.0, "ci": [0.0, 0.0], "relative_pct": 0.0}
 
 
 def test_thousand_resamples_are_quick() -> None:

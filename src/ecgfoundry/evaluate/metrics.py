@@ -104,30 +104,78 @@ def bootstrap_ci(
     As in the PTB-XL benchmark, a resample in which an evaluated label has no positive (or no
     negative) is redrawn, so every resample averages the same labels.
     """
-    y_true, y_score = _check(y_true, y_score)
-    keep = evaluable(y_true)
-    ranking = _Ranking.of(y_true[:, keep], y_score[:, keep])
+    values, redrawn = _resampled(y_true, [y_score], n_resamples, seed)
+    return {
+        "level": level,
+        "resamples": n_resamples,
+        "redrawn": redrawn,
+        **{name: _percentiles(values[:, 0, i], level) for i, name in enumerate(_MACROS)},
+    }
+
+
+def bootstrap_difference(
+    y_true: np.ndarray,
+    y_scores: Sequence[np.ndarray],
+    baseline_scores: Sequence[np.ndarray],
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap of a difference in macro AUROC and AUPRC on one evaluation set.
+
+    The difference is the mean over ``y_scores`` (e.g. one model per seed) minus the mean over
+    ``baseline_scores``, recomputed on the same record resamples for both, so the CI reflects
+    the comparison and not the spread of either model alone. Also gives the relative change in %.
+    """
+    if not y_scores or not baseline_scores:
+        raise ValueError("need at least one set of scores on each side")
+    values, redrawn = _resampled(y_true, [*y_scores, *baseline_scores], n_resamples, seed)
+    point = np.array([[macro(auroc_per_label(y_true, s)), macro(auprc_per_label(y_true, s))]
+                      for s in [*y_scores, *baseline_scores]])  # fmt: skip
+    split = len(y_scores)
+    out: dict[str, Any] = {"level": level, "resamples": n_resamples, "redrawn": redrawn}
+    for i, name in enumerate(_MACROS):
+        ours, theirs = point[:split, i].mean(), point[split:, i].mean()
+        deltas = values[:, :split, i].mean(axis=1) - values[:, split:, i].mean(axis=1)
+        out[name] = {
+            "difference": float(ours - theirs),
+            "ci": _percentiles(deltas, level),
+            "relative_pct": float(100 * (ours - theirs) / theirs),
+        }
+    return out
+
+
+_MACROS = ("macro_auroc", "macro_auprc")
+
+
+def _resampled(
+    y_true: np.ndarray, y_scores: Sequence[np.ndarray], n_resamples: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """Macro (AUROC, AUPRC) of each score set on the same record resamples, as
+    [resamples, score sets, 2], and how many resamples were redrawn because a label lost all
+    its positives or negatives."""
+    checked = [_check(y_true, y_score) for y_score in y_scores]
+    keep = evaluable(checked[0][0])
+    rankings = [_Ranking.of(y[:, keep], score[:, keep]) for y, score in checked]
     rng = np.random.default_rng(seed)
-    n = len(y_true)
-    aurocs, auprcs, draws = [], [], 0
-    while len(aurocs) < n_resamples:
+    n = len(checked[0][0])
+    rows, draws = [], 0
+    while len(rows) < n_resamples:
         draws += 1
         if draws > 20 * n_resamples:
             raise ValueError("too few positives to bootstrap: most resamples lose a label")
         counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        auroc, auprc = ranking.metrics(counts)
-        if np.isnan(auroc).any():
+        metrics = [ranking.metrics(counts) for ranking in rankings]
+        if np.isnan(metrics[0][0]).any():  # the same labels go missing for every score set
             continue
-        aurocs.append(auroc.mean())
-        auprcs.append(auprc.mean())
+        rows.append([[auroc.mean(), auprc.mean()] for auroc, auprc in metrics])
+    return np.array(rows), draws - n_resamples
+
+
+def _percentiles(values: np.ndarray, level: float) -> list[float]:
     tail = (1 - level) / 2 * 100
-    return {
-        "level": level,
-        "resamples": n_resamples,
-        "redrawn": draws - n_resamples,
-        "macro_auroc": [float(v) for v in np.percentile(aurocs, [tail, 100 - tail])],
-        "macro_auprc": [float(v) for v in np.percentile(auprcs, [tail, 100 - tail])],
-    }
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
 
 
 def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
