@@ -7,8 +7,11 @@ Compares scratch, linear-probe, finetune, lp-ft and post-train (plus the ablatio
 without stochastic depth and without the preview linear probe) on the superdiagnostic and
 rhythm tasks at 10/30/100 % of the training folds, 3 seeds, reported on fold 9 (and fold 10
 when present). Each finished cell is appended to ``--results`` (JSON lines) at once, and cells
-already there are skipped, so the grid carries on across sessions. A killed cell resumes from
-its checkpoint. The fold-9 (and fold-10) probabilities of every cell are kept beside the results
+already there are skipped, so the grid carries on across sessions. A cell is identified by its
+task, variant, fraction and seed *and* by a hash of its recipe and backbone weights: after a
+change of defaults (or backbone) the affected cells run again, and rows of other recipes are
+kept in the file but not counted or summarised. A killed cell resumes from its checkpoint.
+The fold-9 (and fold-10) probabilities of every cell are kept beside the results
 (``--predictions``) for paired comparisons (``summarise_post_training.py``). Prints a JSON
 summary of the cells so far.
 
@@ -25,6 +28,7 @@ with supervised multi-label training on the ``all`` task of folds 1-8:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ecgfoundry.adapt import finetune, recipe_for
+from ecgfoundry.adapt.run import model_fingerprint
 
 # Strategy variants: (strategy, recipe overrides). The ablations change one thing each.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -46,15 +51,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "post-train-no-preview": ("post-train", {"stages.0.epochs": 0}),
 }
 # Validation sweep for the post-train defaults (fold 9 only; run with --variants sweep):
-# preview length x drop-path rate x fine-tuning rate.
+# preview length x drop-path rate x fine-tuning rate around the defaults (5, 0.1, 1e-4).
 SWEEP: dict[str, tuple[str, dict[str, Any]]] = {
     f"post-train-lp{lp}-dp{dp}-lr{lr:g}": (
         "post-train",
         {"stages.0.epochs": lp, "stages.1.drop_path_rate": dp, "stages.1.lr": lr},
     )
     for lp in (2, 5, 10)
-    for dp in (0.05, 0.1, 0.2, 0.3)
-    for lr in (3e-5, 1e-4, 3e-4)
+    for dp in (0.1, 0.3)
+    for lr in (1e-4, 3e-4)
+    if (lp, dp, lr) != (5, 0.1, 1e-4)  # the defaults: the main grid's post-train cells
 }
 VARIANTS |= SWEEP
 MAIN = ("scratch", "linear-probe", "finetune", "lp-ft", "post-train", "post-train-no-drop-path",
@@ -65,14 +71,36 @@ def cell_key(cell: dict[str, Any]) -> str:
     return "{task}/{variant}/f{fraction}/s{seed}".format(**cell)
 
 
-def done_cells(results: Path) -> set[str]:
+def recipe_of(variant: str) -> dict[str, Any]:
+    strategy, overrides = VARIANTS[variant]
+    return recipe_for(strategy, config=overrides or None).to_dict()
+
+
+def setup_id(recipe: dict[str, Any], backbone_weights: str) -> str:
+    """Short hash of what a cell's result depends on besides task, fraction and seed."""
+    text = json.dumps({"recipe": recipe, "backbone": backbone_weights}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def is_current(row: dict[str, Any]) -> bool:
+    """Whether a row was made with its variant's present recipe (and the backbone it names)."""
+    return row["variant"] in VARIANTS and row.get("setup") == setup_id(
+        recipe_of(row["variant"]), row.get("backbone_weights", "")
+    )
+
+
+def read_rows(results: Path) -> list[dict[str, Any]]:
     if not results.exists():
-        return set()
-    return {json.loads(line)["cell"] for line in results.read_text().splitlines() if line.strip()}
+        return []
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
 
 
-def predictions_file(folder: Path, key: str) -> Path:
-    return folder / (key.replace("/", "__") + ".npz")
+def run_dir(runs: Path, key: str, setup: str) -> Path:
+    return runs / f"{key}-{setup}"
+
+
+def predictions_file(folder: Path, row: dict[str, Any]) -> Path:
+    return folder / f"{row['cell'].replace('/', '__')}__{row['setup']}.npz"
 
 
 def keep_predictions(run: Path, dest: Path) -> None:
@@ -132,36 +160,35 @@ def main() -> None:
         for seed in args.seeds.split(",")
         for variant in chosen
     ]
-    finished = done_cells(args.results)
+    weights = model_fingerprint(args.backbone)
+    rows = read_rows(args.results)
+    finished = {(row["cell"], row["setup"]) for row in rows if is_current(row)}
     ran = 0
     for cell in cells:
-        key = cell_key(cell)
-        if key in finished:  # cells from before predictions were kept, while their run exists
-            keep_predictions(args.runs / key, predictions_file(args.predictions, key))
-        if key in finished or (args.max_cells is not None and ran >= args.max_cells):
+        key, strategy = cell_key(cell), VARIANTS[cell["variant"]][0]
+        recipe = recipe_of(cell["variant"])
+        setup = setup_id(recipe, weights)
+        if (key, setup) in finished or (args.max_cells is not None and ran >= args.max_cells):
             continue
-        strategy, overrides = VARIANTS[cell["variant"]]
         start = time.perf_counter()
         metrics = finetune(
             args.backbone, root=args.root, task=cell["task"], strategy=strategy,
-            out=args.runs / key, fraction=cell["fraction"], seed=cell["seed"],
-            config=overrides or None, cache_dir=args.cache_dir, progress_bar=False,
+            out=run_dir(args.runs, key, setup), fraction=cell["fraction"], seed=cell["seed"],
+            config=recipe, cache_dir=args.cache_dir, progress_bar=False,
             evaluate_test=cell["variant"] not in SWEEP,  # tuning sees fold 9 only
         )  # fmt: skip
         for split in ("val", "test"):
             if split in metrics:
                 metrics[split].pop("per_label", None)
-        recipe = recipe_for(strategy, config=overrides or None).to_dict()
-        row = {"cell": key, **cell, "strategy": strategy, "overrides": overrides, "recipe": recipe,
-               "backbone": str(args.backbone), "seconds": round(time.perf_counter() - start, 1),
-               "metrics": metrics}  # fmt: skip
-        keep_predictions(args.runs / key, predictions_file(args.predictions, key))
+        row = {"cell": key, **cell, "strategy": strategy, "setup": setup, "recipe": recipe,
+               "backbone": str(args.backbone), "backbone_weights": weights,
+               "seconds": round(time.perf_counter() - start, 1), "metrics": metrics}  # fmt: skip
+        keep_predictions(run_dir(args.runs, key, setup), predictions_file(args.predictions, row))
         args.results.parent.mkdir(parents=True, exist_ok=True)
         with args.results.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         ran += 1
-    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()] \
-        if args.results.exists() else []  # fmt: skip
+    rows = [row for row in read_rows(args.results) if is_current(row)]
     print(json.dumps({"cells_total": len(cells), "cells_done": len(rows),
                       "results": [summarise(r) for r in rows]}, indent=1))  # fmt: skip
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from post_training import predictions_file
+from post_training import is_current, predictions_file, read_rows
 
 from ecgfoundry.evaluate import bootstrap_difference
 
@@ -27,12 +27,11 @@ Group = tuple[str, float, str]  # task, fraction, variant
 
 
 def load(results: list[Path], split: str) -> dict[Group, dict[int, dict[str, Any]]]:
-    """Rows by (task, fraction, variant), then seed."""
+    """Rows made with their variant's present recipe, by (task, fraction, variant), then seed."""
     groups: dict[Group, dict[int, dict[str, Any]]] = defaultdict(dict)
     for path in results:
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else None
-            if row and split in row["metrics"]:
+        for row in read_rows(path):
+            if is_current(row) and split in row["metrics"]:
                 groups[(row["task"], row["fraction"], row["variant"])][row["seed"]] = row
     return groups
 
@@ -47,8 +46,7 @@ def paired(
     """Paired bootstrap of ours minus theirs over the seeds both have; None without the
     kept probabilities."""
     seeds = sorted(set(ours) & set(theirs))
-    cells = [side[s]["cell"] for side in (ours, theirs) for s in seeds]
-    files = [predictions_file(predictions, cell) for cell in cells]
+    files = [predictions_file(predictions, side[s]) for side in (ours, theirs) for s in seeds]
     if not seeds or not all(f.exists() for f in files):
         return None
     loaded = [np.load(f, allow_pickle=False) for f in files]
