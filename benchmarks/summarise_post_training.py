@@ -8,6 +8,9 @@ difference of the seed means, its 95 % CI from a paired bootstrap over the evalu
 (both sides rescored on the same resamples, from the probabilities the grid keeps), and the
 relative change in % as the seed paper reports it. The data-efficiency claim gets its own
 table: each variant at a fraction against ``finetune`` on all of the training folds.
+
+``--sweep`` instead tabulates the validation sweep (one row per post-train setting, both tasks,
+ranked by mean macro AUROC): ``--results benchmarks/results/post_training_sweep.jsonl --sweep``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from post_training import is_current, predictions_file, read_rows
+from post_training import SWEEP, is_current, predictions_file, read_rows
 
 from ecgfoundry.evaluate import bootstrap_difference
 
@@ -107,6 +110,32 @@ def markdown(entries: list[dict[str, Any]], baseline: str) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(groups: dict[Group, dict[int, dict[str, Any]]]) -> str:
+    """Sweep settings ranked by mean macro AUROC over the tasks that have them all."""
+    tasks = sorted({task for task, _, variant in groups if variant in SWEEP})
+    scores: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
+    for (task, _, variant), by_seed in groups.items():
+        if variant in SWEEP:
+            metrics = [row["metrics"]["val"] for row in by_seed.values()]
+            scores[variant][task] = tuple(  # type: ignore[assignment]
+                float(np.mean([m[k] for m in metrics])) for k in ("macro_auroc", "macro_auprc")
+            )
+    complete = {v: s for v, s in scores.items() if len(s) == len(tasks)}
+    ranked = sorted(complete, key=lambda v: -np.mean([complete[v][t][0] for t in tasks]))
+    columns = ["preview epochs", "drop path", "lr", *(f"{t} AUROC / AUPRC" for t in tasks),
+               "mean AUROC"]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for variant in ranked:
+        overrides = SWEEP[variant][1]
+        settings = [overrides[k] for k in ("stages.0.epochs", "stages.1.drop_path_rate",
+                                           "stages.1.lr")]  # fmt: skip
+        cells = [f"{complete[variant][t][0]:.4f} / {complete[variant][t][1]:.4f}" for t in tasks]
+        mean = np.mean([complete[variant][t][0] for t in tasks])
+        lines.append("| " + " | ".join([*(f"{v:g}" for v in settings), *cells, f"{mean:.4f}"])
+                     + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, nargs="+",
@@ -117,8 +146,12 @@ def main() -> None:
     parser.add_argument("--split", default="val", choices=["val", "test"])
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="tabulate the validation sweep")
     args = parser.parse_args()
     groups = load(args.results, args.split)
+    if args.sweep:
+        print(sweep_table(groups))
+        return
     same = summarise(groups, args.predictions, args.split, args.resamples)
     efficiency = [e for e in summarise(groups, args.predictions, args.split, args.resamples, 1.0)
                   if e["fraction"] < 1.0 and e.get("vs_finetune")]  # fmt: skip
