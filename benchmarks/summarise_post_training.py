@@ -52,7 +52,10 @@ def paired(
     files = [predictions_file(predictions, side[s]) for side in (ours, theirs) for s in seeds]
     if not seeds or not all(f.exists() for f in files):
         return None
-    loaded = [np.load(f, allow_pickle=False) for f in files]
+    loaded = []
+    for f in files:  # read each file whole, then close it
+        with np.load(f, allow_pickle=False) as z:
+            loaded.append({k: z[k] for k in z.files})
     ids, y = loaded[0][f"{split}_ids"], loaded[0][f"{split}_y"]
     if any(not np.array_equal(z[f"{split}_ids"], ids) for z in loaded):
         raise ValueError(f"the kept predictions do not cover the same {split} records: {files}")

@@ -131,8 +131,8 @@ def bootstrap_difference(
     if not y_scores or not baseline_scores:
         raise ValueError("need at least one set of scores on each side")
     values, redrawn = _resampled(y_true, [*y_scores, *baseline_scores], n_resamples, seed)
-    point = np.array([[macro(auroc_per_label(y_true, s)), macro(auprc_per_label(y_true, s))]
-                      for s in [*y_scores, *baseline_scores]])  # fmt: skip
+    point = np.array([[macro(v) for v in _Ranking.of(*_check(y_true, s)).metrics()]
+                      for s in [*y_scores, *baseline_scores]])  # fmt: skip  # one sort per model
     split = len(y_scores)
     out: dict[str, Any] = {"level": level, "resamples": n_resamples, "redrawn": redrawn}
     for i, name in enumerate(_MACROS):
