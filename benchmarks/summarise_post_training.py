@@ -1,6 +1,7 @@
 """Summarise the post-training grid's results as JSON or Markdown tables.
 
     python benchmarks/summarise_post_training.py [--results FILE ...] [--split val] [--markdown]
+        [--backbone MODEL_DIR]
 
 Per (task, fraction, variant): mean and standard deviation over seeds of macro AUROC and
 AUPRC, and the paired comparison with ``finetune`` at the same task and fraction: the
@@ -24,18 +25,30 @@ from typing import Any
 import numpy as np
 from post_training import SWEEP, is_current, predictions_file, read_rows
 
+from ecgfoundry.adapt.run import model_fingerprint
 from ecgfoundry.evaluate import bootstrap_difference
 
 Group = tuple[str, float, str]  # task, fraction, variant
 
 
-def load(results: list[Path], split: str) -> dict[Group, dict[int, dict[str, Any]]]:
-    """Rows made with their variant's present recipe, by (task, fraction, variant), then seed."""
+def load(
+    results: list[Path], split: str, backbone: str | None = None
+) -> dict[Group, dict[int, dict[str, Any]]]:
+    """Rows made with their variant's present recipe, by (task, fraction, variant), then seed.
+
+    Rows of one backbone only (``backbone``: its weights fingerprint): rows of two backbones
+    are never mixed in one table."""
     groups: dict[Group, dict[int, dict[str, Any]]] = defaultdict(dict)
+    backbones = set()
     for path in results:
         for row in read_rows(path):
-            if is_current(row) and split in row["metrics"]:
+            weights = row.get("backbone_weights", "")
+            if is_current(row) and split in row["metrics"] and backbone in (None, weights):
+                backbones.add(weights)
                 groups[(row["task"], row["fraction"], row["variant"])][row["seed"]] = row
+    if len(backbones) > 1:
+        raise SystemExit(f"the results hold rows of {len(backbones)} backbones "
+                         f"{sorted(backbones)}: choose one with --backbone")  # fmt: skip
     return groups
 
 
@@ -147,11 +160,13 @@ def main() -> None:
         "--predictions", type=Path, default=Path("benchmarks/results/post_training_predictions")
     )
     parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--backbone", help="the rows of this backbone (model folder) only")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="tabulate the validation sweep")
     args = parser.parse_args()
-    groups = load(args.results, args.split)
+    backbone = model_fingerprint(args.backbone) if args.backbone else None
+    groups = load(args.results, args.split, backbone)
     if args.sweep:
         print(sweep_table(groups))
         return
