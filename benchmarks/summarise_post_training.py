@@ -49,6 +49,8 @@ def load(
     if len(backbones) > 1:
         raise SystemExit(f"the results hold rows of {len(backbones)} backbones "
                          f"{sorted(backbones)}: choose one with --backbone")  # fmt: skip
+    if backbone is not None and not backbones:
+        raise SystemExit(f"no {split} rows of backbone {backbone} in {[str(r) for r in results]}")
     return groups
 
 
@@ -85,10 +87,12 @@ def summarise(
     resamples: int,
     baseline_fraction: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One entry per group; compared with ``finetune`` at the same fraction, or at
-    ``baseline_fraction`` when given."""
+    """One entry per group; compared with ``finetune`` at the same fraction, or, when
+    ``baseline_fraction`` is given, one entry per group below it, against that fraction."""
     out = []
     for (task, fraction, variant), by_seed in sorted(groups.items()):
+        if baseline_fraction is not None and fraction >= baseline_fraction:
+            continue
         entry: dict[str, Any] = {"task": task, "fraction": fraction, "variant": variant,
                                  "seeds": sorted(by_seed)}  # fmt: skip
         for metric in ("macro_auroc", "macro_auprc"):
@@ -137,7 +141,8 @@ def sweep_table(groups: dict[Group, dict[int, dict[str, Any]]]) -> str:
                 float(np.mean([m[k] for m in metrics])) for k in ("macro_auroc", "macro_auprc")
             )
     complete = {v: s for v, s in scores.items() if len(s) == len(tasks)}
-    ranked = sorted(complete, key=lambda v: -np.mean([complete[v][t][0] for t in tasks]))
+    mean_auroc = {v: float(np.mean([s[t][0] for t in tasks])) for v, s in complete.items()}
+    ranked = sorted(complete, key=lambda v: -mean_auroc[v])
     columns = ["preview epochs", "drop path", "lr", *(f"{t} AUROC / AUPRC" for t in tasks),
                "mean AUROC"]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -146,8 +151,8 @@ def sweep_table(groups: dict[Group, dict[int, dict[str, Any]]]) -> str:
         settings = [overrides[k] for k in ("stages.0.epochs", "stages.1.drop_path_rate",
                                            "stages.1.lr")]  # fmt: skip
         cells = [f"{complete[variant][t][0]:.4f} / {complete[variant][t][1]:.4f}" for t in tasks]
-        mean = np.mean([complete[variant][t][0] for t in tasks])
-        lines.append("| " + " | ".join([*(f"{v:g}" for v in settings), *cells, f"{mean:.4f}"])
+        lines.append("| " + " | ".join([*(f"{v:g}" for v in settings), *cells,
+                                         f"{mean_auroc[variant]:.4f}"])
                      + " |")  # fmt: skip
     return "\n".join(lines)
 
@@ -172,7 +177,7 @@ def main() -> None:
         return
     same = summarise(groups, args.predictions, args.split, args.resamples)
     efficiency = [e for e in summarise(groups, args.predictions, args.split, args.resamples, 1.0)
-                  if e["fraction"] < 1.0 and e.get("vs_finetune")]  # fmt: skip
+                  if e.get("vs_finetune")]  # fmt: skip
     if args.markdown:
         print(markdown(same, "finetune") + "\n\nAgainst finetune on 100 % of the labels:\n\n"
               + markdown(efficiency, "finetune 100 %"))  # fmt: skip
