@@ -171,6 +171,18 @@ class _Reporter:
             self.bar.stop()
 
 
+class EpochLog:
+    """Where a Trainer reports each finished epoch. ``restart`` receives the history of the
+    epochs already run (empty unless resuming) before the first new record; this base class
+    keeps nothing (processes other than the main one, or Python use without a log)."""
+
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        """Start over from ``history``: the records of a resumed run's finished epochs."""
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        """Record one finished epoch."""
+
+
 class Trainer:
     """Runs a recipe on a model and task data, checkpointing into ``run_dir/checkpoint``."""
 
@@ -183,11 +195,12 @@ class Trainer:
         *,
         seed: int,
         device: torch.device,
-        log: Callable[[dict[str, Any]], None] = lambda record: None,
+        log: EpochLog | None = None,
         progress_bar: bool = True,
     ):
         self.model = model.to(device)
-        self.recipe, self.data, self.seed, self.device, self.log = recipe, data, seed, device, log
+        self.recipe, self.data, self.seed, self.device = recipe, data, seed, device
+        self.log = log if log is not None else EpochLog()
         self.checkpoint_dir = Path(run_dir) / "checkpoint"
         self.dtype = autocast_dtype(recipe.precision, device)
         self.loss = nn.BCEWithLogitsLoss(pos_weight=self._pos_weight(), reduction="sum")
@@ -205,6 +218,7 @@ class Trainer:
         """Run (or resume) every stage; the model ends with each stage's best weights."""
         saved = load_checkpoint(self.checkpoint_dir)
         progress = saved.progress if saved else Progress()
+        self.log.restart(progress.history)
         if saved is not None:
             self.model.load_state_dict(saved.model)
         try:

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from ecgfoundry.adapt import distributed as dist
-from ecgfoundry.adapt.checkpoint import load_checkpoint
 from ecgfoundry.adapt.data import TaskData, ptbxl_task, source_rate
-from ecgfoundry.adapt.loop import Trainer, autocast_dtype, predict_split
+from ecgfoundry.adapt.loop import EpochLog, Trainer, autocast_dtype, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
 from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
 from ecgfoundry.data.stratify import check_fractions
@@ -68,13 +67,15 @@ def _claim(out: Path, config: dict[str, Any], *, write: bool) -> None:
         atomic_write_text(path, json.dumps(config, indent=1))
 
 
-class JsonlLog:
+class JsonlLog(EpochLog):
     """RUN_DIR/log.jsonl: one line per epoch. Rewritten from the checkpoint's history on
     resume, so a killed run never leaves duplicate or missing lines."""
 
-    def __init__(self, path: Path, history: list[dict[str, Any]]):
+    def __init__(self, path: Path):
         self.path = path
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in history))
+
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in history))
 
     def __call__(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
@@ -153,9 +154,7 @@ def finetune(
                            cache_dir=cache_dir, workers=workers)  # fmt: skip
     torch.manual_seed(seed)
     network.reset_head(len(task_data.labels), task_data.labels)
-    saved = load_checkpoint(out / "checkpoint")
-    log = JsonlLog(out / "log.jsonl", saved.progress.history if saved else []) if dist.is_main() \
-        else (lambda record: None)  # fmt: skip
+    log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
     trainer = Trainer(network, recipe, task_data, out, seed=seed, device=device, log=log,
                       progress_bar=progress_bar)  # fmt: skip
     progress = trainer.fit()
