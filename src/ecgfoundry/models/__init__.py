@@ -1,9 +1,13 @@
-"""Model zoo: one registry over the families (ECGFounder Net1D, ECG-FM wav2vec 2.0, HuBERT-ECG).
+"""Model zoo: one registry over the families (ECGFounder Net1D, ECG-FM wav2vec 2.0, HuBERT-ECG,
+the PTB-XL benchmark's task-specific CNNs, ...).
 
-Importing this package registers every family's presets.
+Importing this package imports every family file in it (each registers its own presets), so
+adding a family is adding one file.
 """
 
-from ecgfoundry.models import hubert, net1d, wav2vec2  # noqa: F401  (registers the presets)
+import importlib
+import pkgutil
+
 from ecgfoundry.models.base import ECGModel, ModelConfig
 from ecgfoundry.models.io import CheckpointError, UnsafeCheckpointError, save_model
 from ecgfoundry.models.registry import (
@@ -15,6 +19,11 @@ from ecgfoundry.models.registry import (
     model_names,
     register_model,
 )
+
+_NOT_FAMILIES = {"base", "io", "registry"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _NOT_FAMILIES and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "CheckpointError",
