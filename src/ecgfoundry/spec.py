@@ -7,6 +7,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+STANDARD_LEADS: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)  # fmt: skip
 Normalisation = Literal["none", "zscore", "zscore-global", "minmax"]
 NORMALISATIONS: tuple[str, ...] = ("none", "zscore", "zscore-global", "minmax")
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ecgfoundry.adapt import distributed as dist
 from ecgfoundry.data import ptbxl
+from ecgfoundry.data.cache import ArrayStore
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for, window_starts
 from ecgfoundry.spec import InputSpec
@@ -71,6 +72,27 @@ def source_rate(root: str | Path, spec: InputSpec) -> int:
     return 500 if spec.fs > 100 and (Path(root) / "records500").is_dir() else 100
 
 
+PTBXL_SECONDS = 10.0
+
+
+def ptbxl_cache(
+    root: str | Path,
+    spec: InputSpec,
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    db: ptbxl.PTBXL | None = None,
+) -> ArrayStore:
+    """The cache training and evaluation at ``spec`` read (built on first use): each record
+    through ``pipeline_for(spec, crop=False)`` and cut or padded to PTB-XL's 10 s.
+    ``ecgfoundry data cache ptbxl --model M`` builds this same cache ahead of time."""
+    if spec.seconds > PTBXL_SECONDS:
+        raise ECGInputError(root, f"the model wants {spec.seconds} s; PTB-XL records are 10 s")
+    db = db if db is not None else ptbxl.load(root, fs=source_rate(root, spec))
+    transform = Compose((*pipeline_for(spec, crop=False).transforms, CropPad(PTBXL_SECONDS)))
+    return db.cache(cache_dir=cache_dir, workers=workers, transform=transform)
+
+
 def ptbxl_task(
     root: str | Path,
     task: str,
@@ -84,14 +106,10 @@ def ptbxl_task(
     """A PTB-XL task at the model's input spec: folds 1-8 (``fraction`` of them, nested and
     stratified), 9 for validation, 10 for test when present."""
     db = ptbxl.load(root, fs=source_rate(root, spec))
-    seconds = 10.0
-    if spec.seconds > seconds:
-        raise ECGInputError(root, f"the model wants {spec.seconds} s; PTB-XL records are 10 s")
-    transform = Compose((*pipeline_for(spec, crop=False).transforms, CropPad(seconds)))
     if dist.is_main():  # one process builds the cache; the others wait, then open it
-        db.cache(cache_dir=cache_dir, workers=workers, transform=transform)
+        ptbxl_cache(root, spec, cache_dir=cache_dir, workers=workers, db=db)
     dist.barrier()
-    store = db.cache(cache_dir=cache_dir, transform=transform)
+    store = ptbxl_cache(root, spec, cache_dir=cache_dir, db=db)
     labelled = db.task(task)
     row_of = dict(zip(store.index["ecg_id"].to_numpy(), store.index["row"].to_numpy(), strict=True))
 

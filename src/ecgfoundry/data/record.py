@@ -11,10 +11,8 @@ from typing import Any
 import numpy as np
 
 from ecgfoundry.errors import ReportedError
+from ecgfoundry.spec import STANDARD_LEADS
 
-STANDARD_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
-)  # fmt: skip
 # Leads that are real but outside the standard 12: right-sided, posterior, Frank XYZ, Holter.
 OTHER_LEADS: tuple[str, ...] = (
     "V3R", "V4R", "V5R", "V7", "V8", "V9", "X", "Y", "Z", "MLI", "MLII", "MLIII",

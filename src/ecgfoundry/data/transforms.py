@@ -268,11 +268,14 @@ class Compose:
 
 
 def pipeline_for(spec: InputSpec, *, crop: bool = True) -> Compose:
-    """The preprocessing a model with this input spec needs.
+    """The preprocessing a model with this input spec needs: the one order used everywhere.
 
     Leads are selected first (cheapest), then resampled, filtered (notch, band-pass, median
-    baseline, as the spec asks), cropped/padded to the
-    spec's length (unless ``crop=False``, e.g. to window long records later) and normalised.
+    baseline, as the spec asks) and normalised over the whole record; only then cut to the
+    spec's length (unless ``crop=False``: long records are cut into windows later by
+    :func:`model_windows`, short ones zero-padded after normalisation). Normalising before
+    cutting means every window of a record is scaled alike, in training, evaluation and
+    ``predict``/``embed``.
     """
     steps: list[Any] = [SelectLeads(spec.leads), Resample(spec.fs)]
     if spec.notch is not None:
@@ -281,7 +284,23 @@ def pipeline_for(spec: InputSpec, *, crop: bool = True) -> Compose:
         steps.append(BandPass(*spec.bandpass, order=spec.bandpass_order))
     if spec.baseline_window is not None:
         steps.append(RemoveBaseline("median", windows=(spec.baseline_window,)))
+    steps.append(Normalise(spec.normalisation))
     if crop:
         steps.append(CropPad(spec.seconds))
-    steps.append(Normalise(spec.normalisation))
     return Compose(tuple(steps))
+
+
+def model_windows(record: Record, spec: InputSpec) -> tuple[np.ndarray, Record]:
+    """A record as model inputs: ``pipeline_for(spec, crop=False)``, zero-padded to one input
+    if shorter, then every window of :func:`window_starts` (half-window stride, the last flush
+    with the end). Returns (windows [W, leads, spec.samples], the prepared record).
+
+    Training (random crops of the same prepared record), evaluation, ``predict``/``embed`` and
+    ``pipeline_for(spec)`` (the first window) all see these same numbers.
+    """
+    prepared = pipeline_for(spec, crop=False)(record)
+    if prepared.n_samples < spec.samples:
+        prepared = CropPad(spec.seconds)(prepared)
+    starts = window_starts(prepared.n_samples, spec.samples)
+    windows = np.stack([prepared.signal[:, s : s + spec.samples] for s in starts])
+    return windows, prepared

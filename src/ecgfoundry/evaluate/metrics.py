@@ -248,6 +248,9 @@ def evaluate(
 
 
 Aggregate = Literal["mean", "max"]
+# How evaluation (and, by default, `predict`) turns a record's window scores into one: the
+# maximum, as the PTB-XL benchmark does (a finding anywhere in the record counts).
+DEFAULT_AGGREGATE: Aggregate = "max"
 
 
 def aggregate_windows(

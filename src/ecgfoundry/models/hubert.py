@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ecgfoundry.data.record import STANDARD_LEADS
 from ecgfoundry.models.base import ECGModel, ModelConfig
 from ecgfoundry.models.io import (
     CheckpointError,
@@ -53,7 +52,7 @@ from ecgfoundry.models.io import (
 )
 from ecgfoundry.models.registry import register_model
 from ecgfoundry.nn.layers import DropPath
-from ecgfoundry.spec import InputSpec
+from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
 if TYPE_CHECKING:
     from transformers import HubertConfig, HubertModel

@@ -46,12 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgfoundry.data.record import STANDARD_LEADS
 from ecgfoundry.models.base import ECGModel, ModelConfig
 from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
 from ecgfoundry.models.registry import register_model
 from ecgfoundry.nn.layers import DropPath, drop_path_rates
-from ecgfoundry.spec import InputSpec
+from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
 WEIGHTS_URL = "https://huggingface.co/PKUDigitalHealth/ECGFounder"
 
