@@ -75,8 +75,26 @@ def recipe_of(variant: str) -> dict[str, Any]:
     return recipe_for(strategy, config=overrides or None).to_dict()
 
 
+# Stage fields added after the grid started, left out of a cell's hash while at these values
+# (which reproduce the earlier behaviour), so committed cells stay current.
+LATER_STAGE_FIELDS: dict[str, Any] = {"restore_best": True, "eval_every": 1}
+
+
+def _as_first_recorded(recipe: dict[str, Any]) -> dict[str, Any]:
+    stages = [
+        {
+            k: v
+            for k, v in stage.items()
+            if not (k in LATER_STAGE_FIELDS and v == LATER_STAGE_FIELDS[k])
+        }
+        for stage in recipe["stages"]
+    ]
+    return {**recipe, "stages": stages}
+
+
 def setup_id(recipe: dict[str, Any], backbone_weights: str) -> str:
     """Short hash of what a cell's result depends on besides task, fraction and seed."""
+    recipe = _as_first_recorded(recipe)
     text = json.dumps({"recipe": recipe, "backbone": backbone_weights}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 

@@ -17,11 +17,17 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from test_ptbxl import copy_records
 
-from ecgfoundry.adapt import RunConfigError, TrainingError, finetune, recipe_for
+from ecgfoundry.adapt import (
+    RunConfigError,
+    SupervisedObjective,
+    TrainingError,
+    finetune,
+    recipe_for,
+)
 from ecgfoundry.adapt.data import ptbxl_task
-from ecgfoundry.adapt.loop import Trainer
 from ecgfoundry.adapt.recipe import RecipeError
 from ecgfoundry.data import ptbxl
+from ecgfoundry.engine import Engine
 from ecgfoundry.models import create_model, load_model, save_model
 
 # Small recipes so that each run takes seconds: (stage epochs) per strategy.
@@ -129,7 +135,7 @@ def test_post_train_applies_drop_path_only_while_training(backbone, subset, cach
 
 def finetune_command(backbone: Path, subset: Path, cache_dir: Path, out: Path, *launcher: str,
                      epochs: int = 3) -> list[str]:  # fmt: skip
-    args = ["-m", "ecgfoundry", "finetune", "--model", str(backbone), "--root", str(subset),
+    args = ["-m", "ecgfoundry", "finetune", str(backbone), "--root", str(subset),
             "--task", "superdiagnostic", "--strategy", "finetune", "--out", str(out),
             "--epochs", str(epochs), "--cache-dir", str(cache_dir)]  # fmt: skip
     return [sys.executable, *launcher, *args]
@@ -196,21 +202,23 @@ def test_a_different_configuration_is_refused(backbone, subset, cache_dir, tmp_p
         run(backbone, subset, cache_dir, tmp_path / "other")
 
 
-def trainer_for(backbone, subset, cache_dir, out, epochs=3) -> Trainer:
+def engine_for(backbone, subset, cache_dir, out, epochs=3) -> tuple[Engine, SupervisedObjective]:
     model = load_model(backbone)
     data = ptbxl_task(subset, "superdiagnostic", model.spec, cache_dir=cache_dir)
     model.reset_head(len(data.labels), data.labels)
     recipe = recipe_for("finetune", config={**COMMON, "stages.0.epochs": epochs})
-    return Trainer(model, recipe, data, out, seed=0, device=torch.device("cpu"), progress_bar=False)
+    engine = Engine(out, seed=0, precision="fp32", progress_bar=False)
+    objective = SupervisedObjective(model, recipe, data, seed=0, device=engine.device)
+    return engine, objective
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
     backbone, subset, cache_dir, tmp_path
 ):
-    trainer = trainer_for(backbone, subset, cache_dir, tmp_path, epochs=1)
-    trainer.fit()
+    engine, objective = engine_for(backbone, subset, cache_dir, tmp_path, epochs=1)
+    engine.fit(objective)
     state = (tmp_path / "checkpoint/state.json").read_text()
-    poisoned = trainer_for(backbone, subset, cache_dir, tmp_path / "p", epochs=2)
+    engine, poisoned = engine_for(backbone, subset, cache_dir, tmp_path / "p", epochs=2)
     real_loss, calls = poisoned.loss, []
 
     def nan_on_step_7(logits, y):
@@ -221,23 +229,23 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
     with pytest.raises(
         TrainingError, match=r"non-finite loss at stage finetune, epoch 2, step 7; .*intact"
     ):
-        poisoned.fit()
+        engine.fit(poisoned)
     saved = json.loads((tmp_path / "p/checkpoint/state.json").read_text())
     assert saved["epoch"] == 1 and saved["step"] == 5  # epoch 1 (5 steps of 32) stays
     assert (tmp_path / "checkpoint/state.json").read_text() == state
 
 
 def test_out_of_memory_stops_with_a_clear_message(backbone, subset, cache_dir, tmp_path):
-    trainer = trainer_for(backbone, subset, cache_dir, tmp_path, epochs=1)
+    engine, objective = engine_for(backbone, subset, cache_dir, tmp_path, epochs=1)
 
     def no_memory(x):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    trainer.model.forward = no_memory
+    objective.model.forward = no_memory
     with pytest.raises(
         TrainingError, match=r"out of memory at stage finetune, epoch 1, step 1; .*batch_size"
     ):
-        trainer.fit()
+        engine.fit(objective)
     assert not (tmp_path / "checkpoint").exists()
 
 

@@ -1,16 +1,16 @@
-"""Supervised adaptation: one training loop, strategies as recipes, resumable runs."""
+"""Supervised adaptation: strategies as recipes, run by the engine as one objective."""
 
-from ecgfoundry.adapt.loop import EpochLog, Trainer, TrainingError
+from ecgfoundry.adapt.objective import SupervisedObjective
 from ecgfoundry.adapt.recipe import STRATEGIES, Recipe, Stage, recipe_for
-from ecgfoundry.adapt.run import RunConfigError, finetune
+from ecgfoundry.adapt.run import finetune
+from ecgfoundry.engine import RunConfigError, TrainingError
 
 __all__ = [
     "STRATEGIES",
-    "EpochLog",
     "Recipe",
     "RunConfigError",
     "Stage",
-    "Trainer",
+    "SupervisedObjective",
     "TrainingError",
     "finetune",
     "recipe_for",

@@ -8,16 +8,20 @@ sliding grid (stride half a window) and aggregates per record, as the PTB-XL ben
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-from ecgfoundry.adapt import distributed as dist
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.cache import ArrayStore
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for, window_starts
+from ecgfoundry.engine import distributed as dist
 from ecgfoundry.spec import InputSpec
 
 
@@ -50,20 +54,74 @@ class TaskData:
             return np.zeros(len(order), dtype=np.int64)
         return rng.integers(0, slack + 1, len(order))
 
-    def batch(self, split: Split, index: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Inputs [B, leads, window] for split rows ``index`` cropped at ``offsets``."""
-        rows = split.rows[index]
-        order = np.argsort(rows, kind="stable")  # memmap reads in ascending order
-        records = np.empty((len(rows), *split.signals.shape[1:]), dtype=np.float32)
-        records[order] = split.signals[rows[order]]
-        picks = offsets[:, None] + np.arange(self.window)[None, :]
-        return np.take_along_axis(records, picks[:, None, :], axis=2)
-
     def eval_windows(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
         """(split row, offset) of every evaluation window: stride half a window."""
         starts = window_starts(split.signals.shape[-1], self.window)
         owner = np.repeat(np.arange(len(split)), len(starts))
         return owner, np.tile(starts, len(split))
+
+
+def read_windows(signals: np.ndarray, rows: np.ndarray, offsets: np.ndarray,
+                 window: int) -> np.ndarray:  # fmt: skip
+    """Inputs [B, leads, window]: cache rows ``rows`` cut at ``offsets``."""
+    order = np.argsort(rows, kind="stable")  # memmap reads in ascending order
+    records = np.empty((len(rows), *signals.shape[1:]), dtype=np.float32)
+    records[order] = signals[rows[order]]
+    picks = offsets[:, None] + np.arange(window)[None, :]
+    return np.take_along_axis(records, picks[:, None, :], axis=2)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Model inputs cut from a split of the memory-mapped cache. A key is (split index,
+    offset); a batch of keys is read at once (``__getitems__``) as {"x", "y", "index"}.
+    Picklable for DataLoader workers: each worker re-opens the memmap instead of copying it."""
+
+    def __init__(self, split: Split, window: int):
+        self.split, self.window = split, window
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        index = np.fromiter((k[0] for k in keys), dtype=np.int64, count=len(keys))
+        offsets = np.fromiter((k[1] for k in keys), dtype=np.int64, count=len(keys))
+        x = read_windows(self.split.signals, self.split.rows[index], offsets, self.window)
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(self.split.y[index]),
+                "index": torch.from_numpy(index)}  # fmt: skip
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        signals = self.split.signals
+        if isinstance(signals, np.memmap) and signals.filename:
+            state["split"] = dataclasses.replace(self.split, signals=None)
+            state["signals_path"] = signals.filename
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        path = state.pop("signals_path", None)
+        self.__dict__.update(state)
+        if path is not None:
+            signals = np.load(path, mmap_mode="r")
+            self.split = dataclasses.replace(self.split, signals=signals)
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def window_loader(
+    split: Split,
+    window: int,
+    batches: list[list[tuple[int, int]]],
+    *,
+    workers: int = 0,
+    device: torch.device | None = None,
+) -> DataLoader:
+    """A DataLoader yielding the given batches of (split index, offset) keys, in order;
+    ``workers`` background processes; pinned memory when feeding a GPU."""
+    pin = device is not None and device.type == "cuda"
+    return DataLoader(WindowDataset(split, window), batch_sampler=batches, collate_fn=_as_is,
+                      num_workers=workers, pin_memory=pin)  # fmt: skip
 
 
 def source_rate(root: str | Path, spec: InputSpec) -> int:

@@ -36,9 +36,13 @@ class Stage:
     """One phase of training.
 
     ``train``: ``head`` (frozen backbone) or ``all``. ``lr`` is the backbone's rate and
-    ``head_lr`` the head's (default: ``lr``). ``schedule``: ``constant`` or ``cosine`` (after
-    ``warmup_epochs`` of linear warm-up). ``patience``: early stopping on validation macro
-    AUROC, in epochs (None: off); the best epoch's weights are restored at the end.
+    ``head_lr`` the head's (default: ``lr``; with ``one-cycle`` both are peak rates).
+    ``schedule``: ``constant`` or ``cosine`` (after ``warmup_epochs`` of linear warm-up), or
+    ``one-cycle`` (fastai's, as the PTB-XL benchmark trains; see
+    :class:`ecgfoundry.engine.StagePlan`). ``patience``: early stopping on validation macro
+    AUROC, in epochs (None: off). ``restore_best``: end with the best validation epoch's
+    weights (else the last epoch's: no selection on the validation fold). ``eval_every``:
+    validate every N epochs (and after the last).
     """
 
     name: str = "finetune"
@@ -52,6 +56,8 @@ class Stage:
     warmup_epochs: float = 0.0
     drop_path_rate: float = 0.0
     patience: int | None = 5
+    restore_best: bool = True
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         for name in ("lr", "head_lr", "weight_decay", "warmup_epochs", "drop_path_rate"):
@@ -60,7 +66,9 @@ class Stage:
                 setattr(self, name, _number(value, f"stage {self.name}: {name}"))
         _choice(self.train, ("head", "all"), f"stage {self.name}: train")
         _choice(self.optimizer, ("adam", "adamw"), f"stage {self.name}: optimizer")
-        _choice(self.schedule, ("constant", "cosine"), f"stage {self.name}: schedule")
+        _choice(self.schedule, ("constant", "cosine", "one-cycle"), f"stage {self.name}: schedule")
+        if not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ValueError(f"stage {self.name}: eval_every must be a whole number >= 1")
         if not isinstance(self.epochs, int) or self.epochs < 0:
             raise ValueError(f"stage {self.name}: epochs must be a whole number >= 0")
         if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
@@ -173,12 +181,24 @@ def _post_train() -> Recipe:
     )
 
 
+def _supervised() -> Recipe:
+    """The PTB-XL benchmark's training of its task-specific models (Strodthoff et al. 2021):
+    random init, AdamW (weight decay 0.01), one-cycle to lr 0.01, 50 epochs, batch 128, no
+    early stopping and no selection on fold 9 (the last epoch's weights). Random crops of the
+    model's input (2.5 s for those models) and max over sliding windows come from the data."""
+    return Recipe("supervised", [Stage("train", epochs=50, optimizer="adamw", lr=1e-2,
+                                       weight_decay=1e-2, schedule="one-cycle", patience=None,
+                                       restore_best=False, eval_every=5)],
+                  init="random", batch_size=128, grad_clip=None)  # fmt: skip
+
+
 STRATEGIES = {
     "scratch": _scratch,
     "linear-probe": _linear_probe,
     "finetune": _finetune,
     "lp-ft": _lp_ft,
     "post-train": _post_train,
+    "supervised": _supervised,
 }
 
 

@@ -12,23 +12,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecgfoundry.adapt import distributed as dist
 from ecgfoundry.adapt.data import TaskData, ptbxl_task, source_rate
-from ecgfoundry.adapt.loop import EpochLog, Trainer, autocast_dtype, predict_split
+from ecgfoundry.adapt.objective import SupervisedObjective, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
 from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
 from ecgfoundry.data.stratify import check_fractions
-from ecgfoundry.errors import ReportedError
+from ecgfoundry.engine import (
+    Engine,
+    EpochLog,
+    JsonlLog,
+    RunConfigError,
+    autocast_dtype,
+    claim_run_dir,
+)
+from ecgfoundry.engine import distributed as dist
 from ecgfoundry.evaluate.metrics import evaluate, tune_thresholds
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import save_model
 from ecgfoundry.models.registry import resolve_model
 
 RUN_FORMAT = 1
-
-
-class RunConfigError(ValueError, ReportedError):
-    """RUN_DIR holds a run with a different configuration."""
 
 
 def build_model(model: str | Path, init: str) -> ECGModel:
@@ -49,39 +52,6 @@ def model_fingerprint(model: str | Path) -> str:
     return str(model)
 
 
-def _claim(out: Path, config: dict[str, Any], *, write: bool) -> None:
-    """Check that RUN_DIR/config.json is this run's (every process checks; one writes)."""
-    path = out / "config.json"
-    if path.exists():
-        before = json.loads(path.read_text())
-        if before != config:
-            changed = sorted(k for k in set(before) | set(config) if before.get(k) != config.get(k))
-            raise RunConfigError(
-                f"{out} holds a run with a different configuration (differs in {changed}); "
-                "use another --out, or delete the folder to start over"
-            )
-        return
-    if out.exists() and any(p.name != "config.json" for p in out.iterdir()):
-        raise RunConfigError(f"{out} is not empty and holds no ecgfoundry run: use another --out")
-    if write:
-        atomic_write_text(path, json.dumps(config, indent=1))
-
-
-class JsonlLog(EpochLog):
-    """RUN_DIR/log.jsonl: one line per epoch. Rewritten from the checkpoint's history on
-    resume, so a killed run never leaves duplicate or missing lines."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def restart(self, history: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in history))
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
 def evaluate_run(
     model: ECGModel,
     data: TaskData,
@@ -90,6 +60,7 @@ def evaluate_run(
     *,
     seed: int,
     test: bool = True,
+    engine: Engine | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Validation and (when fold 10 exists and ``test``) test reports, F1 thresholds tuned on
     validation; and the predictions they were computed from."""
@@ -99,7 +70,8 @@ def evaluate_run(
     for name, split in (("val", data.val), ("test", data.test if test else None)):
         if split is None:
             continue
-        probabilities = predict_split(model, data, split, recipe, device)
+        probabilities = predict_split(model, data, split, recipe, device,
+                                      engine.autocast if engine else None)  # fmt: skip
         if thresholds is None:
             thresholds = tune_thresholds(split.y, probabilities)
         metrics[name] = evaluate(split.y, probabilities, data.labels, thresholds=thresholds,
@@ -123,6 +95,7 @@ def finetune(
     epochs: int | None = None,
     cache_dir: str | Path | None = None,
     workers: int = 1,
+    loader_workers: int = 0,
     progress_bar: bool = True,
     evaluate_test: bool = True,
 ) -> dict[str, Any]:
@@ -148,18 +121,20 @@ def finetune(
         "seed": seed, "precision": str(autocast_dtype(recipe.precision, device) or "float32"),
         "world_size": dist.world(), "evaluate_test": evaluate_test, "recipe": recipe.to_dict(),
     }  # fmt: skip
-    _claim(out, run_config, write=dist.is_main())
+    claim_run_dir(out, run_config, write=dist.is_main())
     dist.barrier()
     task_data = ptbxl_task(root, task, network.spec, fraction=fraction, seed=seed,
                            cache_dir=cache_dir, workers=workers)  # fmt: skip
     torch.manual_seed(seed)
     network.reset_head(len(task_data.labels), task_data.labels)
     log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
-    trainer = Trainer(network, recipe, task_data, out, seed=seed, device=device, log=log,
-                      progress_bar=progress_bar)  # fmt: skip
-    progress = trainer.fit()
+    engine = Engine(out, seed=seed, device=device, precision=recipe.precision, log=log,
+                    progress_bar=progress_bar)  # fmt: skip
+    objective = SupervisedObjective(network, recipe, task_data, seed=seed, device=device,
+                                    autocast=engine.autocast, workers=loader_workers)  # fmt: skip
+    progress = engine.fit(objective)
     metrics, predictions = evaluate_run(network, task_data, recipe, device, seed=seed,
-                                        test=evaluate_test)  # fmt: skip
+                                        test=evaluate_test, engine=engine)  # fmt: skip
     metrics["run"] = {
         **{k: run_config[k] for k in ("model", "task", "fraction", "seed")},
         "strategy": strategy,

@@ -1,8 +1,11 @@
-"""Training checkpoints: written atomically at each epoch end, loaded without unpickling.
+"""Training checkpoints: written atomically, at epoch ends and every N steps or minutes within
+an epoch; loaded without unpickling.
 
 A checkpoint folder holds ``model.safetensors`` (current weights), ``best.safetensors`` (the
 best weights of the current stage), ``optimizer.pt`` (optimizer and scheduler state: tensors
-and numbers only, so ``weights_only=True`` loads it) and ``state.json`` (where training is).
+and numbers only, so ``weights_only=True`` loads it), ``rng.safetensors`` (the random
+generators' states, taken mid-epoch so a resumed epoch draws the same dropout masks) and
+``state.json`` (where training is).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -21,12 +25,17 @@ from ecgfoundry.models.io import CheckpointError, load_torch_checkpoint
 
 @dataclass
 class Progress:
-    """Where training stands: the next stage/epoch to run and the stage's best so far."""
+    """Where training stands: the next stage, epoch and batch to run; the stage's best so far;
+    the running loss of a part-finished epoch; the history of finished epochs."""
 
     stage: int = 0
     epoch: int = 0
+    batch: int = 0  # batches of ``epoch`` already run (> 0 only in a mid-epoch checkpoint)
     step: int = 0
-    best_metric: float = float("-inf")
+    epoch_loss: float = 0.0  # sum of (batch loss x batch size) over those batches
+    epoch_seen: int = 0
+    epoch_seconds: float = 0.0
+    best_metric: float | None = None
     best_epoch: int = -1
     patience_used: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -34,6 +43,29 @@ class Progress:
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """torch's (and CUDA's) generator states and numpy's legacy global state, as tensors."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    assert name == "MT19937"
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_rest": torch.tensor([pos, has_gauss, gauss], dtype=torch.float64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, gauss = state["numpy_rest"].tolist()
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(gauss)))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save_checkpoint(
@@ -44,6 +76,7 @@ def save_checkpoint(
     best: dict[str, torch.Tensor] | None,
     progress: Progress,
 ) -> None:
+    """Replace ``folder`` with this state, atomically (a crash leaves the previous one)."""
     with atomic_dir(folder) as tmp:
         save_file(_tensors(model.state_dict()), str(tmp / "model.safetensors"))
         if best is not None:
@@ -53,6 +86,8 @@ def save_checkpoint(
             if scheduler is not None:
                 states["scheduler"] = scheduler.state_dict()
             torch.save(states, tmp / "optimizer.pt")
+        if progress.batch:
+            save_file(rng_state(), str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(progress.__dict__, indent=1))
 
 
@@ -61,6 +96,7 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     best: dict[str, torch.Tensor] | None
     optimizer: dict[str, Any] | None
+    rng: dict[str, torch.Tensor] | None
     progress: Progress
 
 
@@ -71,12 +107,13 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
         return None
     try:
         progress = Progress(**json.loads((folder / "state.json").read_text()))
-        best = folder / "best.safetensors"
-        optimizer = folder / "optimizer.pt"
+        best, optimizer, rng = (folder / n for n in ("best.safetensors", "optimizer.pt",
+                                                      "rng.safetensors"))  # fmt: skip
         return Checkpoint(
             model=load_file(str(folder / "model.safetensors")),
             best=load_file(str(best)) if best.exists() else None,
             optimizer=load_torch_checkpoint(optimizer) if optimizer.exists() else None,
+            rng=load_file(str(rng)) if rng.exists() else None,
             progress=progress,
         )
     except (OSError, ValueError, TypeError) as error:
