@@ -96,6 +96,7 @@ def finetune(
     cache_dir: str | Path | None = None,
     workers: int = 1,
     loader_workers: int = 0,
+    checkpoint_every_minutes: float | None = None,
     progress_bar: bool = True,
     evaluate_test: bool = True,
 ) -> dict[str, Any]:
@@ -129,7 +130,8 @@ def finetune(
     network.reset_head(len(task_data.labels), task_data.labels)
     log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
     engine = Engine(out, seed=seed, device=device, precision=recipe.precision, log=log,
-                    progress_bar=progress_bar)  # fmt: skip
+                    progress_bar=progress_bar,
+                    checkpoint_every_minutes=checkpoint_every_minutes)  # fmt: skip
     objective = SupervisedObjective(network, recipe, task_data, seed=seed, device=device,
                                     autocast=engine.autocast, workers=loader_workers)  # fmt: skip
     progress = engine.fit(objective)
