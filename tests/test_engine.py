@@ -1,0 +1,153 @@
+"""The training engine with a toy objective that is not supervised classification: minimising
+a metric, early stopping, exact resume from a mid-epoch checkpoint, per-process seeds, the
+one-cycle schedule, evaluation every N epochs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ecgfoundry.engine import Engine, StagePlan, StageSetup, StepOutput
+from ecgfoundry.engine.engine import build_optimizer, build_schedule
+from ecgfoundry.engine.seeding import SHUFFLE, epoch_rng, torch_seed
+
+
+class Interrupted(Exception):
+    """Stands in for a kill at a given step."""
+
+
+class Regression:
+    """Denoising regression with dropout: every random draw the engine must reproduce."""
+
+    def __init__(self, plan: StagePlan, *, stop_at_step: int | None = None,
+                 scores: list[float] | None = None):  # fmt: skip
+        torch.manual_seed(0)
+        self.model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+        generator = np.random.default_rng(0)
+        self.x = torch.from_numpy(generator.normal(size=(80, 4)).astype(np.float32))
+        self.y = self.x.sum(1, keepdim=True)
+        self.plan, self.stop_at_step, self.scores = plan, stop_at_step, scores
+        self.steps = self.evaluations = 0
+
+    def stages(self) -> list[StagePlan]:
+        return [self.plan]
+
+    def setup_stage(self, index: int) -> StageSetup:
+        return StageSetup([{"params": list(self.model.parameters()), "lr": 1e-2}], 10,
+                          distribute=self.model)  # fmt: skip
+
+    def train_batches(self, index: int, epoch: int, skip: int) -> Any:
+        order = torch.from_numpy(epoch_rng(0, index, epoch, SHUFFLE).permutation(80))
+        for start in range(skip * 8, 80, 8):
+            yield order[start : start + 8]
+
+    def training_step(self, net: nn.Module, rows: torch.Tensor, index: int) -> StepOutput:
+        self.steps += 1
+        if self.steps == self.stop_at_step:
+            raise Interrupted
+        noisy = self.x[rows] + 0.1 * torch.randn(len(rows), 4)
+        return StepOutput(nn.functional.mse_loss(net(noisy), self.y[rows]), len(rows))
+
+    def evaluate(self, index: int) -> dict[str, float]:
+        self.evaluations += 1
+        if self.scores is not None:
+            return {"val_loss": self.scores[self.evaluations - 1]}
+        self.model.eval()
+        with torch.no_grad():
+            return {"val_loss": nn.functional.mse_loss(self.model(self.x), self.y).item()}
+
+
+PLAN = StagePlan("fit", epochs=3, optimizer="adamw", monitor="val_loss", mode="min")
+
+
+def weights(objective: Regression) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in objective.model.state_dict().items()}
+
+
+def test_a_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> None:
+    reference = Regression(PLAN)
+    Engine(tmp_path / "a", progress_bar=False, precision="fp32").fit(reference)
+
+    killed = Regression(PLAN, stop_at_step=15)  # epoch 2, batch 5 of 10
+    engine = Engine(tmp_path / "b", progress_bar=False, precision="fp32", checkpoint_every_steps=3)
+    with pytest.raises(Interrupted):
+        engine.fit(killed)
+    state = json.loads((tmp_path / "b/checkpoint/state.json").read_text())
+    # saved every 3 steps since the last save (the epoch end counts): steps 3, 6, 9, 10, 13
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 3, 13)
+    assert (tmp_path / "b/checkpoint/rng.safetensors").exists()
+
+    resumed = Regression(PLAN)
+    progress = Engine(tmp_path / "b", progress_bar=False, precision="fp32").fit(resumed)
+    assert resumed.steps == 30 - 13  # only the batches not yet run
+    a, b = weights(reference), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in progress.history] == pytest.approx(
+        [h["loss"] for h in json.loads((tmp_path / "a/checkpoint/state.json").read_text())
+         ["history"]], rel=1e-12)  # fmt: skip
+
+
+def test_early_stopping_on_a_metric_to_minimise_restores_the_best_epoch(tmp_path: Path) -> None:
+    plan = StagePlan("fit", epochs=10, monitor="val_loss", mode="min", patience=2)
+    snapshots: list[dict[str, torch.Tensor]] = []
+    objective = Regression(plan, scores=[3.0, 2.0, 2.5, 2.6, 1.0])
+    evaluate = objective.evaluate
+
+    def remember() -> dict[str, float]:
+        snapshots.append(weights(objective))
+        return evaluate(0)
+
+    objective.evaluate = lambda index: remember()
+    progress = Engine(tmp_path, progress_bar=False).fit(objective)
+    assert [h["epoch"] for h in progress.history] == [0, 1, 2, 3]  # stopped: 2 without gain
+    assert [h["best"] for h in progress.history] == [True, True, False, False]
+    now = weights(objective)
+    assert all(torch.equal(now[k], snapshots[1][k]) for k in now)  # epoch 1's weights
+
+
+def test_last_weights_and_evaluation_every_n_epochs(tmp_path: Path) -> None:
+    plan = StagePlan("fit", epochs=5, monitor="val_loss", restore_best=False, eval_every=2)
+    snapshots: list[dict[str, torch.Tensor]] = []
+    objective = Regression(plan, scores=[1.0, 2.0, 3.0])
+    evaluate = objective.evaluate
+
+    def remember() -> dict[str, float]:
+        snapshots.append(weights(objective))
+        return evaluate(0)
+
+    objective.evaluate = lambda index: remember()
+    progress = Engine(tmp_path, progress_bar=False).fit(objective)
+    assert ["val_loss" in h for h in progress.history] == [False, True, False, True, True]
+    assert progress.history[1]["best"] and not progress.history[-1]["best"]
+    now = weights(objective)
+    assert all(torch.equal(now[k], snapshots[-1][k]) for k in now)  # the last, not the best
+    assert not all(torch.equal(now[k], snapshots[0][k]) for k in now)
+
+
+def test_each_process_draws_its_own_dropout_stream() -> None:
+    seeds = {torch_seed(0, 1, 2, rank) for rank in range(4)}
+    assert len(seeds) == 4
+    legacy = int(np.random.default_rng([0, 1, 2, 2]).integers(2**62))
+    assert torch_seed(0, 1, 2, 0) == legacy  # one process keeps the stream it always had
+
+
+def test_one_cycle_follows_fastai() -> None:
+    plan = StagePlan("fit", epochs=10, optimizer="adamw", schedule="one-cycle")
+    optimizer = build_optimizer(plan, [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.01}])
+    schedule = build_schedule(plan, optimizer, steps_per_epoch=10)
+    lrs, beta1 = [], []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        beta1.append(optimizer.param_groups[0]["betas"][0])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.01 / 25)
+    assert max(lrs) == pytest.approx(0.01, rel=1e-3) and 28 <= int(np.argmax(lrs)) <= 30
+    assert lrs[-1] < 0.01 / 25 / 1e3
+    assert beta1[0] == pytest.approx(0.95) and min(beta1) == pytest.approx(0.85, abs=1e-3)
