@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from test_ptbxl import copy_records
-
-from ecgfoundry.data import ptbxl
+from test_ptbxl import copy_records, fold_counts, present_records
 
 
 def ecgfoundry(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -37,18 +35,22 @@ def test_demo_table() -> None:
 
 
 def test_ptbxl_summary_contract(ptbxl_root: Path) -> None:
-    result = ecgfoundry("data", "summary", "ptbxl", "--root", ptbxl_root)
+    result = ecgfoundry("data", "summary", "ptbxl", "--root", ptbxl_root, "--fs", "100")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["records"] == 19592 and summary["patients"] > 16000
-    assert list(summary["folds"]) == [str(f) for f in range(1, 11)]
-    assert summary["folds"]["10"] == 0 and summary["folds"]["9"] == 2181
+    present = present_records(ptbxl_root)  # what this copy holds
+    assert summary["records"] == len(present)
+    assert summary["patients"] == present.patient_id.nunique()
+    assert summary["folds"] == fold_counts(ptbxl_root)
     labels = {name: task["labels"] for name, task in summary["tasks"].items()}
     assert labels == {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5,
                       "form": 19, "rhythm": 12}  # fmt: skip
     for task in summary["tasks"].values():
-        assert set(task) == {"labels", "train", "val", "test"} and task["test"] == 0
-    assert summary["missing_records"] == [] and summary["unreadable_records"] == []
+        assert set(task) == {"labels", "train", "val", "test"}
+        assert (task["test"] > 0) == (summary["folds"]["10"] > 0)
+    assert summary["unreadable_records"] == []
+    bad_rate = ecgfoundry("data", "summary", "ptbxl", "--root", ptbxl_root, "--fs", "250")
+    assert bad_rate.returncode == 2 and "fs=100 or fs=500, not 250" in bad_rate.stderr
 
 
 def test_summary_of_a_damaged_copy_lists_problems_and_exits_0(ptbxl_root: Path, tmp_path: Path):
@@ -65,9 +67,15 @@ def test_summary_of_a_damaged_copy_lists_problems_and_exits_0(ptbxl_root: Path, 
     assert entry["ecg_id"] == 5 and "00005_lr.dat" in entry["problem"]
 
 
-def test_cache_command_builds_then_reuses(ptbxl_root: Path, tmp_path: Path) -> None:
+def test_cache_command_builds_the_cache_training_reads(ptbxl_root: Path, tmp_path: Path) -> None:
+    from ecgfoundry.adapt.data import ptbxl_cache
+    from ecgfoundry.data import ptbxl
+    from ecgfoundry.data.transforms import pipeline_for
+    from ecgfoundry.models import create_model
+
     copy_records(ptbxl_root, tmp_path / "copy", [1, 2, 3])
-    args = ("data", "cache", "ptbxl", "--root", tmp_path / "copy", "--cache-dir", tmp_path / "c")
+    args = ("data", "cache", "ptbxl", "--root", tmp_path / "copy", "--cache-dir", tmp_path / "c",
+            "--model", "net1d-tiny")  # fmt: skip
     first = ecgfoundry(*args)
     assert first.returncode == 0, first.stderr
     path = Path(first.stdout.strip())
@@ -76,9 +84,14 @@ def test_cache_command_builds_then_reuses(ptbxl_root: Path, tmp_path: Path) -> N
     mtime = (path / "signals.npy").stat().st_mtime_ns
     second = ecgfoundry(*args)
     assert Path(second.stdout.strip()) == path
+    spec = create_model("net1d-tiny").spec
+    store = ptbxl_cache(tmp_path / "copy", spec, cache_dir=tmp_path / "c")  # what training reads
+    assert store.path == path
     assert (path / "signals.npy").stat().st_mtime_ns == mtime  # reused, not rebuilt
-    db = ptbxl.load(tmp_path / "copy")
-    np.testing.assert_array_equal(signals[1], db.read(2).signal)
+    record = ptbxl.load(tmp_path / "copy").read(2)
+    np.testing.assert_allclose(signals[1], pipeline_for(spec)(record).signal, atol=1e-6)
+    no_model = ecgfoundry("data", "cache", "ptbxl", "--root", tmp_path / "copy")
+    assert no_model.returncode == 2 and "Missing option '--model'" in no_model.stderr
 
 
 def test_arrhythmia_summaries(vfdb_root: Path, mitdb_root: Path) -> None:

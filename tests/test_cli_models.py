@@ -26,7 +26,7 @@ def reference() -> Path:
 def converted(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "ecgfounder-a"
     result = ecgfoundry(
-        "convert", "ecgfounder", reference / "ecgfounder_A.pth", out,
+        "convert", "ecgfounder", reference / "ecgfounder_A.pth", "--out", out,
         "--config", reference / "config_ecgfounder_A.json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -66,6 +66,8 @@ def test_predict_and_embed_on_a_folder_of_records(converted: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     embeddings = np.load(tmp_path / "e.npy")
     assert embeddings.shape == (7, 64)
+    ids = (tmp_path / "e.ids.txt").read_text().splitlines()
+    assert ids == list(table.record) and "E00009" in ids[0]
     # The CLI equals the Python API: records resampled to the model's 500 Hz, 10 s input.
     model = load_model(converted)
     inputs = prepare(model, load_inputs(folder))
@@ -98,9 +100,15 @@ def test_hubert_folder_and_unsafe_refusal(reference: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "h.npy").shape == (6, 32)
     refused = ecgfoundry("convert", "hubert-ecg", reference / "hubert_ecg_tiny_native.pt",
-                         tmp_path / "h")  # fmt: skip
+                         "--out", tmp_path / "h")  # fmt: skip
     assert refused.returncode == 2 and "--allow-unsafe" in refused.stderr
     assert not (tmp_path / "h").exists()
     allowed = ecgfoundry("convert", "hubert-ecg", reference / "hubert_ecg_tiny_native.pt",
-                         tmp_path / "h", "--allow-unsafe")  # fmt: skip
+                         "--out", tmp_path / "h", "--allow-unsafe")  # fmt: skip
     assert allowed.returncode == 0, allowed.stderr
+    unknown = ecgfoundry(
+        "convert", "hubert", reference / "hubert_ecg_tiny", "--out", tmp_path / "u"
+    )
+    assert unknown.returncode == 2
+    assert "error: FAMILY 'hubert': not one of " in unknown.stderr
+    assert "ecgfm, ecgfounder, hubert-ecg" in unknown.stderr

@@ -409,3 +409,50 @@ def test_plain_folder_mirror_and_rich_progress(tiny_mirror: Path, tmp_path: Path
     dest = download("mitdb", tmp_path / "out", base_url=str(tiny_mirror), progress="rich")
     assert _tree(dest) == _tree(tiny_mirror / "mitdb" / "1.0.0")
     assert json.loads((dest / MARKER).read_text())["source"].startswith("file://")
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_downloads_to_out(
+    tiny_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ecgfoundry.cli import app
+
+    real = dl.download
+    monkeypatch.setattr(
+        dl, "download", lambda *a, **kw: real(*a, base_url=tiny_mirror.as_uri(), **kw)
+    )
+    result = CliRunner().invoke(app, ["data", "download", "mitdb", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(str(tmp_path / "out"))
+    assert _tree(tmp_path / "out") == _tree(tiny_mirror / "mitdb" / "1.0.0")
+
+
+def test_cli_offers_every_dataset_and_checks_the_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ecgfoundry.cli import app
+    from ecgfoundry.errors import UsageError
+
+    def invoke(*args: str) -> object:
+        return CliRunner().invoke(app, ["data", "download", *args, "--out", str(tmp_path)])
+
+    refused = invoke("ptbxl", "--fs", "250")  # checked before anything is fetched
+    assert isinstance(refused.exception, UsageError)
+    assert "ptbxl: no 250 Hz option; choices: 100, 500" in str(refused.exception)
+    calls: list[tuple[str, int | None]] = []
+    monkeypatch.setattr(
+        dl, "download", lambda name, dest, *, fs, progress: calls.append((name, fs))
+    )
+    for name in dl.DATASETS:
+        assert invoke(name).exit_code == 0, name
+    assert invoke("ptbxl", "--fs", "500").exit_code == 0
+    assert calls == [(name, None) for name in dl.DATASETS] + [("ptbxl", 500)]
+    assert isinstance(calls[-1][1], int)
+    fractional = invoke("ptbxl", "--fs", "99.5")
+    assert isinstance(fractional.exception, UsageError) and "--fs 99.5" in str(fractional.exception)

@@ -157,6 +157,17 @@ def test_find_records(tmp_path: Path) -> None:
     assert [p.name for p in find_records(tmp_path)] == ["a.hea", "b.npy"]
 
 
+def test_find_records_below_a_dot_directory(tmp_path: Path) -> None:
+    """Only hidden entries below the folder given are skipped, not the folder's own path."""
+    folder = tmp_path / ".hidden" / "records"
+    (folder / ".trash").mkdir(parents=True)
+    write_wfdb(folder, "a", np.zeros((10, 1)) + 0.1, 100, ["I"])
+    np.save(folder / ".b.npy", np.zeros((1, 10)))
+    write_wfdb(folder / ".trash", "c", np.zeros((10, 1)) + 0.1, 100, ["I"])
+    assert find_records(folder) == [folder / "a.hea"]
+    assert find_records(tmp_path) == []  # .hidden lies below tmp_path
+
+
 def test_record_validation() -> None:
     with pytest.raises(ECGInputError, match="2-D"):
         Record(np.zeros(10), 100, ("I",))

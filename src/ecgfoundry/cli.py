@@ -1,18 +1,24 @@
-"""The ``ecgfoundry`` command line: each command parses its arguments and calls one function."""
+"""The ``ecgfoundry`` command line: each command parses its arguments and calls one function.
+
+Conventions: the model is the first argument; outputs go to ``--out``; ``--fs`` is in Hz; names
+(datasets, tasks, strategies, checkpoint formats) come from the modules that define them.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-import numpy as np
 import typer
 
-from ecgfoundry.data.record import ECGInputError
+from ecgfoundry.data.download import DATASETS
+from ecgfoundry.data.ptbxl import TASKS
 from ecgfoundry.errors import ReportedError, UsageError
+from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
 
 if TYPE_CHECKING:
     from ecgfoundry.inference import Inputs
@@ -27,12 +33,34 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Read, summarise, cache and download datasets.")
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
+app.add_typer(models_app, name="models")
 
 
-class Dataset(StrEnum):
-    ptbxl = "ptbxl"
-    mitdb = "mitdb"
-    vfdb = "vfdb"
+def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
+    """Typer choices for names another module defines (typer lists them in --help)."""
+    return StrEnum(name, [(value, value) for value in values])
+
+
+SummaryDataset = _choices("SummaryDataset", ("ptbxl", "mitdb", "vfdb"))  # what summary reads
+CacheDataset = _choices("CacheDataset", ("ptbxl",))
+DownloadDataset = _choices("DownloadDataset", DATASETS)
+AggregateName = _choices("AggregateName", get_args(Aggregate))
+EVALUATION_AGGREGATE = AggregateName(DEFAULT_AGGREGATE)
+
+
+def _one_of(what: str, value: str, names: Iterable[str]) -> None:
+    """A UsageError listing ``names`` unless ``value`` is one of them."""
+    known = sorted(names)
+    if value not in known:
+        raise UsageError(f"{what} {value!r}: not one of {', '.join(known)}")
+
+
+def _whole_hz(fs: float | None) -> int | None:
+    """A sampling rate where only whole numbers of Hz are offered (downloads)."""
+    if fs is not None and not (fs > 0 and float(fs).is_integer()):
+        raise UsageError(f"--fs {fs:g}: a whole positive number of Hz is needed here")
+    return None if fs is None else int(fs)
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -72,12 +100,15 @@ def demo(as_json: JsonFlag = False) -> None:
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
-FsOption = Annotated[int, typer.Option("--fs", help="Sampling rate to read (PTB-XL: 100 or 500).")]
+CacheDirOption = Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")]
+ModelArgument = Annotated[
+    str, typer.Argument(help="A model folder, hf-hub:ORG/REPO or a registry name.")
+]
 
 
 @data_app.command("summary")
 def data_summary(
-    dataset: Dataset,
+    dataset: SummaryDataset,
     root: RootOption,
     fs: Annotated[
         float | None, typer.Option(help="PTB-XL: 100 or 500 (default 100). mitdb/vfdb: window Hz.")
@@ -87,10 +118,10 @@ def data_summary(
     lead: Annotated[str | None, typer.Option(help="mitdb/vfdb: lead name.")] = None,
 ) -> None:
     """Print one JSON object describing a dataset (records, folds, tasks, problems)."""
-    if dataset is Dataset.ptbxl:
+    if dataset == "ptbxl":
         from ecgfoundry.data import ptbxl
 
-        _print_json(ptbxl.load(root, fs=int(fs or 100)).summary())
+        _print_json(ptbxl.load(root, fs=fs if fs is not None else 100).summary())
         return
     from ecgfoundry.data import arrhythmia
 
@@ -108,52 +139,52 @@ def data_summary(
 
 @data_app.command("cache")
 def data_cache(
-    dataset: Dataset,
+    dataset: CacheDataset,
     root: RootOption,
-    fs: FsOption = 100,
-    cache_dir: Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="A model folder or registry name: the cache holds records prepared for its "
+            "input spec, exactly what `finetune MODEL` reads.",
+        ),
+    ],
+    cache_dir: CacheDirOption = None,
     workers: Annotated[int, typer.Option(help="Processes decoding records.")] = 1,
 ) -> None:
-    """Build (or reuse) the preprocessed cache of a dataset and print its location."""
-    if dataset is not Dataset.ptbxl:
-        raise ECGInputError(root, f"caching {dataset.value} is not supported yet; use ptbxl")
-    from ecgfoundry.data import ptbxl
+    """Build (or reuse) the cache training a model on a dataset reads; print its location."""
+    from ecgfoundry.adapt.data import ptbxl_cache
+    from ecgfoundry.models.registry import resolve_model
 
-    store = ptbxl.load(root, fs=fs).cache(cache_dir=cache_dir, workers=workers)
-    typer.echo(str(store.path))
+    spec = resolve_model(model, weights=False).spec  # the architecture is enough
+    typer.echo(str(ptbxl_cache(root, spec, cache_dir=cache_dir, workers=workers).path))
 
 
 @data_app.command("download")
 def data_download(
-    dataset: Dataset,
-    dest: Annotated[Path, typer.Option("--dest", help="Folder to download into.")],
-    fs: Annotated[int | None, typer.Option(help="PTB-XL: 100 or 500 Hz records.")] = None,
+    dataset: DownloadDataset,
+    out: Annotated[Path, typer.Option("--out", help="Folder to download into.")],
+    fs: Annotated[
+        float | None, typer.Option(help="Where a dataset offers several rates (PTB-XL: 100, 500).")
+    ] = None,
 ) -> None:
     """Download a dataset from PhysioNet (SHA256-verified, resumable: re-run to continue)."""
     from ecgfoundry.data.download import download
 
-    typer.echo(str(download(dataset.value, dest, fs=fs, progress="rich")))
-
-
-models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
-app.add_typer(models_app, name="models")
-
-
-class Aggregate(StrEnum):
-    mean = "mean"
-    max = "max"
-
-
-class Family(StrEnum):
-    ecgfounder = "ecgfounder"
-    ecgfm = "ecgfm"
-    hubert_ecg = "hubert-ecg"
+    try:
+        path = download(dataset.value, out, fs=_whole_hz(fs), progress="rich")
+    except ValueError as error:
+        if isinstance(error, ReportedError):
+            raise
+        raise UsageError(f"data download {dataset.value}: {error}") from error
+    typer.echo(str(path))
 
 
 @models_app.command("list")
 def models_list(as_json: JsonFlag = False) -> None:
-    """Every architecture preset with its parameter count and input spec."""
-    from ecgfoundry.models import list_models
+    """Every architecture preset with its parameter count and input spec (the table also lists
+    the checkpoint formats `ecgfoundry convert` reads)."""
+    from ecgfoundry.models.registry import list_converters, list_models
 
     rows = list_models()
     if as_json:
@@ -166,6 +197,9 @@ def models_list(as_json: JsonFlag = False) -> None:
             f"{spec['fs']:g} Hz x {spec['seconds']:g} s x {len(spec['leads'])} leads  "
             f"{row['description']}"
         )
+    typer.echo("\ncheckpoint formats (ecgfoundry convert FAMILY CHECKPOINT --out DIR):")
+    for row in list_converters():
+        typer.echo(f"  {row['name']:<20} {row['description']}")
 
 
 UnsafeOption = Annotated[
@@ -179,36 +213,44 @@ UnsafeOption = Annotated[
 
 @app.command()
 def convert(
-    family: Family,
+    family: Annotated[
+        str,
+        typer.Argument(
+            help="A registered checkpoint format (`ecgfoundry models list` lists them)."
+        ),
+    ],
     checkpoint: Annotated[Path, typer.Argument(help="Published checkpoint file or folder.")],
-    out_dir: Annotated[Path, typer.Argument(help="Where to write the ecgfoundry model folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the ecgfoundry model folder.")],
     config: Annotated[
         Path | None, typer.Option(help="JSON with architecture hyperparameters to use/override.")
     ] = None,
     allow_unsafe: UnsafeOption = False,
 ) -> None:
     """Convert a published checkpoint into ecgfoundry's folder (config.json + safetensors)."""
-    from ecgfoundry.models import hubert, net1d, save_model, wav2vec2
+    from ecgfoundry.models import registry, save_model
 
-    module = {"ecgfounder": net1d, "ecgfm": wav2vec2, "hubert-ecg": hubert}[family.value]
+    _one_of("FAMILY", family, registry.converter_names())
     try:
         overrides = json.loads(config.read_text()) if config else None
     except (OSError, json.JSONDecodeError) as error:
         raise UsageError(f"--config {config}: not a readable JSON file ({error})") from error
-    model = module.convert_checkpoint(checkpoint, overrides=overrides, allow_unsafe=allow_unsafe)
-    typer.echo(str(save_model(model, out_dir)))
+    model = registry.convert_checkpoint(
+        family, checkpoint, overrides=overrides, allow_unsafe=allow_unsafe
+    )
+    typer.echo(str(save_model(model, out)))
 
 
-ModelArgument = Annotated[str, typer.Argument(help="A model folder or a registry name.")]
 InputArgument = Annotated[
     Path, typer.Argument(help="A record file, a folder of records, or an .npy [N, leads, samples].")
 ]
 InputFsOption = Annotated[float | None, typer.Option("--fs", help="Sampling rate of .npy/.csv.")]
 LeadsOption = Annotated[
-    str | None, typer.Option("--leads", help="Comma-separated lead names of .npy/.csv input.")
+    str | None,
+    typer.Option("--leads", help="Comma-separated lead names of .npy/.csv input (12: I..V6)."),
 ]
 NoPreprocessOption = Annotated[
-    bool, typer.Option("--no-preprocess", help="Feed arrays as they are (no resampling etc.).")
+    bool,
+    typer.Option("--no-preprocess", help="Feed arrays as they are: the model's input, unnamed."),
 ]
 
 
@@ -216,18 +258,22 @@ def _inputs(
     model_name: str, source: Path, fs: float | None, leads: str | None, no_preprocess: bool
 ) -> tuple[ECGModel, Inputs]:
     from ecgfoundry import inference
+    from ecgfoundry.models.registry import resolve_model
 
-    model = inference.resolve_model(model_name)
+    model = resolve_model(model_name).eval()  # a bare preset is refused: random weights
     lead_names = [name.strip() for name in leads.split(",")] if leads else None
-    records = inference.load_inputs(source, fs=fs, leads=lead_names)
-    return model, inference.prepare(model, records, preprocess=not no_preprocess)
+    preprocess = not no_preprocess
+    records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess)
+    return model, inference.prepare(model, records, preprocess=preprocess)
 
 
 @app.command()
 def embed(
     model: ModelArgument,
     source: InputArgument,
-    out: Annotated[Path, typer.Option("--out", help="Output .npy [records, D].")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output .npy [records, D]; record ids in NAME.ids.txt.")
+    ],
     fs: InputFsOption = None,
     leads: LeadsOption = None,
     no_preprocess: NoPreprocessOption = False,
@@ -237,73 +283,69 @@ def embed(
 
     network, inputs = _inputs(model, source, fs, leads, no_preprocess)
     embeddings = inference.embed(network, inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, embeddings)
-    typer.echo(f"{out}: {embeddings.shape[0]} records x {embeddings.shape[1]} features")
+    path = inference.write_embeddings(out, embeddings, inputs.ids)
+    typer.echo(f"{path}: {embeddings.shape[0]} records x {embeddings.shape[1]} features "
+               f"(record ids: {inference.ids_path(path)})")  # fmt: skip
 
 
 @app.command()
 def predict(
     model: ModelArgument,
     source: InputArgument,
-    out: Annotated[Path, typer.Option("--out", help="Output .npy, .csv or .json.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output .csv, .json or .npy (record ids in NAME.ids.txt)."),
+    ],
     fs: InputFsOption = None,
     leads: LeadsOption = None,
     no_preprocess: NoPreprocessOption = False,
-    aggregate: Annotated[Aggregate, typer.Option(help="Over a record's windows.")] = Aggregate.mean,
+    aggregate: Annotated[
+        AggregateName, typer.Option(help="Over a record's windows (evaluation uses the default).")
+    ] = EVALUATION_AGGREGATE,
 ) -> None:
     """Write per-label probabilities for each record."""
     from ecgfoundry import inference
 
     network, inputs = _inputs(model, source, fs, leads, no_preprocess)
-    probabilities = inference.predict_proba(network, inputs, aggregate=Aggregate(aggregate).value)
+    probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
     labels = inference.label_names(network)
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
 
 
-class Strategy(StrEnum):
-    scratch = "scratch"
-    linear_probe = "linear-probe"
-    finetune = "finetune"
-    lp_ft = "lp-ft"
-    post_train = "post-train"
-
-
-class Task(StrEnum):
-    all = "all"
-    diagnostic = "diagnostic"
-    subdiagnostic = "subdiagnostic"
-    superdiagnostic = "superdiagnostic"
-    form = "form"
-    rhythm = "rhythm"
-
-
 @app.command()
 def finetune(
-    model: Annotated[str, typer.Option("--model", help="Model folder or registry name.")],
-    root: RootOption,
-    task: Annotated[Task, typer.Option(help="PTB-XL benchmark task.")],
-    strategy: Annotated[Strategy, typer.Option(help="Adaptation recipe.")],
+    model: ModelArgument,
+    strategy: Annotated[
+        str, typer.Option(help="Adaptation recipe: a name in ecgfoundry.adapt.STRATEGIES.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists).")],
-    data: Annotated[str, typer.Option(help="Dataset (ptbxl).")] = "ptbxl",
+    data: Annotated[
+        str,
+        typer.Option(help="ptbxl, cinc (a PhysioNet/CinC challenge folder) or a CSV table."),
+    ] = "ptbxl",
+    root: Annotated[Path | None, typer.Option(help="The dataset folder.")] = None,
+    task: Annotated[
+        str | None, typer.Option(help=f"PTB-XL: one of {', '.join(TASKS)}. Other data: optional.")
+    ] = None,
     fraction: Annotated[float, typer.Option(help="Share of the training folds (nested).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for subset, initialisation and order.")] = 0,
     config: Annotated[Path | None, typer.Option(help="YAML recipe overrides.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of the main (last) stage.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")] = None,
+    cache_dir: CacheDirOption = None,
     workers: Annotated[int, typer.Option(help="Processes building the cache.")] = 1,
 ) -> None:
-    """Adapt a model to a PTB-XL task; writes OUT/metrics.json, OUT/model/, OUT/log.jsonl.
+    """Adapt MODEL to a task; writes OUT/metrics.json, OUT/model/, OUT/log.jsonl.
 
     Run it again after an interruption to resume. Several processes: launch with
     `torchrun --nproc_per_node N -m ecgfoundry finetune ...` (gloo on CPU, NCCL on GPUs).
     """
+    from ecgfoundry.adapt import STRATEGIES
     from ecgfoundry.adapt import finetune as run
 
+    _one_of("--strategy", strategy, STRATEGIES)
     metrics = run(
-        model, root=root, task=task.value, strategy=strategy.value, out=out, data=data,
-        fraction=fraction, seed=seed, config=config, epochs=epochs, cache_dir=cache_dir,
-        workers=workers,
+        model, data=data, root=root, task=task, strategy=strategy, out=out, fraction=fraction,
+        seed=seed, config=config, epochs=epochs, cache_dir=cache_dir, workers=workers,
     )  # fmt: skip
     summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
                for split in ("val", "test") if split in metrics}  # fmt: skip

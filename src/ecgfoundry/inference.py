@@ -1,9 +1,13 @@
 """Embed and predict on people's own ECG files, preprocessed as the model's input spec says.
 
-Records longer than the model's input are cut into windows of the input length at half-window
-stride (the last one flush with the end), as evaluation does; a record's embedding is the mean
-of its windows' embeddings and its prediction the mean (or max) of their probabilities.
-Shorter records are zero-padded (listed as a repair).
+Each record goes through :func:`ecgfoundry.data.transforms.model_windows`, the path training
+and evaluation use: the model's pipeline, zero-padding if shorter than one input (listed as a
+repair), then windows of the input length at half-window stride (the last flush with the end).
+A record's embedding is the mean of its windows' embeddings and its prediction an aggregate of
+their probabilities (``max`` by default, as evaluation does).
+
+Array outputs (``.npy``) carry their row order beside them: ``NAME.ids.txt``, one record id per
+line.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ import torch
 
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record
-from ecgfoundry.data.transforms import CropPad, pipeline_for, window_starts
-from ecgfoundry.evaluate.metrics import Aggregate, aggregate_windows
-from ecgfoundry.models import registry
+from ecgfoundry.data.transforms import model_windows
+from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
-from ecgfoundry.models.registry import model_names
+from ecgfoundry.spec import STANDARD_LEADS
 
 
 @dataclass
@@ -36,25 +39,24 @@ class Inputs:
     repairs: dict[str, list[str]] = field(default_factory=dict)
 
 
-def resolve_model(name_or_path: str | Path) -> ECGModel:
-    """A model folder, ``hf-hub:ORG/REPO``, or a registry name (random weights: warns)."""
-    text = str(name_or_path)
-    if text in model_names() and not Path(text).exists():
-        print(f"warning: {text} is a bare architecture with random weights", file=sys.stderr)
-        return registry.resolve_model(text, weights=False).eval()
-    return registry.resolve_model(text).eval()
-
-
 def load_inputs(
     source: str | Path | Sequence[str | Path],
     *,
     fs: float | None = None,
     leads: Sequence[str] | None = None,
+    preprocess: bool = True,
 ) -> list[Record]:
     """Records from a record file, a folder of records, an ``.npy`` [N, leads, samples] (needs
-    ``fs``; ``leads`` default to the standard 12 when there are 12), or a list of those."""
+    ``fs``; ``leads`` default to the standard 12 when there are 12), or a list of those.
+
+    ``preprocess=False``: an array's leads need no names (it is the model input as it is).
+    """
     if isinstance(source, list | tuple):
-        return [r for item in source for r in load_inputs(item, fs=fs, leads=leads)]
+        return [
+            r
+            for item in source
+            for r in load_inputs(item, fs=fs, leads=leads, preprocess=preprocess)
+        ]
     path = Path(source)
     if path.is_dir():
         found = find_records(path)
@@ -64,40 +66,36 @@ def load_inputs(
                 print(f"note: skipped {len(arrays)} .npy/.csv file(s) in {path} "
                       "(pass --fs to read them as ECGs)", file=sys.stderr)  # fmt: skip
             found = [p for p in found if p not in arrays]
-        return [r for item in found for r in load_inputs(item, fs=fs, leads=leads)]
+        return load_inputs(found, fs=fs, leads=leads, preprocess=preprocess)
     if not path.exists():
         raise ECGInputError(path, "no such file or folder")
     if path.suffix.lower() == ".npy":
         if fs is None:
             raise ECGInputError(path, ".npy arrays carry no sampling rate: pass fs (--fs)")
+        if leads is not None:
+            return read_numpy(path, fs, list(leads))
         try:
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
         except (OSError, ValueError) as error:
             raise ECGInputError(path, f"not a readable .npy array ({error})") from error
-        if leads is None:
-            from ecgfoundry.data.record import STANDARD_LEADS
-
-            n_leads = shape[-2] if len(shape) >= 2 else 0
-            if n_leads != len(STANDARD_LEADS):
-                raise ECGInputError(path, f"{n_leads} leads: pass their names (--leads)")
-            leads = STANDARD_LEADS
-        return read_numpy(path, fs, list(leads))
+        n_leads = shape[-2] if len(shape) >= 2 else 0
+        if n_leads == len(STANDARD_LEADS):
+            return read_numpy(path, fs, STANDARD_LEADS)
+        if preprocess:
+            raise ECGInputError(path, f"{n_leads} leads: pass their names (--leads)")
+        names = [f"lead{i + 1}" for i in range(n_leads)]
+        return read_numpy(path, fs, names, allow_unknown_leads=True)
     return [read_record(path, fs=fs, leads=list(leads) if leads else None)]
 
 
 def prepare(model: ECGModel, records: Sequence[Record], *, preprocess: bool = True) -> Inputs:
-    """Cut records into model inputs following ``model.spec``."""
-    spec = model.spec
-    pipeline = pipeline_for(spec, crop=False)
+    """Cut records into model inputs with ``model_windows(record, model.spec)``;
+    ``preprocess=False`` takes each record's signal as one model input, as it is."""
     windows, owner, ids, repairs = [], [], [], {}
     for i, record in enumerate(records):
         record_id = record.source or f"record-{i}"
         if preprocess:
-            record = pipeline(record)
-            if record.n_samples < spec.samples:
-                record = CropPad(spec.seconds)(record)
-            starts = window_starts(record.n_samples, spec.samples)
-            cut = np.stack([record.signal[:, s : s + spec.samples] for s in starts])
+            cut, record = model_windows(record, model.spec)
         else:
             cut = record.signal[None]
         done = [r["kind"] for r in record.metadata.get("repairs", [])]
@@ -135,7 +133,11 @@ def embed(model: ECGModel, inputs: Inputs, *, batch_size: int = 32) -> np.ndarra
 
 
 def predict_proba(
-    model: ECGModel, inputs: Inputs, *, batch_size: int = 32, aggregate: Aggregate = "mean"
+    model: ECGModel,
+    inputs: Inputs,
+    *,
+    batch_size: int = 32,
+    aggregate: Aggregate = DEFAULT_AGGREGATE,
 ) -> np.ndarray:
     """Per-label probabilities [records, classes] (sigmoid: labels are not exclusive)."""
     if not model.num_classes:
@@ -148,28 +150,49 @@ def label_names(model: ECGModel) -> list[str]:
     return list(model.config.labels or [f"class_{i}" for i in range(model.num_classes)])
 
 
+def ids_path(path: str | Path) -> Path:
+    """Where the record ids of an ``.npy`` output go: ``NAME.npy`` -> ``NAME.ids.txt``."""
+    return Path(path).with_suffix(".ids.txt")
+
+
+def _save_array(path: Path, values: np.ndarray, ids: list[str]) -> None:
+    np.save(path, values)
+    ids_path(path).write_text("".join(f"{rid}\n" for rid in ids))
+
+
+def write_embeddings(path: str | Path, embeddings: np.ndarray, ids: list[str]) -> Path:
+    """Save ``.npy`` [records, D] with the record ids in ``NAME.ids.txt``."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise ECGInputError(path, "embeddings are written as .npy (record ids beside it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_array(path, embeddings, ids)
+    return path
+
+
 def write_predictions(path: str | Path, probabilities: np.ndarray, ids: list[str],
                       labels: list[str]) -> Path:  # fmt: skip
-    """Save as ``.npy`` (array), ``.csv`` (record + one column per label) or ``.json``."""
+    """Save as ``.npy`` (array, ids in ``NAME.ids.txt``), ``.csv`` (record + one column per
+    label) or ``.json``."""
     import json
 
     import pandas as pd
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".csv", ".json"):
+        raise ECGInputError(path, "output must end in .npy, .csv or .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
-        np.save(path, probabilities)
+        _save_array(path, probabilities, ids)
     elif suffix == ".csv":
         frame = pd.DataFrame(probabilities, columns=labels)
         frame.insert(0, "record", ids)
         frame.to_csv(path, index=False, float_format="%.6f")
-    elif suffix == ".json":
+    else:
         rows: list[dict[str, Any]] = [
             {"record": rid, "probabilities": dict(zip(labels, map(float, p), strict=True))}
             for rid, p in zip(ids, probabilities, strict=True)
         ]
         path.write_text(json.dumps(rows, indent=1))
-    else:
-        raise ECGInputError(path, "output must end in .npy, .csv or .json")
     return path

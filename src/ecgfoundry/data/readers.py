@@ -449,7 +449,11 @@ def read_record(
 
 
 def find_records(folder: str | Path) -> list[Path]:
-    """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus .npy/.csv."""
+    """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus .npy/.csv.
+
+    Hidden entries (dot-names) below ``folder`` are skipped; the folder itself may lie anywhere,
+    e.g. under ``~/.cache``.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ECGInputError(folder, "not a folder")
@@ -458,7 +462,9 @@ def find_records(folder: str | Path) -> list[Path]:
         for p in sorted(folder.rglob("*"))
         if p.suffix.lower() in (".hea", ".npy", ".csv") and p.is_file()
     ]
-    return [p for p in found if not any(part.startswith(".") for part in p.parts)]
+    return [
+        p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
 
 
 def file_signature(paths: list[Path]) -> list[tuple[str, int, int]]:

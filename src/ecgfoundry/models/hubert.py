@@ -50,7 +50,11 @@ from ecgfoundry.models.io import (
     load_state_dict_strict,
     load_torch_checkpoint,
 )
-from ecgfoundry.models.registry import register_model
+from ecgfoundry.models.registry import (
+    register_converter,
+    register_folder_format,
+    register_model,
+)
 from ecgfoundry.nn.layers import DropPath
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
@@ -489,11 +493,31 @@ register_model(
     classifier_proj_size=64,
 )
 
+
+def is_transformers_folder(path: Path) -> bool:
+    """A published HuBERT-ECG folder: transformers ``config.json`` with a HuBERT model_type."""
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") in ("hubert", "hubert_ecg")
+    except json.JSONDecodeError:
+        return False
+
+
+register_converter(
+    "hubert-ecg",
+    convert_checkpoint,
+    description="HuBERT-ECG: a Hugging Face folder (Edoardo-BS/hubert-ecg-*) or its .pt container",
+)
+register_folder_format(is_transformers_folder, convert_checkpoint)
+
 __all__ = [
     "HUBERT_ECG_SPEC",
     "HUB_REPOS",
     "HubertECG",
     "HubertECGConfig",
     "convert_checkpoint",
+    "is_transformers_folder",
     "map_checkpoint_key",
 ]

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from ecgfoundry.models.base import ECGModel, ModelConfig
 from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
-from ecgfoundry.models.registry import register_model
+from ecgfoundry.models.registry import register_converter, register_model
 from ecgfoundry.nn.layers import DropPath, drop_path_rates
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
@@ -689,6 +689,11 @@ register_model(
     filter_list=[16, 32, 32, 80, 80, 160],
     m_blocks_list=[1, 1, 1, 2, 2, 2],
     spec=SMALL_SPEC,
+)
+register_converter(
+    "ecgfounder",
+    convert_checkpoint,
+    description="ECGFounder's .pth (PKUDigitalHealth/ECGFounder; architecture via --config)",
 )
 
 __all__ = [

@@ -1,13 +1,16 @@
 """One registry of model presets: ``create_model``, ``load_model``, ``list_models``.
 
-A family file registers its presets with :func:`register_model` (name, model class, config
-overrides). ``create_model(name, num_classes=..., drop_path_rate=..., **overrides)`` builds one;
+A family file registers, at its bottom, its presets with :func:`register_model` (name, model
+class, config overrides), its published-checkpoint converters with :func:`register_converter`,
+and any foreign folder layout ``load_model`` should convert on load with
+:func:`register_folder_format`. This module knows no family by name.
+``create_model(name, num_classes=..., drop_path_rate=..., **overrides)`` builds one;
 ``load_model(path)`` reads the project's model folder (or a Hub repository).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +40,20 @@ class ModelEntry:
     weights: str | None = None  # where published weights come from (for people, not fetched)
 
 
+@dataclass(frozen=True)
+class Converter:
+    """A published-checkpoint format: ``convert(path, *, overrides, allow_unsafe) -> model``."""
+
+    name: str
+    convert: Callable[..., ECGModel]
+    description: str = ""
+
+
 _MODELS: dict[str, ModelEntry] = {}
 _FAMILIES: dict[str, type[ECGModel]] = {}
+_CONVERTERS: dict[str, Converter] = {}
+# (detect, load): a foreign model folder that ``load_model`` converts on the fly.
+_FOLDER_FORMATS: list[tuple[Callable[[Path], bool], Callable[[Path], ECGModel]]] = []
 
 
 def register_model(
@@ -54,6 +69,47 @@ def register_model(
         raise ValueError(f"model {name!r} is already registered")
     _FAMILIES.setdefault(model_class.family, model_class)
     _MODELS[name] = ModelEntry(name, model_class, dict(preset), description, weights)
+
+
+def register_converter(
+    name: str, convert: Callable[..., ECGModel], *, description: str = ""
+) -> None:
+    """Register a published-checkpoint format (``ecgfoundry convert NAME``); ``name`` is new."""
+    if name in _CONVERTERS:
+        raise ValueError(f"converter {name!r} is already registered")
+    _CONVERTERS[name] = Converter(name, convert, description)
+
+
+def register_folder_format(
+    detect: Callable[[Path], bool], load: Callable[[Path], ECGModel]
+) -> None:
+    """Make ``load_model`` convert a foreign folder for which ``detect(folder)`` is true."""
+    _FOLDER_FORMATS.append((detect, load))
+
+
+def converter_names() -> list[str]:
+    return sorted(_CONVERTERS)
+
+
+def list_converters() -> list[dict[str, str]]:
+    """Each registered checkpoint format with its description."""
+    return [{"name": c.name, "description": c.description} for _, c in sorted(_CONVERTERS.items())]
+
+
+def convert_checkpoint(
+    converter: str,
+    path: str | Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    allow_unsafe: bool = False,
+) -> ECGModel:
+    """A published checkpoint as a model (eval mode), by the registered ``converter``."""
+    if converter not in _CONVERTERS:
+        raise ValueError(
+            f"converter must be one of {', '.join(converter_names())}; got {converter!r}"
+        )
+    model = _CONVERTERS[converter].convert(path, overrides=overrides, allow_unsafe=allow_unsafe)
+    return model.eval()
 
 
 def model_names() -> list[str]:
@@ -114,17 +170,16 @@ def _without_head(state: dict[str, torch.Tensor], model: ECGModel) -> dict[str, 
 def load_model(path: str | Path) -> ECGModel:
     """A model from the project's folder format, or ``hf-hub:ORG/REPO[@REVISION]``.
 
-    A published HuBERT-ECG folder (transformers ``config.json`` + safetensors, e.g. a Hub
-    snapshot of Edoardo-BS/hubert-ecg-base) is converted on the fly.
+    A folder in a format a family registered (:func:`register_folder_format`, e.g. a Hub
+    snapshot of a published model in its original layout) is converted on the fly.
     """
     text = str(path)
     if text.startswith(HUB_PREFIX):
         repo, _, revision = text[len(HUB_PREFIX) :].partition("@")
         path = download_from_hub(repo, revision=revision or None)
-    if _is_transformers_hubert(Path(path)):  # a published HuBERT-ECG folder: convert on load
-        from ecgfoundry.models.hubert import convert_checkpoint
-
-        return convert_checkpoint(path).eval()
+    for detect, load in _FOLDER_FORMATS:
+        if detect(Path(path)):
+            return load(Path(path)).eval()
     config, weights = read_model_folder(path)
     try:
         model_class = family_class(config["family"])
@@ -153,25 +208,17 @@ def resolve_model(name_or_path: str | Path, *, weights: bool = True) -> ECGModel
         return type(model)(type(model).config_class.from_dict(model.config.to_dict()))
     if text in _MODELS:
         if weights:
+            source = _MODELS[text].weights
             raise CheckpointError(
-                text, "a registered architecture without weights: pass a model folder (or use "
-                "it untrained, e.g. with the scratch strategy)"
+                text, "a registered architecture without weights: pass a model folder"
+                + (f" (published weights: {source})" if source else "")
+                + " or use it untrained (e.g. the scratch strategy)"
             )  # fmt: skip
         return create_model(text)
     raise CheckpointError(
         text, f"neither a model folder, {HUB_PREFIX}ORG/REPO, nor a registered model "
         f"({', '.join(model_names())})"
     )  # fmt: skip
-
-
-def _is_transformers_hubert(path: Path) -> bool:
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text()).get("model_type") in ("hubert", "hubert_ecg")
-    except json.JSONDecodeError:
-        return False
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -200,15 +247,21 @@ def list_models() -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "Converter",
     "ModelEntry",
     "build_config",
+    "convert_checkpoint",
+    "converter_names",
     "count_parameters",
     "create_model",
     "family_class",
+    "list_converters",
     "list_models",
     "load_model",
     "model_entry",
     "model_names",
+    "register_converter",
+    "register_folder_format",
     "register_model",
     "resolve_model",
     "save_model",

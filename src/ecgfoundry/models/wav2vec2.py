@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from ecgfoundry.models.base import ECGModel, ModelConfig
 from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
-from ecgfoundry.models.registry import register_model
+from ecgfoundry.models.registry import register_converter, register_model
 from ecgfoundry.nn.layers import DropPath, SamePad, drop_path_rates, nonzero_mean
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
@@ -730,6 +730,11 @@ register_model(
     encoder_ffn_embed_dim=128,
     encoder_attention_heads=4,
     conv_pos=16,
+)
+register_converter(
+    "ecgfm",
+    convert_checkpoint,
+    description="ECG-FM / fairseq-signals .pt, pretrained or fine-tuned (wanglab/ecg-fm)",
 )
 
 __all__ = [

@@ -1,0 +1,163 @@
+"""embed / predict on people's files: where records may live, what an array needs, which
+model is accepted, how outputs keep the record order, and the one preprocessing path."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ecgfoundry.cli import app
+from ecgfoundry.data.readers import read_record
+from ecgfoundry.data.record import ECGInputError
+from ecgfoundry.data.samples import sample_dir
+from ecgfoundry.data.transforms import model_windows
+from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE
+from ecgfoundry.inference import embed, ids_path, load_inputs, predict_proba, prepare
+from ecgfoundry.models import create_model, load_model, save_model
+from ecgfoundry.models.io import CheckpointError
+from ecgfoundry.models.net1d import SMALL_SPEC
+
+RECORDS = ("00008_lr", "00010_lr", "00017_lr")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved 12-lead net1d-tiny (100 Hz, 10 s) with a 3-label head."""
+    torch.manual_seed(0)
+    return save_model(create_model("net1d-tiny", num_classes=3),
+                      tmp_path_factory.mktemp("models") / "tiny")  # fmt: skip
+
+
+def cli(*args: str | Path) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def copy_samples(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in RECORDS:
+        for suffix in (".hea", ".dat"):
+            shutil.copy(sample_dir() / "ptbxl" / f"{name}{suffix}", folder)
+    return folder
+
+
+def test_a_folder_under_a_dot_directory(tiny: Path, tmp_path: Path) -> None:
+    records = copy_samples(tmp_path / ".hidden" / "records")
+    copy_samples(records / ".trash")  # hidden below the folder given: skipped
+    out = tmp_path / "e.npy"
+    result = cli("embed", tiny, records, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (3, 160)
+    assert ids_path(out).read_text().splitlines() == [str(records / n) for n in RECORDS]
+
+
+def test_embed_and_npy_predictions_keep_the_record_ids(tiny: Path, tmp_path: Path) -> None:
+    records = copy_samples(tmp_path / "records")
+    x = np.random.default_rng(0).normal(size=(2, 12, 1000)).astype(np.float32)
+    np.save(records / "batch.npy", x)
+    out = tmp_path / "out" / "embeddings.npy"
+    result = cli("embed", tiny, records, "--fs", "100", "--out", out)
+    assert result.exit_code == 0, result.output
+    ids = (tmp_path / "out" / "embeddings.ids.txt").read_text().splitlines()
+    assert ids == [str(records / n) for n in RECORDS] + [
+        f"{records}/batch.npy[{i}]" for i in (0, 1)
+    ]
+    model = load_model(tiny)
+    np.testing.assert_allclose(
+        np.load(out), embed(model, prepare(model, load_inputs(records, fs=100))), atol=1e-6
+    )
+    result = cli("predict", tiny, records, "--fs", "100", "--out", tmp_path / "p.npy")
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "p.npy").shape == (5, 3)
+    assert (tmp_path / "p.ids.txt").read_text().splitlines() == ids
+    refused = cli("embed", tiny, records, "--fs", "100", "--out", tmp_path / "e.csv")
+    assert isinstance(refused.exception, ECGInputError) and ".npy" in str(refused.exception)
+
+
+def test_one_lead_array_without_preprocessing_needs_no_lead_names(tmp_path: Path) -> None:
+    spec = {**SMALL_SPEC, "leads": ["I"]}
+    torch.manual_seed(0)
+    folder = save_model(create_model("net1d-tiny", in_channels=1, num_classes=2, spec=spec),
+                        tmp_path / "one-lead")  # fmt: skip
+    x = np.random.default_rng(1).normal(size=(4, 1, 1000)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = cli("predict", folder, tmp_path / "x.npy", "--fs", "100", "--no-preprocess",
+                 "--out", tmp_path / "p.csv")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = load_model(folder)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").iloc[:, 1:], expected, atol=1e-5)
+    # Preprocessing selects leads by name, so then the names are needed.
+    with pytest.raises(ECGInputError, match=r"x\.npy: 1 leads: pass their names \(--leads\)"):
+        load_inputs(tmp_path / "x.npy", fs=100)
+    assert load_inputs(tmp_path / "x.npy", fs=100, leads=["I"])[0].leads == ("I",)
+
+
+def test_a_bare_preset_is_refused(tmp_path: Path) -> None:
+    folder = copy_samples(tmp_path / "records")
+    for command in ("predict", "embed"):
+        result = cli(command, "net1d-tiny", folder, "--out", tmp_path / "x.npy")
+        assert isinstance(result.exception, CheckpointError), command
+        assert "without weights" in str(result.exception)
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_predict_aggregates_windows_as_evaluation_does(tiny: Path, tmp_path: Path) -> None:
+    x = np.random.default_rng(2).normal(size=(2, 12, 2500)).astype(np.float32)  # 4 windows each
+    np.save(tmp_path / "long.npy", x)
+    model = load_model(tiny)
+    inputs = prepare(model, load_inputs(tmp_path / "long.npy", fs=100))
+    assert len(inputs.windows) == 8 and DEFAULT_AGGREGATE == "max"
+    for args, how in (((), DEFAULT_AGGREGATE), (("--aggregate", "mean"), "mean")):
+        out = tmp_path / f"{how}.csv"
+        result = cli("predict", tiny, tmp_path / "long.npy", "--fs", "100", "--out", out, *args)
+        assert result.exit_code == 0, result.output
+        expected = predict_proba(model, inputs, aggregate=how)
+        np.testing.assert_allclose(pd.read_csv(out).iloc[:, 1:], expected, atol=1e-5)
+    assert not np.allclose(predict_proba(model, inputs), predict_proba(model, inputs,
+                                                                     aggregate="mean"))  # fmt: skip
+
+
+def test_prepare_cuts_records_as_training_and_evaluation_do(tiny: Path) -> None:
+    model = load_model(tiny)
+    record = read_record(sample_dir() / "cinc2020" / "E00009.hea")  # 500 Hz, resampled
+    full = read_record(sample_dir() / "ptbxl" / "00008_lr.hea")
+    short = full.replace(signal=full.signal[:, :600])  # 6 s: zero-padded to 10 s
+    inputs = prepare(model, [record, short])
+    windows, _ = model_windows(record, model.spec)
+    padded, prepared = model_windows(short, model.spec)
+    np.testing.assert_array_equal(inputs.windows, np.concatenate([windows, padded]))
+    assert inputs.owner.tolist() == [0] * len(windows) + [1]
+    assert inputs.repairs[short.source] == [r["kind"] for r in prepared.metadata["repairs"]]
+
+
+def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import ecgfoundry.adapt
+    from ecgfoundry.errors import UsageError
+
+    calls = []
+
+    def fake(model: str, **options: object) -> dict:
+        calls.append((model, options))
+        return {"val": {"macro_auroc": 0.9, "macro_auprc": 0.5, "ci": {}, "per_label": []}}
+
+    monkeypatch.setattr(ecgfoundry.adapt, "finetune", fake)
+    result = cli("finetune", "net1d-tiny", "--data", "cinc", "--root", tmp_path,
+                 "--strategy", "lp-ft", "--out", tmp_path / "run", "--fraction", "0.3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ((model, options),) = calls
+    assert model == "net1d-tiny" and options == {
+        "data": "cinc", "root": tmp_path, "task": None, "strategy": "lp-ft",
+        "out": tmp_path / "run", "fraction": 0.3, "seed": 0, "config": None, "epochs": None,
+        "cache_dir": None, "workers": 1,
+    }  # fmt: skip
+    assert '"macro_auroc": 0.9' in result.output
+    unknown = cli("finetune", "net1d-tiny", "--strategy", "nope", "--out", tmp_path / "run")
+    assert isinstance(unknown.exception, UsageError) and "post-train" in str(unknown.exception)
+    assert len(calls) == 1
