@@ -16,6 +16,7 @@ from torch import nn
 from ecgfoundry.engine import Engine, StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.engine import build_optimizer, build_schedule
 from ecgfoundry.engine.seeding import SHUFFLE, epoch_rng, torch_seed
+from ecgfoundry.models import create_model, list_models
 
 
 class Interrupted(Exception):
@@ -151,3 +152,16 @@ def test_one_cycle_follows_fastai() -> None:
     assert max(lrs) == pytest.approx(0.01, rel=1e-3) and 28 <= int(np.argmax(lrs)) <= 30
     assert lrs[-1] < 0.01 / 25 / 1e3
     assert beta1[0] == pytest.approx(0.95) and min(beta1) == pytest.approx(0.85, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "name", [row["name"] for row in list_models() if row["parameters"] < 5_000_000]
+)
+def test_models_declare_parameters_a_training_step_leaves_unused(name: str) -> None:
+    """DDP searches for unused parameters only for models that declare them, so the
+    declaration must be true: checked by a training step of every small preset."""
+    model = create_model(name, num_classes=3).train()
+    spec = model.spec
+    model(torch.randn(2, len(spec.leads), spec.samples)).sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert model.has_unused_parameters == bool(unused), unused[:5]

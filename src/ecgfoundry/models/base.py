@@ -65,6 +65,13 @@ class ECGModel(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def has_unused_parameters(self) -> bool:
+        """Whether a training step leaves some parameters without a gradient (e.g. layers kept
+        for checkpoint compatibility but not applied). DistributedDataParallel then searches
+        for them every step, which costs, so only such models ask for it."""
+        return False
+
     # -- shared ------------------------------------------------------------------------------
     @property
     def spec(self) -> InputSpec:

@@ -230,6 +230,10 @@ class HubertECG(ECGModel):
         self.reset_head(config.num_classes, config.labels)
 
     @property
+    def has_unused_parameters(self) -> bool:
+        return True  # the pretraining heads and mask vector get no gradient when fine-tuning
+
+    @property
     def num_features(self) -> int:
         return self.config.hidden_size
 

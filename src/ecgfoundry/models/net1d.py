@@ -289,6 +289,10 @@ class Net1D(ECGModel):
         self.reset_head(config.num_classes, config.labels)
 
     @property
+    def has_unused_parameters(self) -> bool:
+        return not self.use_bn  # the BatchNorm tensors exist but are not applied
+
+    @property
     def num_features(self) -> int:
         return self.config.filter_list[-1]
 
