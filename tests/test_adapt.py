@@ -24,7 +24,7 @@ from ecgfoundry.adapt import (
     finetune,
     recipe_for,
 )
-from ecgfoundry.adapt.data import ptbxl_task
+from ecgfoundry.adapt.data import Split, ptbxl_task, window_loader
 from ecgfoundry.adapt.recipe import RecipeError
 from ecgfoundry.data import ptbxl
 from ecgfoundry.engine import Engine
@@ -262,3 +262,16 @@ def test_recipes_yaml_overrides_and_epochs(tmp_path):
     with pytest.raises(RecipeError, match=r"bad\.yaml: stage finetune: optimizer must be one of"):
         recipe_for("finetune", config=tmp_path / "bad.yaml")
     assert recipe_for("finetune", config={"stages.0.lr": "3e-5"}).stages[0].lr == 3e-5
+
+
+def test_feeding_batches_leaves_the_dropout_stream_untouched():
+    """A DataLoader draws a seed from torch's global generator unless given its own; ours
+    has its own, so how batches are fed cannot shift dropout and drop-path masks."""
+    split = Split(np.zeros((4, 12, 100), np.float32), np.arange(4),
+                  np.zeros((4, 2), np.float32), np.arange(4))  # fmt: skip
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    batches = list(window_loader(split, 50, [[(0, 0), (1, 10)], [(3, 50)]]))
+    assert torch.equal(torch.rand(3), expected)
+    assert [b["x"].shape for b in batches] == [(2, 12, 50), (1, 12, 50)]
