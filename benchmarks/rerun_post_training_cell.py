@@ -63,8 +63,10 @@ def main() -> None:
         "committed": {k: row["metrics"]["val"][k] for k in ("macro_auroc", "macro_auprc")},
         "rerun": {k: metrics["val"][k] for k in ("macro_auroc", "macro_auprc")},
         "max_abs_probability_difference": float(np.abs(committed - rerun).max()),
-        "epochs_run": {"committed": row["metrics"]["run"]["epochs_run"],
-                       "rerun": metrics["run"]["epochs_run"]},  # fmt: skip
+        "epochs_run": {
+            "committed": row["metrics"]["run"]["epochs_run"],
+            "rerun": metrics["run"]["epochs_run"],
+        },
     }
     print(json.dumps(report, indent=1))
 

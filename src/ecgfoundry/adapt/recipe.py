@@ -49,6 +49,7 @@ class Stage:
     epochs: int = 20
     train: Trainable = "all"
     optimizer: Literal["adam", "adamw"] = "adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     lr: float = 1e-4
     head_lr: float | None = None
     weight_decay: float = 0.0
@@ -67,6 +68,9 @@ class Stage:
         _choice(self.train, ("head", "all"), f"stage {self.name}: train")
         _choice(self.optimizer, ("adam", "adamw"), f"stage {self.name}: optimizer")
         _choice(self.schedule, ("constant", "cosine", "one-cycle"), f"stage {self.name}: schedule")
+        self.betas = [_number(b, f"stage {self.name}: betas") for b in self.betas]
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"stage {self.name}: betas must be two numbers in [0, 1)")
         if not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ValueError(f"stage {self.name}: eval_every must be a whole number >= 1")
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -182,11 +186,13 @@ def _post_train() -> Recipe:
 
 
 def _supervised() -> Recipe:
-    """The PTB-XL benchmark's training of its task-specific models (Strodthoff et al. 2021):
-    random init, AdamW (weight decay 0.01), one-cycle to lr 0.01, 50 epochs, batch 128, no
-    early stopping and no selection on fold 9 (the last epoch's weights). Random crops of the
-    model's input (2.5 s for those models) and max over sliding windows come from the data."""
+    """The PTB-XL benchmark's training of its task-specific models (Strodthoff et al. 2021,
+    fastai 1's ``fit_one_cycle``): random init, Adam with betas (0.9, 0.99) and decoupled weight
+    decay 0.01 on every parameter, one-cycle to lr 0.01, 50 epochs, batch 128, no early stopping
+    and no selection on fold 9 (the last epoch's weights). Random crops of the model's input
+    (2.5 s for those models) and the max over sliding windows come from the data."""
     return Recipe("supervised", [Stage("train", epochs=50, optimizer="adamw", lr=1e-2,
+                                       betas=[0.9, 0.99],
                                        weight_decay=1e-2, schedule="one-cycle", patience=None,
                                        restore_best=False, eval_every=5)],
                   init="random", batch_size=128, grad_clip=None)  # fmt: skip

@@ -55,8 +55,11 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def build_optimizer(plan: StagePlan, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-    return kind[plan.optimizer](groups, lr=groups[0]["lr"], weight_decay=plan.weight_decay)
+    if plan.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], weight_decay=plan.weight_decay)
+    kind = torch.optim.AdamW if plan.optimizer == "adamw" else torch.optim.Adam
+    return kind(groups, lr=groups[0]["lr"], betas=tuple(plan.betas),
+                weight_decay=plan.weight_decay)  # fmt: skip
 
 
 def build_schedule(plan: StagePlan, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:

@@ -43,12 +43,12 @@ class StagePlan:
     """One stage as the engine runs it.
 
     ``optimizer``: ``adam``, ``adamw`` (decoupled weight decay) or ``sgd``; learning rates
-    come with the parameter groups. ``schedule``: ``constant`` or ``cosine`` after
-    ``warmup_epochs`` of linear warm-up, or ``one-cycle`` (fastai's ``fit_one_cycle``: cosine
-    warm-up from lr/25 over 30 % of the steps, cosine annealing to lr/25e4, Adam's beta1
-    cycled 0.95 -> 0.85 -> 0.95). ``monitor``: the metric of ``evaluate`` that early stopping
-    (``patience`` epochs without improvement; None: off) and best-weight selection follow, in
-    direction ``mode``. ``restore_best``: end the stage with the best epoch's weights (else
+    come with the parameter groups; ``betas`` are Adam's. ``schedule``: ``constant`` or
+    ``cosine`` after ``warmup_epochs`` of linear warm-up, or ``one-cycle`` (fastai's
+    ``fit_one_cycle``: cosine warm-up from lr/25 over 30 % of the steps, cosine annealing to
+    lr/25e4, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95). ``monitor``: the metric of
+    ``evaluate`` that early stopping (``patience`` epochs without improvement; None: off) and
+    best-weight selection follow, in direction ``mode``. ``restore_best``: end the stage with the best epoch's weights (else
     the last epoch's). ``eval_every``: evaluate every N epochs and after the last one (early
     stopping counts evaluations).
     """
@@ -56,6 +56,7 @@ class StagePlan:
     name: str
     epochs: int
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     schedule: Schedule = "constant"
     warmup_epochs: float = 0.0
