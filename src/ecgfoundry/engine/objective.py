@@ -47,10 +47,10 @@ class StagePlan:
     ``cosine`` after ``warmup_epochs`` of linear warm-up, or ``one-cycle`` (fastai's
     ``fit_one_cycle``: cosine warm-up from lr/25 over 30 % of the steps, cosine annealing to
     lr/25e4, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95). ``monitor``: the metric of
-    ``evaluate`` that early stopping (``patience`` epochs without improvement; None: off) and
-    best-weight selection follow, in direction ``mode``. ``restore_best``: end the stage with the best epoch's weights (else
-    the last epoch's). ``eval_every``: evaluate every N epochs and after the last one (early
-    stopping counts evaluations).
+    ``evaluate`` that early stopping (``patience`` evaluations without improvement; None: off)
+    and best-weight selection follow, in direction ``mode``. ``restore_best``: end the stage
+    with the best epoch's weights (else the last epoch's). ``eval_every``: evaluate every N
+    epochs and after the last one.
     """
 
     name: str
