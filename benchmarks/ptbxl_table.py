@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from post_training import keep_predictions, read_rows
 
 from ecgfoundry.adapt import finetune, recipe_for
 from ecgfoundry.data.ptbxl import TASKS
@@ -60,24 +60,6 @@ def cell_key(cell: dict[str, Any]) -> str:
 
 def setup_id(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def keep_predictions(run: Path, dest: Path) -> None:
-    """A run's evaluation probabilities (not its checkpoints), beside the results."""
-    with np.load(run / "predictions" / "predictions.npz", allow_pickle=False) as saved:
-        arrays = {k: saved[k] for k in saved.files}
-    for name in [k for k in arrays if k.endswith("_y")]:
-        arrays[name] = arrays[name].astype(np.uint8)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(".partial.npz")
-    np.savez_compressed(partial, **arrays)
-    os.replace(partial, dest)
 
 
 def run_grid(args: argparse.Namespace) -> None:

@@ -64,6 +64,19 @@ class Regression:
             return {"val_loss": nn.functional.mse_loss(self.model(self.x), self.y).item()}
 
 
+def snapshot_at_evaluations(objective: Regression) -> list[dict[str, torch.Tensor]]:
+    """The weights at each evaluation, recorded as the engine runs."""
+    snapshots: list[dict[str, torch.Tensor]] = []
+    evaluate = objective.evaluate
+
+    def remember(index: int) -> dict[str, float]:
+        snapshots.append(weights(objective))
+        return evaluate(index)
+
+    objective.evaluate = remember
+    return snapshots
+
+
 PLAN = StagePlan("fit", epochs=3, optimizer="adamw", monitor="val_loss", mode="min")
 
 
@@ -96,15 +109,8 @@ def test_a_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> 
 
 def test_early_stopping_on_a_metric_to_minimise_restores_the_best_epoch(tmp_path: Path) -> None:
     plan = StagePlan("fit", epochs=10, monitor="val_loss", mode="min", patience=2)
-    snapshots: list[dict[str, torch.Tensor]] = []
     objective = Regression(plan, scores=[3.0, 2.0, 2.5, 2.6, 1.0])
-    evaluate = objective.evaluate
-
-    def remember() -> dict[str, float]:
-        snapshots.append(weights(objective))
-        return evaluate(0)
-
-    objective.evaluate = lambda index: remember()
+    snapshots = snapshot_at_evaluations(objective)
     progress = Engine(tmp_path, progress_bar=False).fit(objective)
     assert [h["epoch"] for h in progress.history] == [0, 1, 2, 3]  # stopped: 2 without gain
     assert [h["best"] for h in progress.history] == [True, True, False, False]
@@ -114,15 +120,8 @@ def test_early_stopping_on_a_metric_to_minimise_restores_the_best_epoch(tmp_path
 
 def test_last_weights_and_evaluation_every_n_epochs(tmp_path: Path) -> None:
     plan = StagePlan("fit", epochs=5, monitor="val_loss", restore_best=False, eval_every=2)
-    snapshots: list[dict[str, torch.Tensor]] = []
     objective = Regression(plan, scores=[1.0, 2.0, 3.0])
-    evaluate = objective.evaluate
-
-    def remember() -> dict[str, float]:
-        snapshots.append(weights(objective))
-        return evaluate(0)
-
-    objective.evaluate = lambda index: remember()
+    snapshots = snapshot_at_evaluations(objective)
     progress = Engine(tmp_path, progress_bar=False).fit(objective)
     assert ["val_loss" in h for h in progress.history] == [False, True, False, True, True]
     assert progress.history[1]["best"] and not progress.history[-1]["best"]

@@ -4,17 +4,20 @@ with another configuration is refused, never silently reused."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ecgfoundry.adapt.data import TaskData, ptbxl_task, source_rate
+from ecgfoundry.adapt.data import TaskData, source_rate
 from ecgfoundry.adapt.objective import SupervisedObjective, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
+from ecgfoundry.adapt.sources import task_data as load_task_data
 from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
 from ecgfoundry.data.stratify import check_fractions
 from ecgfoundry.engine import (
@@ -34,22 +37,53 @@ from ecgfoundry.models.registry import resolve_model
 RUN_FORMAT = 1
 
 
-def build_model(model: str | Path, init: str) -> ECGModel:
-    """The starting model: a model folder's weights (``pretrained``), or its architecture (or a
-    registry preset's) freshly initialised (``random``, seeded by the caller)."""
+def build_model(model: str | Path | ECGModel, init: str) -> ECGModel:
+    """The starting model: a model folder's (or object's) weights (``pretrained``), or its
+    architecture (or a registry preset's) freshly initialised (``random``, seeded by the
+    caller). An object is copied, never trained in place."""
+    if isinstance(model, ECGModel):
+        if init == "pretrained":
+            return copy.deepcopy(model)
+        return type(model)(type(model).config_class.from_dict(model.config.to_dict()))
     return resolve_model(model, weights=init == "pretrained")
 
 
-def model_fingerprint(model: str | Path) -> str:
-    """What identifies the starting weights: a hash of a folder's weights file, else the name."""
+def _sha256(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def _tensor_bytes(model: ECGModel) -> Iterator[bytes]:
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        yield f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode()
+        yield flat.view(torch.uint8).numpy().tobytes()
+
+
+def model_fingerprint(model: str | Path | ECGModel) -> str:
+    """What identifies the starting weights: a hash of an object's tensors or of a folder's
+    weights file, else the name."""
+    if isinstance(model, ECGModel):
+        return _sha256(_tensor_bytes(model))
     weights = Path(str(model)) / "model.safetensors"
     if weights.is_file():
-        digest = hashlib.sha256()
         with weights.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return f"sha256:{digest.hexdigest()[:16]}"
+            return _sha256(iter(lambda: handle.read(1 << 20), b""))
     return str(model)
+
+
+def model_description(model: str | Path | ECGModel) -> str | dict[str, Any]:
+    """How the run config names the model: its path or name, or an object's family and config."""
+    if isinstance(model, ECGModel):
+        return _as_json({"family": model.family, "config": model.config.to_dict()})
+    return str(model)
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (so that a resumed run's config compares equal)."""
+    return json.loads(json.dumps(value, default=json_default))
 
 
 def evaluate_run(
@@ -82,13 +116,13 @@ def evaluate_run(
 
 
 def finetune(
-    model: str | Path,
+    model: str | Path | ECGModel,
     *,
-    root: str | Path,
-    task: str,
+    root: str | Path | None = None,
+    task: str | None = None,
     strategy: str,
     out: str | Path,
-    data: str = "ptbxl",
+    data: str | Path | TaskData = "ptbxl",
     fraction: float = 1.0,
     seed: int = 0,
     config: str | Path | dict[str, Any] | None = None,
@@ -100,12 +134,19 @@ def finetune(
     progress_bar: bool = True,
     evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Adapt ``model`` to a PTB-XL task with a strategy; returns (and writes) the metrics.
+    """Adapt ``model`` (a model folder, registry name or :class:`ECGModel`, which is copied) to
+    a task with a strategy; returns (and writes) the metrics.
 
-    ``evaluate_test=False`` never scores fold 10 (for tuning runs such as hyperparameter
-    sweeps, which must see validation only)."""
-    if data != "ptbxl":
-        raise RunConfigError(f"data {data!r} is not supported yet; use ptbxl")
+    ``data``: ``"ptbxl"`` (``root`` and ``task`` needed), ``"cinc"`` (a PhysioNet/CinC
+    challenge folder as ``root``; ``task``: comma-separated SNOMED-CT codes, else every code
+    with 10+ positives), a ``.csv`` table (``task``: optional label columns), or a prepared
+    :class:`TaskData`; see :mod:`ecgfoundry.adapt.sources`. ``evaluate_test=False`` never
+    scores the test split (for tuning runs such as hyperparameter sweeps, which must see
+    validation only)."""
+    ptbxl = not isinstance(data, TaskData) and str(data) == "ptbxl"
+    if ptbxl and (root is None or task is None):
+        raise RunConfigError("PTB-XL needs root (the copy's folder) and task (e.g. "
+                             "superdiagnostic)")  # fmt: skip
     device = dist.setup()
     recipe = recipe_for(strategy, config=config, epochs=epochs)
     out = Path(out)
@@ -115,17 +156,27 @@ def finetune(
         raise RunConfigError(f"--fraction: {error}") from error
     torch.manual_seed(seed)
     network = build_model(model, recipe.init)
-    run_config = {
-        "format": RUN_FORMAT, "model": str(model), "model_weights": model_fingerprint(model),
-        "data": data, "root": str(Path(root).resolve()),
-        "source_fs": source_rate(root, network.spec), "task": task, "fraction": fraction,
-        "seed": seed, "precision": str(autocast_dtype(recipe.precision, device) or "float32"),
-        "world_size": dist.world(), "evaluate_test": evaluate_test, "recipe": recipe.to_dict(),
-    }  # fmt: skip
-    claim_run_dir(out, run_config, write=dist.is_main())
-    dist.barrier()
-    task_data = ptbxl_task(root, task, network.spec, fraction=fraction, seed=seed,
-                           cache_dir=cache_dir, workers=workers)  # fmt: skip
+    common = {"format": RUN_FORMAT, "model": model_description(model),
+              "model_weights": model_fingerprint(model)}  # fmt: skip
+    run = {"seed": seed, "precision": str(autocast_dtype(recipe.precision, device) or "float32"),
+           "world_size": dist.world(), "evaluate_test": evaluate_test,
+           "recipe": recipe.to_dict()}  # fmt: skip
+    load = {"root": root, "task": task, "fraction": fraction, "seed": seed,
+            "cache_dir": cache_dir, "workers": workers}  # fmt: skip
+    if ptbxl:  # claimed before the cache is built; the keys of the first runs, kept
+        run_config = {**common, "data": "ptbxl", "root": str(Path(root).resolve()),
+                      "source_fs": source_rate(root, network.spec), "task": task,
+                      "fraction": fraction, **run}  # fmt: skip
+        claim_run_dir(out, run_config, write=dist.is_main())
+        dist.barrier()
+        task_data = load_task_data(data, network.spec, **load)
+    else:
+        task_data = load_task_data(data, network.spec, **load)
+        described = {k: v for k, v in task_data.description.items() if k != "cache"}
+        run_config = {**common, "data": _as_json(described), "labels": task_data.labels,
+                      "fraction": fraction, **run}  # fmt: skip
+        claim_run_dir(out, run_config, write=dist.is_main())
+        dist.barrier()
     torch.manual_seed(seed)
     network.reset_head(len(task_data.labels), task_data.labels)
     log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
@@ -138,12 +189,17 @@ def finetune(
     metrics, predictions = evaluate_run(network, task_data, recipe, device, seed=seed,
                                         test=evaluate_test, engine=engine)  # fmt: skip
     metrics["run"] = {
-        **{k: run_config[k] for k in ("model", "task", "fraction", "seed")},
+        "model": run_config["model"], "task": task, "fraction": fraction, "seed": seed,
         "strategy": strategy,
         "train_records": len(task_data.train),
         "val_records": len(task_data.val),
         "test_records": len(task_data.test) if task_data.test is not None else 0,
-        "folds_present": task_data.description["folds_present"],
+    }  # fmt: skip
+    if ptbxl:
+        metrics["run"]["folds_present"] = task_data.description["folds_present"]
+    else:
+        metrics["run"]["data"] = run_config["data"]
+    metrics["run"] |= {
         "epochs_run": [
             sum(1 for h in progress.history if h["stage"] == i) for i in range(len(recipe.stages))
         ],

@@ -32,6 +32,10 @@ from ecgfoundry.data.record import ECGInputError, Record
 CACHE_FORMAT = 1
 
 
+class NoReadableRecords(ECGInputError):
+    """Not one of a dataset's records could be read, so there is nothing to cache."""
+
+
 def default_cache_dir() -> Path:
     """``$ECGFOUNDRY_CACHE``, else ``~/.cache/ecgfoundry``."""
     env = os.environ.get("ECGFOUNDRY_CACHE")
@@ -202,7 +206,7 @@ def _write(
         signals[len(kept)] = signal
         kept.append(i)
     if signals is None:
-        raise ECGInputError(tmp, "no readable record to cache")
+        raise NoReadableRecords(tmp, "no readable record to cache")
     signals.flush()
     del signals
     _truncate_npy(tmp / "signals.npy", len(kept))

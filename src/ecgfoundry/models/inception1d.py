@@ -47,15 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgfoundry.models.base import ECGModel, ModelConfig
+from ecgfoundry.models._benchmark_cnn import BenchmarkCNN
+from ecgfoundry.models.base import ModelConfig
 from ecgfoundry.models.registry import register_model
 from ecgfoundry.nn.benchmark_head import (
-    BenchmarkHead,
     BenchmarkHeadConfig,
-    ConcatPool1d,
     check_input,
     conv_bn_relu,
-    init_benchmark_weights,
 )
 from ecgfoundry.nn.layers import DropPath, drop_path_rates
 
@@ -121,7 +119,7 @@ class InceptionModule1d(nn.Module):
         return F.relu(self.norm(out))
 
 
-class Inception1d(ECGModel):
+class Inception1d(BenchmarkCNN):
     """The benchmark's Inception1d. ``forward_features``: [B, leads, samples] ->
     [B, 2 * 4 * nb_filters]."""
 
@@ -150,14 +148,8 @@ class Inception1d(ECGModel):
         self.drop_paths = nn.ModuleList(
             DropPath(p) for p in drop_path_rates(config.drop_path_rate, units)
         )
-        self.out_channels = width
-        self.pool = ConcatPool1d(config.concat_pooling)
-        init_benchmark_weights(self)
+        self.pool_and_initialise(width)
         self.reset_head(config.num_classes, config.labels)
-
-    @property
-    def num_features(self) -> int:
-        return self.out_channels * (2 if self.config.concat_pooling else 1)
 
     def forward_features(self, x: Tensor) -> Tensor:
         check_input(x, self.config.in_channels, "Inception1d")
@@ -169,12 +161,6 @@ class Inception1d(ECGModel):
                 x = F.relu(self.drop_paths[u](x) + self.shortcuts[u](unit_input))
                 unit_input = x
         return self.pool(x)
-
-    def reset_head(self, num_classes: int | None, labels: list[str] | None = None) -> None:
-        """The benchmark's head (hidden Linear, BN, dropout) with ``num_classes`` outputs."""
-        super().reset_head(num_classes, labels)
-        if num_classes:
-            self.head = BenchmarkHead.from_config(self.config, self.num_features, num_classes)
 
 
 register_model(

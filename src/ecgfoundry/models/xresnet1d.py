@@ -56,15 +56,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgfoundry.models.base import ECGModel, ModelConfig
+from ecgfoundry.models._benchmark_cnn import BenchmarkCNN
+from ecgfoundry.models.base import ModelConfig
 from ecgfoundry.models.registry import register_model
 from ecgfoundry.nn.benchmark_head import (
-    BenchmarkHead,
     BenchmarkHeadConfig,
-    ConcatPool1d,
     check_input,
     conv_bn_relu,
-    init_benchmark_weights,
 )
 from ecgfoundry.nn.layers import DropPath, drop_path_rates
 
@@ -150,7 +148,7 @@ class XResBlock1d(nn.Module):
         return F.relu(self.drop_path(self.convs(x)) + self.shortcut(x))
 
 
-class XResNet1d(ECGModel):
+class XResNet1d(BenchmarkCNN):
     """The benchmark's XResNet1d. ``forward_features``: [B, leads, samples] ->
     [B, 2 * widths[-1] * expansion]."""
 
@@ -187,9 +185,7 @@ class XResNet1d(ECGModel):
                 channels = width * config.expansion
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)
-        self.out_channels = channels
-        self.pool = ConcatPool1d(config.concat_pooling)
-        init_benchmark_weights(self)
+        self.pool_and_initialise(channels)
         if config.zero_init_last_bn:
             with torch.no_grad():
                 for stage in self.stages:
@@ -197,19 +193,9 @@ class XResNet1d(ECGModel):
                         block.last_norm.weight.zero_()
         self.reset_head(config.num_classes, config.labels)
 
-    @property
-    def num_features(self) -> int:
-        return self.out_channels * (2 if self.config.concat_pooling else 1)
-
     def forward_features(self, x: Tensor) -> Tensor:
         check_input(x, self.config.in_channels, "XResNet1d")
         return self.pool(self.stages(self.stem(x)))
-
-    def reset_head(self, num_classes: int | None, labels: list[str] | None = None) -> None:
-        """The benchmark's head (hidden Linear, BN, dropout) with ``num_classes`` outputs."""
-        super().reset_head(num_classes, labels)
-        if num_classes:
-            self.head = BenchmarkHead.from_config(self.config, self.num_features, num_classes)
 
 
 XRESNET1D_PRESETS: dict[str, dict[str, Any]] = {

@@ -1,0 +1,28 @@
+"""What the PTB-XL benchmark's task-specific CNNs (resnet1d, xresnet1d, inception1d) share as
+models: concat pooling into the embedding, the benchmark's head, its weight initialisation."""
+
+from __future__ import annotations
+
+from ecgfoundry.models.base import ECGModel
+from ecgfoundry.nn.benchmark_head import BenchmarkHead, ConcatPool1d, init_benchmark_weights
+
+
+class BenchmarkCNN(ECGModel):
+    """Base of the benchmark's CNNs. A subclass builds its body, then calls
+    :meth:`pool_and_initialise` with the body's output channels, then ``reset_head``."""
+
+    def pool_and_initialise(self, out_channels: int) -> None:
+        """Concat pooling after the body, then the benchmark's initialisation of everything."""
+        self.out_channels = out_channels
+        self.pool = ConcatPool1d(self.config.concat_pooling)
+        init_benchmark_weights(self)
+
+    @property
+    def num_features(self) -> int:
+        return self.out_channels * (2 if self.config.concat_pooling else 1)
+
+    def reset_head(self, num_classes: int | None, labels: list[str] | None = None) -> None:
+        """The benchmark's head (hidden Linear, BN, dropout) with ``num_classes`` outputs."""
+        super().reset_head(num_classes, labels)
+        if num_classes:
+            self.head = BenchmarkHead.from_config(self.config, self.num_features, num_classes)

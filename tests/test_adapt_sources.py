@@ -1,0 +1,246 @@
+"""Adaptation on data other than PTB-XL: CinC challenge folders, users' tables, model and
+TaskData objects; and PTB-XL calls as before (real data, net1d-tiny, one epoch)."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_ptbxl import copy_records
+
+from ecgfoundry.adapt import RunConfigError, finetune
+from ecgfoundry.adapt.run import build_model, model_fingerprint
+from ecgfoundry.adapt.sources import cinc_task, table_task
+from ecgfoundry.data import ptbxl
+from ecgfoundry.data.record import ECGInputError
+from ecgfoundry.models import create_model, save_model
+
+QUICK = {"batch_size": 8, "stages.0.epochs": 1}
+CODES = "428750005,164867002"  # 10 and 8 of the 28 sample records
+
+
+@pytest.fixture(scope="module")
+def tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("net1d-tiny")
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(tiny, tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def listing(ptbxl_root: Path) -> pd.DataFrame:
+    """ptbxl_database.csv in ecg_id order."""
+    table = pd.read_csv(ptbxl_root / ptbxl.DATABASE_CSV, index_col="ecg_id")
+    return table.sort_index()
+
+
+def _table(ptbxl_root: Path, listing: pd.DataFrame, folder: Path, n: int = 40) -> pd.DataFrame:
+    """A user's table of ``n`` PTB-XL records: half the paths relative to ``folder``, labels
+    NORM and SR, ten patients of four records each."""
+    rows = listing.head(n)
+    paths = [ptbxl_root / f"{name}.hea" for name in rows["filename_lr"]]
+    codes = [ast.literal_eval(text) for text in rows["scp_codes"]]
+    return pd.DataFrame({
+        "record": [str(p) if i % 2 else os.path.relpath(p, folder) for i, p in enumerate(paths)],
+        "NORM": [int("NORM" in c) for c in codes],
+        "SR": [int("SR" in c) for c in codes],
+        "patient_id": [f"p{i // 4}" for i in range(n)],
+    })  # fmt: skip
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_cinc_folder_trains_with_seeded_disjoint_record_splits(
+    backbone, cinc_root, cache_dir, tmp_path
+):
+    metrics = finetune(backbone, data="cinc", root=cinc_root, task=CODES, strategy="linear-probe",
+                       out=tmp_path / "run", config=QUICK, cache_dir=cache_dir,
+                       progress_bar=False)  # fmt: skip
+    written = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert {"val", "test"} <= set(written) and written["val"] == metrics["val"]
+    assert [row["label"] for row in written["val"]["per_label"]] == CODES.split(",")
+    assert written["run"]["data"]["dataset"] == "cinc"
+    saved = np.load(tmp_path / "run/predictions/predictions.npz")
+    assert list(saved["labels"]) == CODES.split(",")
+    assert not set(saved["val_ids"]) & set(saved["test_ids"])
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert config["labels"] == CODES.split(",") and "cache" not in config["data"]
+
+    spec = create_model("net1d-tiny").spec
+    splits = [
+        cinc_task(cinc_root, spec, task=CODES, seed=s, cache_dir=cache_dir) for s in (0, 0, 1)
+    ]
+    ids = [[set(d.train.ids), set(d.val.ids), set(d.test.ids)] for d in splits]
+    assert ids[0] == ids[1] and ids[0] != ids[2]
+    train, val, test = ids[0]
+    assert not (train & val or train & test or val & test) and len(train | val | test) == 28
+    assert (len(train), len(val), len(test)) == (22, 3, 3)  # 80 / 10 / 10
+    assert list(saved["val_ids"]) == list(splits[0].val.ids)
+
+
+def test_cinc_default_labels_are_codes_with_enough_positives(cinc_root, cache_dir):
+    spec = create_model("net1d-tiny").spec
+    data = cinc_task(cinc_root, spec, cache_dir=cache_dir, min_positives=7)
+    assert data.labels == ["164865005", "164867002", "428750005"]  # 7, 8 and 10 positives
+    assert data.description["unreadable_records"] == []
+    with pytest.raises(ECGInputError, match="no SNOMED-CT code has 11 or more"):
+        cinc_task(cinc_root, spec, cache_dir=cache_dir, min_positives=11)
+    with pytest.raises(ECGInputError, match=r"no readable record has SNOMED-CT code\(s\) \['1'\]"):
+        cinc_task(cinc_root, spec, task="1", cache_dir=cache_dir)
+
+
+def test_a_table_trains_with_patient_level_or_given_splits(
+    backbone, ptbxl_root, listing, cache_dir, tmp_path
+):
+    frame = _table(ptbxl_root, listing, tmp_path / "tables")
+    csv = _write(frame, tmp_path / "tables/own.csv")
+    spec = create_model("net1d-tiny").spec
+    data = table_task(csv, spec, cache_dir=cache_dir)
+    group = dict(zip(frame["record"], frame["patient_id"], strict=True))
+    patients = [{group[r] for r in split.ids} for split in (data.train, data.val, data.test)]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert data.labels == ["NORM", "SR"] and data.description["split"] == "patient"
+    assert len(data.train) + len(data.val) + len(data.test) == 40
+
+    metrics = finetune(backbone, data=csv, strategy="finetune", out=tmp_path / "run",
+                       config=QUICK, cache_dir=cache_dir, progress_bar=False)  # fmt: skip
+    assert metrics["run"]["data"]["table"] == str(csv.resolve())
+    assert metrics["run"]["val_records"] == len(data.val)
+
+    given = frame.assign(split=["train"] * 32 + ["val"] * 8)
+    csv = _write(given, tmp_path / "tables/given.csv")
+    metrics = finetune(backbone, data=str(csv), task="NORM", strategy="linear-probe",
+                       out=tmp_path / "given", config=QUICK, cache_dir=cache_dir,
+                       progress_bar=False)  # fmt: skip
+    saved = np.load(tmp_path / "given/predictions/predictions.npz")
+    assert list(saved["val_ids"]) == list(given["record"][32:]) and "test" not in metrics
+    assert list(saved["labels"]) == ["NORM"]
+
+
+def test_unreadable_table_records_are_skipped_and_listed(ptbxl_root, listing, cache_dir, tmp_path):
+    frame = _table(ptbxl_root, listing, tmp_path, n=12)
+    source = ptbxl_root / listing["filename_lr"].iloc[0]
+    (tmp_path / "broken").mkdir()
+    for suffix in (".hea", ".dat"):
+        shutil.copy(source.with_suffix(suffix), tmp_path / "broken" / f"{source.name}{suffix}")
+    with (tmp_path / "broken" / f"{source.name}.dat").open("r+b") as handle:
+        handle.truncate(100)
+    frame.loc[0, "record"] = f"broken/{source.name}.hea"
+    data = table_task(_write(frame, tmp_path / "t.csv"), create_model("net1d-tiny").spec,
+                      cache_dir=cache_dir)  # fmt: skip
+    unreadable = data.description["unreadable_records"]
+    assert [entry["record"] for entry in unreadable] == [frame.loc[0, "record"]]
+    assert "truncated" in unreadable[0]["problem"]
+    assert sum(data.description["records"].values()) == 11  # three patients: no test split
+
+
+BAD_TABLES = {
+    "no record column": (lambda f: f.drop(columns="record"), "no 'record' column"),
+    "no labels": (lambda f: f.drop(columns=["NORM", "SR"]), "no label columns"),
+    "word label": (
+        lambda f: f.assign(SR=["yes"] + [1] * 11),
+        r"label column 'SR' has values other than 0/1 \(\['yes'\] at line 2\)",
+    ),
+    "label 2": (lambda f: f.assign(NORM=[2] + [0] * 11), "'NORM' has values other than 0/1"),
+    "missing file": (
+        lambda f: f.assign(record=["gone.hea", *f.record[1:]]),
+        "record file.* not found at line 2",
+    ),
+    "unknown split": (
+        lambda f: f.assign(split=["train"] * 10 + ["valid", "test"]),
+        r"unknown split name\(s\) \['valid'\] at line 12",
+    ),
+    "no val": (lambda f: f.assign(split=["train"] * 12), "has no val records"),
+    "leaking patient": (
+        lambda f: f.assign(split=["train"] * 6 + ["val"] * 6),
+        r"patient\(s\) \['p1'\] have records in more than one split",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_bad_tables_are_refused_naming_the_csv(case, ptbxl_root, listing, tmp_path):
+    change, message = BAD_TABLES[case]
+    csv = _write(change(_table(ptbxl_root, listing, tmp_path, n=12)), tmp_path / "bad.csv")
+    with pytest.raises(ECGInputError, match=message) as caught:
+        table_task(csv, create_model("net1d-tiny").spec, cache_dir=tmp_path / "cache")
+    assert caught.value.source == str(csv)
+
+
+def test_npy_records_need_fs_and_leads(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((12, 1000), dtype=np.float32))
+    spec = create_model("net1d-tiny").spec
+    for frame, message in (
+        ({"record": ["a.npy"], "AF": [1]}, "no sampling rate: give it in an 'fs' column"),
+        ({"record": ["a.npy"], "AF": [1], "fs": [100]}, "no lead names: give them in a 'leads'"),
+    ):
+        with pytest.raises(ECGInputError, match=message):
+            table_task(_write(pd.DataFrame(frame), tmp_path / "t.csv"), spec)
+
+
+def test_model_and_task_data_objects(tiny, cinc_root, cache_dir, tmp_path):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    data = cinc_task(cinc_root, tiny.spec, task=CODES, cache_dir=cache_dir)
+    run = {"data": data, "strategy": "linear-probe", "out": tmp_path / "run", "config": QUICK,
+           "progress_bar": False}  # fmt: skip
+    metrics = finetune(tiny, **run)
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert config["model"]["family"] == "net1d"
+    weights = config["model_weights"]
+    assert weights == model_fingerprint(tiny) and weights.startswith("sha256:")
+    assert config["data"]["dataset"] == "cinc" and metrics["run"]["val_records"] == 3
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())  # not trained
+    assert finetune(tiny, **run)["val"] == metrics["val"]  # the same objects resume the run
+    with pytest.raises(RunConfigError, match="do not apply to a prepared TaskData"):
+        finetune(tiny, **run | {"task": CODES, "out": tmp_path / "other"})
+
+    torch.manual_seed(1)  # tiny was made after seed 0
+    fresh = build_model(tiny, "random")
+    assert type(fresh) is type(tiny) and fresh.config == tiny.config
+    assert not torch.equal(next(fresh.parameters()), next(tiny.parameters()))
+
+
+def test_folder_fingerprint_is_the_weights_file_hash(backbone):
+    digest = hashlib.sha256((backbone / "model.safetensors").read_bytes()).hexdigest()
+    assert model_fingerprint(backbone) == f"sha256:{digest[:16]}"
+    assert model_fingerprint("net1d-tiny") == "net1d-tiny"
+
+
+def test_ptbxl_calls_as_before(backbone, ptbxl_root, listing, cache_dir, tmp_path):
+    ids = [int(i) for f in range(1, 9) for i in listing.index[listing.strat_fold == f][:3]]
+    ids += [int(i) for i in listing.index[listing.strat_fold == 9][:10]]
+    copy_records(ptbxl_root, tmp_path / "ptbxl", sorted(ids))
+    metrics = finetune(backbone, root=tmp_path / "ptbxl", task="superdiagnostic",
+                       strategy="linear-probe", out=tmp_path / "run", config=QUICK,
+                       cache_dir=cache_dir, progress_bar=False)  # fmt: skip
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert list(config) == ["format", "model", "model_weights", "data", "root", "source_fs",
+                            "task", "fraction", "seed", "precision", "world_size",
+                            "evaluate_test", "recipe"]  # fmt: skip
+    assert config["data"] == "ptbxl" and config["model"] == str(backbone)
+    assert metrics["run"]["folds_present"] == list(range(1, 10))
+    assert 0 < metrics["run"]["train_records"] <= 24 and "data" not in metrics["run"]
+    with pytest.raises(RunConfigError, match="PTB-XL needs root"):
+        finetune(backbone, task="superdiagnostic", strategy="finetune", out=tmp_path / "x")
+    with pytest.raises(RunConfigError, match=r"expected ptbxl, cinc, a \.csv table"):
+        finetune(backbone, data="mitdb", strategy="finetune", out=tmp_path / "x")
