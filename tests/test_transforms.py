@@ -165,12 +165,14 @@ def test_pipeline_follows_the_spec() -> None:
                      bandpass=(0.5, 40))  # fmt: skip
     pipeline = pipeline_for(spec)
     assert [c["name"] for c in pipeline.config()] == [
-        "SelectLeads", "Resample", "BandPass", "CropPad", "Normalise",
-    ]  # fmt: skip
+        "SelectLeads", "Resample", "BandPass", "Normalise", "CropPad",
+    ]  # fmt: skip  (normalised over the whole record, then cut: every window scaled alike)
     record = read_array(np.random.default_rng(0).normal(size=(12, 5000)), 500, STANDARD_LEADS[::-1])
     out = pipeline(record)
     assert out.leads == STANDARD_LEADS and out.fs == 250 and out.signal.shape == (12, spec.samples)
-    np.testing.assert_allclose(out.signal.std(axis=1), 1, atol=1e-3)
+    whole = pipeline_for(spec, crop=False)(record).signal
+    np.testing.assert_allclose(whole.std(axis=1), 1, atol=1e-3)
+    np.testing.assert_array_equal(out.signal, whole[:, : spec.samples])
     assert isinstance(pipeline, Compose) and pipeline_for(spec) == pipeline  # hashable config
 
 
