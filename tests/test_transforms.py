@@ -163,10 +163,10 @@ def test_sliding_windows(n: int, size: int, stride: int, pad: bool) -> None:
 def test_pipeline_follows_the_spec() -> None:
     spec = InputSpec(fs=250, seconds=5, leads=STANDARD_LEADS, normalisation="zscore",
                      bandpass=(0.5, 40))  # fmt: skip
-    pipeline = pipeline_for(spec)
+    pipeline = pipeline_for(spec)  # normalised over the whole record, then cut
     assert [c["name"] for c in pipeline.config()] == [
         "SelectLeads", "Resample", "BandPass", "Normalise", "CropPad",
-    ]  # fmt: skip  (normalised over the whole record, then cut: every window scaled alike)
+    ]  # fmt: skip
     record = read_array(np.random.default_rng(0).normal(size=(12, 5000)), 500, STANDARD_LEADS[::-1])
     out = pipeline(record)
     assert out.leads == STANDARD_LEADS and out.fs == 250 and out.signal.shape == (12, spec.samples)
