@@ -275,3 +275,22 @@ def test_feeding_batches_leaves_the_dropout_stream_untouched():
     batches = list(window_loader(split, 50, [[(0, 0), (1, 10)], [(3, 50)]]))
     assert torch.equal(torch.rand(3), expected)
     assert [b["x"].shape for b in batches] == [(2, 12, 50), (1, 12, 50)]
+
+
+def test_background_loader_workers_give_the_same_run(backbone, subset, cache_dir, tmp_path):
+    """Batches read by two DataLoader worker processes (each re-opening the memmap) train
+    exactly as batches read in the main process."""
+    inline = run(backbone, subset, cache_dir, tmp_path / "inline")
+    workers = run(backbone, subset, cache_dir, tmp_path / "workers", loader_workers=2)
+    assert workers["val"]["macro_auroc"] == inline["val"]["macro_auroc"]
+    a = load_model(tmp_path / "inline/model").state_dict()
+    b = load_model(tmp_path / "workers/model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_unknown_task_is_refused_before_the_run_folder_is_claimed(backbone, subset, tmp_path):
+    with pytest.raises(
+        RunConfigError, match=r"task, one of .*'superdiagnostic'.*got .*'superdiag'"
+    ):
+        finetune(backbone, root=subset, task="superdiag", strategy="finetune", out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

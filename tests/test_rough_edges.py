@@ -86,8 +86,9 @@ def test_one_lead_array_without_preprocessing_needs_no_lead_names(tmp_path: Path
                         tmp_path / "one-lead")  # fmt: skip
     x = np.random.default_rng(1).normal(size=(4, 1, 1000)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    result = cli("predict", folder, tmp_path / "x.npy", "--fs", "100", "--no-preprocess",
-                 "--out", tmp_path / "p.csv")  # fmt: skip
+    result = cli(
+        "predict", folder, tmp_path / "x.npy", "--no-preprocess", "--out", tmp_path / "p.csv"
+    )  # fmt: skip  (no --fs, no --leads: model inputs)
     assert result.exit_code == 0, result.output
     model = load_model(folder)
     with torch.no_grad():

@@ -243,7 +243,10 @@ def convert(
 InputArgument = Annotated[
     Path, typer.Argument(help="A record file, a folder of records, or an .npy [N, leads, samples].")
 ]
-InputFsOption = Annotated[float | None, typer.Option("--fs", help="Sampling rate of .npy/.csv.")]
+InputFsOption = Annotated[
+    float | None,
+    typer.Option("--fs", help="Sampling rate of .npy/.csv (with --no-preprocess: the model's)."),
+]
 LeadsOption = Annotated[
     str | None,
     typer.Option("--leads", help="Comma-separated lead names of .npy/.csv input (12: I..V6)."),
@@ -261,6 +264,8 @@ def _inputs(
     from ecgfoundry.models.registry import resolve_model
 
     model = resolve_model(model_name).eval()  # a bare preset is refused: random weights
+    if no_preprocess and fs is None:  # the arrays are model inputs: at the model's rate
+        fs = model.spec.fs
     lead_names = [name.strip() for name in leads.split(",")] if leads else None
     preprocess = not no_preprocess
     records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess)
@@ -333,6 +338,12 @@ def finetune(
     epochs: Annotated[int | None, typer.Option(help="Epochs of the main (last) stage.")] = None,
     cache_dir: CacheDirOption = None,
     workers: Annotated[int, typer.Option(help="Processes building the cache.")] = 1,
+    loader_workers: Annotated[
+        int, typer.Option(help="Background processes feeding batches (DataLoader workers).")
+    ] = 0,
+    checkpoint_minutes: Annotated[
+        float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
+    ] = None,
 ) -> None:
     """Adapt MODEL to a task; writes OUT/metrics.json, OUT/model/, OUT/log.jsonl.
 
@@ -346,6 +357,7 @@ def finetune(
     metrics = run(
         model, data=data, root=root, task=task, strategy=strategy, out=out, fraction=fraction,
         seed=seed, config=config, epochs=epochs, cache_dir=cache_dir, workers=workers,
+        loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
     )  # fmt: skip
     summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
                for split in ("val", "test") if split in metrics}  # fmt: skip

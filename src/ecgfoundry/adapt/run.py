@@ -19,6 +19,7 @@ from ecgfoundry.adapt.objective import SupervisedObjective, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
 from ecgfoundry.adapt.sources import task_data as load_task_data
 from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
+from ecgfoundry.data.ptbxl import TASKS
 from ecgfoundry.data.stratify import check_fractions
 from ecgfoundry.engine import (
     Engine,
@@ -144,9 +145,9 @@ def finetune(
     scores the test split (for tuning runs such as hyperparameter sweeps, which must see
     validation only)."""
     ptbxl = not isinstance(data, TaskData) and str(data) == "ptbxl"
-    if ptbxl and (root is None or task is None):
-        raise RunConfigError("PTB-XL needs root (the copy's folder) and task (e.g. "
-                             "superdiagnostic)")  # fmt: skip
+    if ptbxl and (root is None or task not in TASKS):
+        raise RunConfigError(f"PTB-XL needs root (the copy's folder) and task, one of "
+                             f"{list(TASKS)}; got root={root}, task={task!r}")  # fmt: skip
     device = dist.setup()
     recipe = recipe_for(strategy, config=config, epochs=epochs)
     out = Path(out)

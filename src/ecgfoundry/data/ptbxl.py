@@ -47,6 +47,7 @@ from ecgfoundry.data.readers import check_wfdb_files, read_wfdb
 from ecgfoundry.data.record import ECGInputError, Record
 from ecgfoundry.data.stratify import nested_subsets
 from ecgfoundry.data.transforms import Compose
+from ecgfoundry.errors import UsageError
 
 DATABASE_CSV = "ptbxl_database.csv"
 STATEMENTS_CSV = "scp_statements.csv"
@@ -191,7 +192,7 @@ class PTBXL:
     def task(self, name: str) -> Task:
         """One of :data:`TASKS` over the loadable records (records without a label dropped)."""
         if name not in TASKS:
-            raise ValueError(f"unknown PTB-XL task {name!r}; expected one of {list(TASKS)}")
+            raise UsageError(f"unknown PTB-XL task {name!r}; expected one of {list(TASKS)}")
         if name not in self._tasks:
             if self._has_code is None:
                 self._has_code = _code_matrix(self.table, list(self.statements.index))
