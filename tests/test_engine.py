@@ -53,7 +53,8 @@ class Regression:
         if self.steps == self.stop_at_step:
             raise Interrupted
         noisy = self.x[rows] + 0.1 * torch.randn(len(rows), 4)
-        return StepOutput(nn.functional.mse_loss(net(noisy), self.y[rows]), len(rows))
+        loss = nn.functional.mse_loss(net(noisy), self.y[rows])
+        return StepOutput(loss, len(rows), {"twice": 2 * loss.item()})
 
     def evaluate(self, index: int) -> dict[str, float]:
         self.evaluations += 1
@@ -102,6 +103,7 @@ def test_a_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> 
     assert resumed.steps == 30 - 13  # only the batches not yet run
     a, b = weights(reference), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(h["train_twice"] == pytest.approx(2 * h["loss"]) for h in progress.history)
     assert [h["loss"] for h in progress.history] == pytest.approx(
         [h["loss"] for h in json.loads((tmp_path / "a/checkpoint/state.json").read_text())
          ["history"]], rel=1e-12)  # fmt: skip

@@ -33,6 +33,7 @@ class Progress:
     batch: int = 0  # batches of ``epoch`` already run (> 0 only in a mid-epoch checkpoint)
     step: int = 0
     epoch_loss: float = 0.0  # sum of (batch loss x batch size) over those batches
+    epoch_logs: dict[str, float] = field(default_factory=dict)  # the same for each logged value
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
     best_metric: float | None = None

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.engine.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
 from ecgfoundry.engine.checkpoint import set_rng_state as restore_rng
-from ecgfoundry.engine.objective import Objective, StagePlan, StageSetup
+from ecgfoundry.engine.objective import Objective, StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.precision import Precision, autocast_dtype
 from ecgfoundry.engine.reporter import Reporter
 from ecgfoundry.engine.run_dir import EpochLog
@@ -160,7 +160,7 @@ class Engine:
             if resume.optimizer is not None:
                 optimizer.load_state_dict(resume.optimizer["optimizer"])
                 scheduler.load_state_dict(resume.optimizer["scheduler"])
-        net = self._distribute(setup)
+        net = self._distribute(setup) or model
         for epoch in range(progress.epoch, plan.epochs):
             if progress.batch and resume is not None and resume.rng is not None:
                 restore_rng(resume.rng)  # mid-epoch: the generators as they were at the kill
@@ -192,9 +192,11 @@ class Engine:
                     best = copy.deepcopy(model.state_dict())
                 else:
                     progress.patience_used += 1
+            seen = max(progress.epoch_seen, 1)
+            logs = {f"train_{k}": v / seen for k, v in progress.epoch_logs.items()}
             record = {
                 "stage": index, "name": plan.name, "epoch": epoch, "step": progress.step,
-                "loss": progress.epoch_loss / max(progress.epoch_seen, 1), **metrics,
+                "loss": progress.epoch_loss / seen, **logs, **metrics,
                 "best": improved, "lr": [g["lr"] for g in optimizer.param_groups],
                 "samples_per_s": progress.epoch_seen / max(progress.epoch_seconds, 1e-9),
                 "seconds": progress.epoch_seconds,
@@ -202,6 +204,7 @@ class Engine:
             progress.history.append(record)
             progress.epoch, progress.batch = epoch + 1, 0
             progress.epoch_loss, progress.epoch_seen, progress.epoch_seconds = 0.0, 0, 0.0
+            progress.epoch_logs = {}
             stop = plan.patience is not None and progress.patience_used >= plan.patience
             stop = dist.broadcast_flag(stop)
             if stop or progress.epoch == plan.epochs:
@@ -227,10 +230,11 @@ class Engine:
             limit = -math.inf if plan.mode == "max" else math.inf
         return metric > limit if plan.mode == "max" else metric < limit
 
-    def _distribute(self, setup: StageSetup) -> nn.Module:
+    def _distribute(self, setup: StageSetup) -> nn.Module | None:
+        """``setup.distribute``, wrapped in DistributedDataParallel under several processes."""
         module = setup.distribute
         if module is None or dist.world() == 1:
-            return module if module is not None else nn.Identity()
+            return module
         search = bool(getattr(module, "has_unused_parameters", False))
         return nn.parallel.DistributedDataParallel(module, find_unused_parameters=search)
 
@@ -251,7 +255,7 @@ class Engine:
             if batch is _END:
                 break
 
-            def step(batch: Any = batch, where: str = where) -> tuple[int, float]:
+            def step(batch: Any = batch, where: str = where) -> tuple[StepOutput, float]:
                 with self.autocast():
                     out = objective.training_step(net, batch, index)
                 loss = out.loss.float()
@@ -262,13 +266,17 @@ class Engine:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
-                return out.size, value
+                return out, value
 
-            size, value = self._guard(where, step)
+            out, value = self._guard(where, step)
+            size = out.size
             batch_loss = dist.all_sum(value) / dist.world()  # the whole batch's mean
             progress.step += 1
             progress.batch += 1
             progress.epoch_loss += batch_loss * size
+            for name, logged in out.logs.items():
+                mean = dist.all_sum(float(logged)) / dist.world()
+                progress.epoch_logs[name] = progress.epoch_logs.get(name, 0.0) + mean * size
             progress.epoch_seen += size
             self.reporter.update(task, size, batch_loss)
             steps_since += 1

@@ -87,7 +87,8 @@ class StageSetup:
 class StepOutput:
     """A training step's result: the loss to back-propagate (already scaled so that DDP's
     gradient mean is the whole batch's gradient), the number of samples it stands for in the
-    whole batch (for the epoch mean), and anything else to log."""
+    whole batch (for the epoch mean), and numbers to log (averaged over processes and the
+    epoch like the loss; the epoch's log line has them as ``train_<name>``)."""
 
     loss: Tensor
     size: int
@@ -109,7 +110,7 @@ class Objective(Protocol):
         ...
 
     def training_step(self, net: nn.Module, batch: Any, index: int) -> StepOutput:
-        """``net`` is ``setup.distribute`` as wrapped for this run (or the model)."""
+        """``net`` is ``setup.distribute`` as wrapped for this run (the model when None)."""
         ...
 
     def evaluate(self, index: int) -> dict[str, float]: ...
