@@ -150,13 +150,14 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
     monkeypatch.setattr(ecgfoundry.adapt, "finetune", fake)
     result = cli("finetune", "net1d-tiny", "--data", "cinc", "--root", tmp_path,
-                 "--strategy", "lp-ft", "--out", tmp_path / "run", "--fraction", "0.3")  # fmt: skip
+                 "--strategy", "lp-ft", "--out", tmp_path / "run", "--fraction", "0.3",
+                 "--loader-workers", "2", "--checkpoint-minutes", "5")  # fmt: skip
     assert result.exit_code == 0, result.output
     ((model, options),) = calls
     assert model == "net1d-tiny" and options == {
         "data": "cinc", "root": tmp_path, "task": None, "strategy": "lp-ft",
         "out": tmp_path / "run", "fraction": 0.3, "seed": 0, "config": None, "epochs": None,
-        "cache_dir": None, "workers": 1,
+        "cache_dir": None, "workers": 1, "loader_workers": 2, "checkpoint_every_minutes": 5.0,
     }  # fmt: skip
     assert '"macro_auroc": 0.9' in result.output
     unknown = cli("finetune", "net1d-tiny", "--strategy", "nope", "--out", tmp_path / "run")
