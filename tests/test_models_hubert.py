@@ -73,7 +73,7 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def _check_golden(model: HubertECG, golden, impl: str, record_property) -> None:
     x = _leads(golden)
     with torch.no_grad():
-        hidden = model.forward_hidden(x)
+        hidden = model.forward_sequence(x)
         errors = {
             "last_hidden_state": _max_err(
                 hidden, golden["last_hidden_state" if impl == "eager" else "last_hidden_state_sdpa"]
@@ -113,7 +113,7 @@ def test_sdpa_is_the_default_and_eager_agrees(reference, golden):
     eager.load_state_dict(model.state_dict())
     x = _leads(golden)
     with torch.no_grad():
-        assert _max_err(eager.forward_hidden(x), model.forward_hidden(x)) <= TOLERANCE
+        assert _max_err(eager.forward_sequence(x), model.forward_sequence(x)) <= TOLERANCE
 
 
 def test_native_container_is_refused_by_default(reference):
@@ -339,9 +339,9 @@ def test_create_model_drop_path_and_head():
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (2, 4)
-        assert model.forward_hidden(x).shape == (2, 93, 128)
+        assert model.forward_sequence(x).shape == (2, 93, 128)
         assert model.extract_features(x).shape == (2, 128, 93)
-        assert model.pretraining_logits(model.forward_hidden(x))[0].shape == (2, 93, 100)
+        assert model.pretraining_logits(model.forward_sequence(x))[0].shape == (2, 93, 100)
         model.reset_head(3, ["a", "b", "c"])
         assert model(x).shape == (2, 3) and model.config.labels == ["a", "b", "c"]
         model.reset_head(0)

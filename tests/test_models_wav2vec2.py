@@ -58,7 +58,7 @@ def test_pretrained_parity(checkpoint: str, golden: dict[str, torch.Tensor]) -> 
             "conv_features": model.feature_extractor(x),
             "layer_norm_features": local,
             "encoder_input": model.conv_pos(model.project_features(local)),
-            "last_hidden_state": model.forward_hidden_states(x),
+            "last_hidden_state": model.forward_sequence(x),
             "pooled": model.forward_features(x),
         }
     errors = {name: max_err(value, golden[name]) for name, value in outputs.items()}
@@ -253,7 +253,7 @@ def test_head_shapes_and_training_step() -> None:
     model = create_model("ecgfm-tiny", num_classes=4)
     x = torch.randn(3, 12, 2500)
     assert model.num_features == 64 and model.output_length(2500) == 156
-    assert model.forward_hidden_states(x).shape == (3, 156, 64)
+    assert model.forward_sequence(x).shape == (3, 156, 64)
     assert model.forward_features(x).shape == (3, 64)
     assert model(x).shape == (3, 4)
     model.reset_head(2, ["a", "b"])
@@ -369,5 +369,5 @@ def test_matches_transformers_wav2vec2(layer_norm_first: bool, extractor_mode: s
     model.load_state_dict(state, strict=True)
     x = torch.randn(2, 1, 1000)
     with torch.no_grad():
-        err = max_err(model.forward_hidden_states(x), hf(x[:, 0]).last_hidden_state)
+        err = max_err(model.forward_sequence(x), hf(x[:, 0]).last_hidden_state)
     assert err <= ATOL

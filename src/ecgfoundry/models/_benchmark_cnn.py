@@ -3,13 +3,25 @@ models: concat pooling into the embedding, the benchmark's head, its weight init
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.nn.benchmark_head import BenchmarkHead, ConcatPool1d, init_benchmark_weights
 
 
 class BenchmarkCNN(ECGModel):
     """Base of the benchmark's CNNs. A subclass builds its body, then calls
-    :meth:`pool_and_initialise` with the body's output channels, then ``reset_head``."""
+    :meth:`pool_and_initialise` with the body's output channels, then ``reset_head``; it
+    implements ``forward_body(x) -> [B, C, T]``."""
+
+    def forward_body(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.pool(self.forward_body(x))
+
+    def forward_sequence(self, x: Tensor) -> Tensor:
+        return self.forward_body(x).transpose(1, 2)
 
     def pool_and_initialise(self, out_channels: int) -> None:
         """Concat pooling after the body, then the benchmark's initialisation of everything."""

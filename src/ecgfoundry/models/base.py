@@ -43,7 +43,8 @@ class ModelConfig:
 
 
 class ECGModel(nn.Module):
-    """Base class: ``forward_features(x) -> [B, D]``, ``forward_head``, ``forward``.
+    """Base class: ``forward_features(x) -> [B, D]``, ``forward_sequence(x) -> [B, T, D]``,
+    ``forward_head``, ``forward``.
 
     Input ``x`` is [B, leads, samples] prepared according to :attr:`spec`.
     """
@@ -63,6 +64,11 @@ class ECGModel(nn.Module):
         raise NotImplementedError
 
     def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_sequence(self, x: Tensor) -> Tensor:
+        """Per-time-step features ``[B, T, D]`` of the last layer: what ``forward_features``
+        pools (pretraining objectives and representation analyses use it)."""
         raise NotImplementedError
 
     @property

@@ -249,13 +249,13 @@ class HubertECG(ECGModel):
         """The convolutional features ``[B, conv_dim[-1], frames]``."""
         return self.backbone.feature_extractor(self.flatten_leads(x))
 
-    def forward_hidden(self, x: Tensor) -> Tensor:
+    def forward_sequence(self, x: Tensor) -> Tensor:
         """``last_hidden_state`` ``[B, frames, hidden_size]`` (93 frames for 5 s at 100 Hz)."""
         return self.backbone(self.flatten_leads(x), return_dict=True).last_hidden_state
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Mean over time of ``last_hidden_state`` (HuBERT-ECG's classification pooling)."""
-        return self.forward_hidden(x).mean(dim=1)
+        return self.forward_sequence(x).mean(dim=1)
 
     def pretraining_logits(self, hidden: Tensor) -> list[Tensor]:
         """HuBERT-ECG's pretraining logits from ``last_hidden_state``: per vocabulary, cosine

@@ -151,7 +151,7 @@ class Inception1d(BenchmarkCNN):
         self.pool_and_initialise(width)
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_body(self, x: Tensor) -> Tensor:
         check_input(x, self.config.in_channels, "Inception1d")
         unit_input = x
         for d, block in enumerate(self.blocks):
@@ -160,7 +160,7 @@ class Inception1d(BenchmarkCNN):
                 u = d // 3
                 x = F.relu(self.drop_paths[u](x) + self.shortcuts[u](unit_input))
                 unit_input = x
-        return self.pool(x)
+        return x
 
 
 register_model(

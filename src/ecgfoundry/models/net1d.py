@@ -296,7 +296,8 @@ class Net1D(ECGModel):
     def num_features(self) -> int:
         return self.config.filter_list[-1]
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_body(self, x: Tensor) -> Tensor:
+        """The last stage's output [B, C, T]."""
         if x.ndim != 3 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"Net1D expects [batch, {self.config.in_channels} leads, samples], "
@@ -308,7 +309,13 @@ class Net1D(ECGModel):
         x = F.silu(x)
         for stage in self.stages:
             x = stage(x)
-        return x.mean(-1)
+        return x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.forward_body(x).mean(-1)
+
+    def forward_sequence(self, x: Tensor) -> Tensor:
+        return self.forward_body(x).transpose(1, 2)
 
 
 # -- checkpoint conversion ---------------------------------------------------------------------

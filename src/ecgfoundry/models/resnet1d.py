@@ -213,9 +213,9 @@ class ResNet1d(BenchmarkCNN):
         self.pool_and_initialise(channels)
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_body(self, x: Tensor) -> Tensor:
         check_input(x, self.config.in_channels, "ResNet1d")
-        return self.pool(self.stages(self.stem(x)))
+        return self.stages(self.stem(x))
 
 
 register_model(

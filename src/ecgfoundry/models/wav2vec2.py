@@ -412,7 +412,7 @@ class Wav2Vec2ECG(ECGModel):
     """ECG-FM's wav2vec 2.0 encoder (+ optional linear head on the pooled embedding).
 
     ``forward_features(x)`` [B, in_d, samples] -> pooled [B, D];
-    ``forward_hidden_states(x)`` -> last hidden state [B, T, D].
+    ``forward_sequence(x)`` -> last hidden state [B, T, D].
     """
 
     family: ClassVar[str] = "ecgfm"
@@ -465,13 +465,13 @@ class Wav2Vec2ECG(ECGModel):
         """[B, T, D] -> last hidden state [B, T, D]: positional conv, then the transformer."""
         return self.encoder(self.conv_pos(x))
 
-    def forward_hidden_states(self, x: Tensor) -> Tensor:
+    def forward_sequence(self, x: Tensor) -> Tensor:
         """Per-step hidden states of the last layer, [B, T, D]."""
         return self.contextualize(self.project_features(self.local_features(x)))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled embedding [B, D]: mean over time of the non-zero hidden-state entries."""
-        return nonzero_mean(self.final_dropout(self.forward_hidden_states(x)), dim=1)
+        return nonzero_mean(self.final_dropout(self.forward_sequence(x)), dim=1)
 
     def output_length(self, samples: int) -> int:
         """Time steps T the conv stack makes of ``samples`` input samples."""

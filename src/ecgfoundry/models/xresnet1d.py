@@ -193,9 +193,9 @@ class XResNet1d(BenchmarkCNN):
                         block.last_norm.weight.zero_()
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_body(self, x: Tensor) -> Tensor:
         check_input(x, self.config.in_channels, "XResNet1d")
-        return self.pool(self.stages(self.stem(x)))
+        return self.stages(self.stem(x))
 
 
 XRESNET1D_PRESETS: dict[str, dict[str, Any]] = {

@@ -1,0 +1,36 @@
+"""Every family gives per-time-step features, and its embedding is their pooling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ecgfoundry.models import create_model, list_models
+from ecgfoundry.nn.layers import nonzero_mean
+
+SMALL = sorted(row["name"] for row in list_models() if row["parameters"] < 5_000_000)
+# How each family pools its sequence [B, T, D] into forward_features.
+POOL = {
+    "net1d": lambda s: s.mean(1),
+    "hubert-ecg": lambda s: s.mean(1),
+    "ecgfm": lambda s: nonzero_mean(s, dim=1),
+    "resnet1d": lambda s: torch.cat([s.amax(1), s.mean(1)], 1),
+    "xresnet1d": lambda s: torch.cat([s.amax(1), s.mean(1)], 1),
+    "inception1d": lambda s: torch.cat([s.amax(1), s.mean(1)], 1),
+}
+
+
+def test_every_family_has_a_pooling_rule_here() -> None:
+    assert {row["family"] for row in list_models() if row["name"] in SMALL} <= set(POOL)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_sequence_pools_to_the_embedding(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    spec = model.spec
+    x = torch.randn(2, len(spec.leads), spec.samples)
+    with torch.no_grad():
+        sequence, features = model.forward_sequence(x), model.forward_features(x)
+    assert sequence.ndim == 3 and sequence.shape[0] == 2 and sequence.shape[1] > 1
+    torch.testing.assert_close(POOL[model.family](sequence), features, rtol=1e-5, atol=1e-5)
