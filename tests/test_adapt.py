@@ -294,3 +294,42 @@ def test_an_unknown_task_is_refused_before_the_run_folder_is_claimed(backbone, s
     ):
         finetune(backbone, root=subset, task="superdiag", strategy="finetune", out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL at a chosen training step."""
+
+
+def test_a_run_killed_mid_epoch_resumes_exactly(backbone, subset, cache_dir, tmp_path):
+    """Step checkpoints of a real adaptation run (DataLoader batches, random crops, drop path
+    in the fine-tuning stage): killed mid-epoch and resumed, it ends with the same weights."""
+    model = load_model(backbone)
+    data = ptbxl_task(subset, "superdiagnostic", model.spec, cache_dir=cache_dir)
+    recipe = recipe_for("post-train", config={**COMMON, **QUICK["post-train"]})
+
+    def fit(out: Path, kill_at: int | None = None, every: int | None = None) -> dict:
+        network = load_model(backbone)
+        torch.manual_seed(0)  # the same fresh head in every run
+        network.reset_head(len(data.labels), data.labels)
+        engine = Engine(out, seed=3, precision="fp32", progress_bar=False,
+                        checkpoint_every_steps=every)  # fmt: skip
+        objective = SupervisedObjective(network, recipe, data, seed=3, device=engine.device)
+        step, calls = objective.training_step, []
+
+        def maybe_killed(net, batch, index):
+            calls.append(index)
+            if len(calls) == kill_at:
+                raise Killed
+            return step(net, batch, index)
+
+        objective.training_step = maybe_killed
+        engine.fit(objective)
+        return network.state_dict()
+
+    reference = fit(tmp_path / "a")
+    with pytest.raises(Killed):  # in the second fine-tuning epoch (5 steps of 32 an epoch)
+        fit(tmp_path / "b", kill_at=2 * 5 + 5 + 5, every=2)
+    state = json.loads((tmp_path / "b/checkpoint/state.json").read_text())
+    assert (state["stage"], state["epoch"], state["batch"]) == (1, 1, 4)  # a mid-epoch save
+    resumed = fit(tmp_path / "b")
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
