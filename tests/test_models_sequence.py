@@ -14,6 +14,7 @@ POOL = {
     "net1d": lambda s: s.mean(1),
     "hubert-ecg": lambda s: s.mean(1),
     "ecgfm": lambda s: nonzero_mean(s, dim=1),
+    "s4": lambda s: s.mean(1),  # the default mean-pooling head
     "resnet1d": lambda s: torch.cat([s.amax(1), s.mean(1)], 1),
     "xresnet1d": lambda s: torch.cat([s.amax(1), s.mean(1)], 1),
     "inception1d": lambda s: torch.cat([s.amax(1), s.mean(1)], 1),

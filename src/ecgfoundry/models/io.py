@@ -4,13 +4,18 @@ The project's format is a folder with ``config.json`` (family, config, format ve
 ``model.safetensors``. Foreign ``.pt``/``.pth`` files load with ``torch.load(weights_only=True)``
 (plus an allow-list of numpy scalar types some published files contain); anything that needs
 arbitrary unpickling is refused unless ``allow_unsafe=True`` — unpickling can run any code.
+Training containers that pickle configuration objects of packages we do not import (e.g. a
+Lightning ``.ckpt`` holding an OmegaConf config) load with :func:`load_restricted_checkpoint`,
+which builds inert stand-ins for those classes and refuses everything else.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import pickle
 import re
+import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -80,6 +85,136 @@ def load_torch_checkpoint(
     except (RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(path, f"not a readable torch checkpoint ({error})") from error
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class StandIn(dict):
+    """Inert stand-in for a class of a package that is not imported (see
+    :func:`load_restricted_checkpoint`). Its pickled state lands in the instance ``__dict__``
+    (``BUILD``) or in the dict itself (``SETITEMS``); constructor arguments are dropped, and
+    the class defines no method the unpickler would call."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__()
+
+
+def _plain_dict(*args: Any) -> dict:
+    """``collections.defaultdict(factory)`` restored as a plain dict (the factory is dropped)."""
+    return {}
+
+
+def _subscripted(origin: Any, args: Any) -> tuple[Any, Any]:
+    """``operator.getitem`` as pickled for typing annotations (``Union[int, str]``): the pair."""
+    return (origin, args)
+
+
+def _sealed(function: Any) -> Any:
+    """``function`` behind a callable without attributes: a pickle's ``BUILD`` cannot then set
+    attributes (``__defaults__``, ...) of the module-level function itself."""
+    call = type(function.__name__, (), {"__slots__": (), "__call__": staticmethod(function)})
+    return call()
+
+
+# The objects a restricted unpickling may use, by the name the pickle gives them: immutable
+# builtin types and sealed functions only.
+_RESTRICTED_GLOBALS: dict[tuple[str, str], Any] = {
+    **{("builtins", t.__name__): t for t in (bool, bytearray, bytes, complex, dict, float,
+                                            frozenset, int, list, set, str, tuple)},
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): _sealed(_plain_dict),
+    ("_operator", "getitem"): _sealed(_subscripted),
+    ("operator", "getitem"): _sealed(_subscripted),
+    ("torch", "Size"): torch.Size,
+    ("torch._utils", "_rebuild_tensor_v2"): _sealed(torch._utils._rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): _sealed(torch._utils._rebuild_parameter),
+}  # fmt: skip
+_PYTHON2_NAMES = {"unicode": "str", "long": "int"}  # protocol-2 pickles name builtins this way
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle that names a class or function outside the restricted allow-list."""
+
+    def __init__(self, module: str, name: str):
+        self.qualified = f"{module}.{name}"
+        super().__init__(f"refused global {self.qualified}")
+
+
+def restricted_unpickler(stand_in_modules: Iterable[str]) -> types.ModuleType:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler imports nothing: names in
+    ``_RESTRICTED_GLOBALS`` give those objects, classes of ``stand_in_modules`` (module names
+    or their parents, e.g. ``"omegaconf"``) give :class:`StandIn` subclasses of the same
+    module and name, anything else raises :class:`RefusedGlobal`."""
+    prefixes = tuple(stand_in_modules)
+    stand_ins: dict[tuple[str, str], type] = {}
+
+    class RestrictedUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if module == "__builtin__":
+                module, name = "builtins", _PYTHON2_NAMES.get(name, name)
+            if (module, name) in _RESTRICTED_GLOBALS:
+                return _RESTRICTED_GLOBALS[module, name]
+            if any(module == p or module.startswith(p + ".") for p in prefixes):
+                key = (module, name)
+                if key not in stand_ins:
+                    stand_ins[key] = type(name, (StandIn,), {"__module__": module,
+                                                            "__qualname__": name})  # fmt: skip
+                return stand_ins[key]
+            raise RefusedGlobal(module, name)
+
+    def load(file: Any, **kwargs: Any) -> Any:
+        return RestrictedUnpickler(file, **kwargs).load()
+
+    module = types.ModuleType("ecgfoundry_restricted_pickle")
+    module.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+    module.load = load  # type: ignore[attr-defined]
+    return module
+
+
+def load_restricted_checkpoint(path: str | Path, *, stand_in_modules: Iterable[str]) -> Any:
+    """A torch checkpoint read without running anything from it, with inert stand-ins for
+    the classes of ``stand_in_modules`` (their packages need not be installed).
+
+    ``torch.load`` (which reads the tensors) gets a pickle module whose unpickler resolves
+    names from an explicit table only: plain containers and scalars, ``OrderedDict``, torch's
+    tensor rebuild functions, ``defaultdict`` (as a plain dict) and ``operator.getitem`` (as
+    a pair, for typing annotations), the functions sealed so that the pickle cannot set their
+    attributes; classes of ``stand_in_modules`` become :class:`StandIn` subclasses made for
+    this load. Any other name raises :class:`UnsafeCheckpointError` (also with
+    ``allow_unsafe``: this reader never falls back to plain unpickling). torch's own
+    weights-only unpickler cannot read OmegaConf containers: it refuses ``SETITEMS`` on the
+    ``defaultdict`` they pickle.
+    """
+    path, stand_in_modules = Path(path), tuple(stand_in_modules)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    pickle_module = restricted_unpickler(stand_in_modules)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
+    except RefusedGlobal as error:
+        raise UnsafeCheckpointError(
+            path,
+            f"refers to {error.qualified}, which the restricted unpickler does not allow "
+            "(nothing from the file was run). Only plain data, tensors and stand-ins for "
+            f"{', '.join(stand_in_modules)} classes are read.",
+        ) from error
+    except Exception as error:  # any failure to unpickle means an unreadable file
+        raise CheckpointError(path, f"not a readable torch checkpoint ({error})") from error
+
+
+def plain_config(obj: Any) -> Any:
+    """Plain dicts, lists and values from a config restored with stand-ins: OmegaConf
+    containers and value nodes keep their content in ``_content`` / ``_val``."""
+    if isinstance(obj, StandIn):
+        state = vars(obj)
+        if "_content" in state:
+            return plain_config(state["_content"])
+        if "_val" in state:
+            return plain_config(state["_val"])
+        return {str(k): plain_config(v) for k, v in {**obj, **state}.items()}
+    if isinstance(obj, Mapping):
+        return {k: plain_config(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain_config(v) for v in obj]
+    return obj
 
 
 def load_state_dict_strict(
