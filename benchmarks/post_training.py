@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ecgfoundry.adapt import finetune, recipe_for
-from ecgfoundry.adapt.run import model_fingerprint
+from ecgfoundry.models.io import model_fingerprint
 
 # Strategy variants: (strategy, recipe overrides). The ablations change one thing each.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from post_training import SWEEP, is_current, predictions_file, read_rows
 
-from ecgfoundry.adapt.run import model_fingerprint
 from ecgfoundry.evaluate import bootstrap_difference
+from ecgfoundry.models.io import model_fingerprint
 
 Group = tuple[str, float, str]  # task, fraction, variant
 

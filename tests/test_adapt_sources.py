@@ -17,11 +17,12 @@ import torch
 from test_ptbxl import copy_records
 
 from ecgfoundry.adapt import RunConfigError, finetune
-from ecgfoundry.adapt.run import build_model, model_fingerprint
+from ecgfoundry.adapt.run import build_model
 from ecgfoundry.adapt.sources import cinc_task, table_task
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.models import create_model, save_model
+from ecgfoundry.models.io import model_fingerprint
 
 QUICK = {"batch_size": 8, "stages.0.epochs": 1}
 CODES = "428750005,164867002"  # 10 and 8 of the 28 sample records

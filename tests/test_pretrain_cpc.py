@@ -23,6 +23,7 @@ from ecgfoundry.pretrain import (
     pretrain_cpc,
     sample_negatives,
 )
+from ecgfoundry.pretrain.leakage import read_manifest
 
 # 100-sample crops (50 tokens) of s4-tiny at 100 Hz; few negatives so that training is quick.
 QUICK = CPCConfig(steps_ahead=2, negatives=16, batch_size=16, epochs=5, lr=1e-2, lr_factor=1.0,
@@ -174,8 +175,11 @@ def test_pretrain_cpc_writes_the_run_folder_resumes_and_refuses_another_config(
     train, val = sines(16, 100, 0), sines(4, 100, 1)
     out = tmp_path / "run"
     model = tiny()
+    records = [{"id": f"synthetic:{i}", "patient": None} for i in train.ids.tolist()]
     progress = pretrain_cpc(model, train, val, out, config=config, precision="fp32",
-                            progress_bar=False)  # fmt: skip
+                            progress_bar=False, records=records)  # fmt: skip
+    manifest = read_manifest(out / "model")
+    assert manifest is not None and manifest["count"] == len(train)
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and {"val_loss", "val_accuracy", "train_accuracy"} <= set(lines[0])
     assert lines == progress.history

@@ -158,6 +158,7 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
         "data": "cinc", "root": tmp_path, "task": None, "strategy": "lp-ft",
         "out": tmp_path / "run", "fraction": 0.3, "seed": 0, "config": None, "epochs": None,
         "cache_dir": None, "workers": 1, "loader_workers": 2, "checkpoint_every_minutes": 5.0,
+        "allow_overlap": False,
     }  # fmt: skip
     assert '"macro_auroc": 0.9' in result.output
     unknown = cli("finetune", "net1d-tiny", "--strategy", "nope", "--out", tmp_path / "run")

@@ -344,6 +344,10 @@ def finetune(
     checkpoint_minutes: Annotated[
         float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
     ] = None,
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(help="Run although evaluation records are in the model's manifest."),
+    ] = False,
 ) -> None:
     """Adapt MODEL to a task; writes OUT/metrics.json, OUT/model/, OUT/log.jsonl.
 
@@ -358,6 +362,7 @@ def finetune(
         model, data=data, root=root, task=task, strategy=strategy, out=out, fraction=fraction,
         seed=seed, config=config, epochs=epochs, cache_dir=cache_dir, workers=workers,
         loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
+        allow_overlap=allow_overlap,
     )  # fmt: skip
     summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
                for split in ("val", "test") if split in metrics}  # fmt: skip

@@ -5,20 +5,19 @@ with another configuration is refused, never silently reused."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ecgfoundry.adapt.data import TaskData, source_rate
+from ecgfoundry.adapt.data import Split, TaskData, source_rate
 from ecgfoundry.adapt.objective import SupervisedObjective, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
 from ecgfoundry.adapt.sources import task_data as load_task_data
 from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
+from ecgfoundry.data.cache import ArrayStore
 from ecgfoundry.data.ptbxl import TASKS
 from ecgfoundry.data.stratify import check_fractions
 from ecgfoundry.engine import (
@@ -32,8 +31,16 @@ from ecgfoundry.engine import (
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.evaluate.metrics import evaluate, tune_thresholds
 from ecgfoundry.models.base import ECGModel
-from ecgfoundry.models.io import save_model
+from ecgfoundry.models.io import model_description, model_fingerprint, save_model
 from ecgfoundry.models.registry import resolve_model
+from ecgfoundry.pretrain.leakage import (
+    LeakageError,
+    check_leakage,
+    file_record_id,
+    read_manifest,
+    record_id,
+    write_manifest,
+)
 
 RUN_FORMAT = 1
 
@@ -49,42 +56,30 @@ def build_model(model: str | Path | ECGModel, init: str) -> ECGModel:
     return resolve_model(model, weights=init == "pretrained")
 
 
-def _sha256(chunks: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return f"sha256:{digest.hexdigest()[:16]}"
-
-
-def _tensor_bytes(model: ECGModel) -> Iterator[bytes]:
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        yield f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode()
-        yield flat.view(torch.uint8).numpy().tobytes()
-
-
-def model_fingerprint(model: str | Path | ECGModel) -> str:
-    """What identifies the starting weights: a hash of an object's tensors or of a folder's
-    weights file, else the name."""
-    if isinstance(model, ECGModel):
-        return _sha256(_tensor_bytes(model))
-    weights = Path(str(model)) / "model.safetensors"
-    if weights.is_file():
-        with weights.open("rb") as handle:
-            return _sha256(iter(lambda: handle.read(1 << 20), b""))
-    return str(model)
-
-
-def model_description(model: str | Path | ECGModel) -> str | dict[str, Any]:
-    """How the run config names the model: its path or name, or an object's family and config."""
-    if isinstance(model, ECGModel):
-        return _as_json({"family": model.family, "config": model.config.to_dict()})
-    return str(model)
-
-
 def _as_json(value: Any) -> Any:
     """``value`` as it reads back from JSON (so that a resumed run's config compares equal)."""
     return json.loads(json.dumps(value, default=json_default))
+
+
+def split_record_ids(data: TaskData, split: Split) -> list[str]:
+    """A split's records in the manifests' id scheme (:mod:`ecgfoundry.pretrain.leakage`):
+    ``ptbxl:<ecg_id>``, ``cinc:<record>``, ``table:<record>#<content hash>``."""
+    dataset = str(data.description.get("dataset", "data"))
+    if dataset != "table":
+        return [record_id(dataset, record) for record in split.ids]
+    folder = Path(data.description["table"]).parent
+    return [file_record_id(dataset, folder, folder / str(record)) for record in split.ids]
+
+
+def trained_records(data: TaskData) -> list[dict[str, Any]]:
+    """The manifest entries of the training records (PTB-XL's with their patients)."""
+    ids = split_record_ids(data, data.train)
+    patients: list[str | None] = [None] * len(ids)
+    if data.description.get("dataset") == "ptbxl":
+        index = ArrayStore.open(Path(data.description["cache"])).index
+        patient_of = dict(zip(index["ecg_id"], index["patient_id"], strict=True))
+        patients = [f"ptbxl:{patient_of[int(i)]}" for i in data.train.ids]
+    return [{"id": i, "patient": p} for i, p in zip(ids, patients, strict=True)]
 
 
 def evaluate_run(
@@ -134,6 +129,7 @@ def finetune(
     checkpoint_every_minutes: float | None = None,
     progress_bar: bool = True,
     evaluate_test: bool = True,
+    allow_overlap: bool = False,
 ) -> dict[str, Any]:
     """Adapt ``model`` (a model folder, registry name or :class:`ECGModel`, which is copied) to
     a task with a strategy; returns (and writes) the metrics.
@@ -143,7 +139,15 @@ def finetune(
     with 10+ positives), a ``.csv`` table (``task``: optional label columns), or a prepared
     :class:`TaskData`; see :mod:`ecgfoundry.adapt.sources`. ``evaluate_test=False`` never
     scores the test split (for tuning runs such as hyperparameter sweeps, which must see
-    validation only)."""
+    validation only).
+
+    Leakage guard: when the starting weights come from a model folder with a ``manifest.json``
+    (the records it was pretrained or trained on), the validation and (evaluated) test records
+    are checked against it before training; overlap stops the run with a
+    :class:`~ecgfoundry.pretrain.leakage.LeakageError` naming the records, unless
+    ``allow_overlap``. The check is recorded in ``metrics["run"]["leakage_check"]`` (also when
+    refused). ``OUT/model/manifest.json`` lists the training records and those of the
+    starting model's manifest."""
     ptbxl = not isinstance(data, TaskData) and str(data) == "ptbxl"
     if ptbxl and (root is None or task not in TASKS):
         raise RunConfigError(f"PTB-XL needs root (the copy's folder) and task, one of "
@@ -159,6 +163,11 @@ def finetune(
     network = build_model(model, recipe.init)
     common = {"format": RUN_FORMAT, "model": model_description(model),
               "model_weights": model_fingerprint(model)}  # fmt: skip
+    pretrained = recipe.init == "pretrained" and not isinstance(model, ECGModel)
+    backbone = Path(str(model)) if pretrained and Path(str(model)).is_dir() else None
+    manifest = read_manifest(backbone) if backbone is not None else None
+    if manifest is not None:  # only then: run folders of models without one still resume
+        common["backbone_manifest"] = manifest["hash"]
     run = {"seed": seed, "precision": str(autocast_dtype(recipe.precision, device) or "float32"),
            "world_size": dist.world(), "evaluate_test": evaluate_test,
            "recipe": recipe.to_dict()}  # fmt: skip
@@ -178,6 +187,17 @@ def finetune(
                       "fraction": fraction, **run}  # fmt: skip
         claim_run_dir(out, run_config, write=dist.is_main())
         dist.barrier()
+    evaluated = [task_data.val]
+    if evaluate_test and task_data.test is not None:
+        evaluated.append(task_data.test)
+    evaluated_ids = [i for split in evaluated for i in split_record_ids(task_data, split)]
+    try:
+        leakage_check = check_leakage(backbone, evaluated_ids, allow=allow_overlap)
+    except LeakageError as error:
+        if dist.is_main():
+            refused = {"run": {"model": run_config["model"], "leakage_check": error.record}}
+            atomic_write_text(out / "metrics.json", json.dumps(refused, indent=1))
+        raise
     torch.manual_seed(seed)
     network.reset_head(len(task_data.labels), task_data.labels)
     log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
@@ -195,6 +215,7 @@ def finetune(
         "train_records": len(task_data.train),
         "val_records": len(task_data.val),
         "test_records": len(task_data.test) if task_data.test is not None else 0,
+        "leakage_check": leakage_check,
     }  # fmt: skip
     if ptbxl:
         metrics["run"]["folds_present"] = task_data.description["folds_present"]
@@ -214,6 +235,8 @@ def finetune(
     }
     if dist.is_main():
         save_model(network, out / "model")
+        inherited = manifest["records"] if manifest is not None else []
+        write_manifest(out / "model", [*trained_records(task_data), *inherited])
         with atomic_dir(out / "predictions") as tmp:
             np.savez(tmp / "predictions.npz", **predictions)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=json_default))

@@ -12,11 +12,12 @@ which builds inert stand-ins for those classes and refuses everything else.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import pickle
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ecgfoundry import __version__
-from ecgfoundry.atomic import atomic_dir
+from ecgfoundry.atomic import atomic_dir, json_default
 from ecgfoundry.errors import ReportedError
+from ecgfoundry.models.base import ECGModel
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -290,3 +292,41 @@ def download_from_hub(
 
     path = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
     return Path(path)
+
+
+def _sha256(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def _tensor_bytes(model: ECGModel) -> Iterator[bytes]:
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        yield f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode()
+        yield flat.view(torch.uint8).numpy().tobytes()
+
+
+def model_fingerprint(model: str | Path | ECGModel) -> str:
+    """What identifies the starting weights: a hash of an object's tensors or of a folder's
+    weights file, else the name."""
+    if isinstance(model, ECGModel):
+        return _sha256(_tensor_bytes(model))
+    weights = Path(str(model)) / "model.safetensors"
+    if weights.is_file():
+        with weights.open("rb") as handle:
+            return _sha256(iter(lambda: handle.read(1 << 20), b""))
+    return str(model)
+
+
+def model_description(model: str | Path | ECGModel) -> str | dict[str, Any]:
+    """How the run config names the model: its path or name, or an object's family and config."""
+    if isinstance(model, ECGModel):
+        return _json_plain({"family": model.family, "config": model.config.to_dict()})
+    return str(model)
+
+
+def _json_plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (so that a resumed run's config compares equal)."""
+    return json.loads(json.dumps(value, default=json_default))

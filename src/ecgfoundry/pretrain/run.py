@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ecgfoundry.adapt.data import Split
-from ecgfoundry.adapt.run import model_description, model_fingerprint
 from ecgfoundry.atomic import json_default
 from ecgfoundry.engine import Engine, EpochLog, JsonlLog, Progress, autocast_dtype, claim_run_dir
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.engine.precision import Precision
-from ecgfoundry.models.io import save_model
+from ecgfoundry.models.io import model_description, model_fingerprint, save_model
 from ecgfoundry.models.s4 import S4Model
 from ecgfoundry.pretrain.cpc import CPCConfig, CPCObjective
+from ecgfoundry.pretrain.leakage import write_manifest
 
 RUN_FORMAT = 1
 
@@ -46,9 +46,12 @@ def pretrain_cpc(
     checkpoint_every_steps: int | None = None,
     checkpoint_every_minutes: float | None = None,
     progress_bar: bool = True,
+    records: list[dict[str, Any]] | None = None,
 ) -> Progress:
     """Pretrain ``model`` (in place) with CPC on ``train``, validating on ``val``; saves it to
-    ``out/model``. ``workers``: DataLoader background processes."""
+    ``out/model``. ``workers``: DataLoader background processes. ``records``: the manifest
+    entries of the pretraining records (``Corpus.records()``), written to
+    ``out/model/manifest.json`` so that fine-tuning refuses to evaluate on them."""
     config = config or CPCConfig()
     out = Path(out)
     device = dist.setup()
@@ -71,6 +74,8 @@ def pretrain_cpc(
     progress = engine.fit(objective)
     if dist.is_main():
         save_model(model, out / "model")
+        if records is not None:
+            write_manifest(out / "model", records)
     dist.barrier()
     dist.cleanup()
     return progress
