@@ -369,6 +369,42 @@ def finetune(
     _print_json(summary)
 
 
+@app.command()
+def pretrain(
+    model: ModelArgument,
+    objective: Annotated[str, typer.Option(help="cpc or supervised.")],
+    data: Annotated[
+        list[str],
+        typer.Option(help="KIND=PATH, repeatable: ptbxl, cinc, mitdb, vfdb, wfdb or folder."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists).")],
+    task: Annotated[str | None, typer.Option(help="supervised: the PTB-XL task (all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, order and holdout.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the objective's).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML settings of the objective.")] = None,
+    holdout: Annotated[float, typer.Option(help="Share of patients that validate.")] = 0.05,
+    cache_dir: CacheDirOption = None,
+    workers: Annotated[int, typer.Option(help="Processes building the cache.")] = 1,
+    loader_workers: Annotated[
+        int, typer.Option(help="Background processes feeding batches (DataLoader workers).")
+    ] = 0,
+    checkpoint_minutes: Annotated[
+        float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
+    ] = None,
+) -> None:
+    """Pretrain MODEL (a registry name starts from random weights; a folder continues);
+    writes OUT/model/ with its manifest.json. Run it again to resume (at the last step
+    checkpoint). Several processes: `torchrun --nproc_per_node N -m ecgfoundry pretrain ...`."""
+    from ecgfoundry.pretrain import pretrain as run
+
+    summary = run(
+        model, objective=objective, data=data, out=out, seed=seed, epochs=epochs, config=config,
+        task=task, holdout=holdout, cache_dir=cache_dir, workers=workers,
+        loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
+    )  # fmt: skip
+    _print_json(summary)
+
+
 def main() -> None:
     """Console-script entry: clear one-line errors for bad input instead of tracebacks."""
     try:

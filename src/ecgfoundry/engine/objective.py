@@ -9,13 +9,14 @@ How each kind of training plugs in:
   head-only stages, embeds the windows once; ``train_batches`` is a DataLoader of random crops
   over the memory-mapped cache; ``training_step`` is multi-label BCE; ``evaluate`` scores
   fold 9 by sliding windows and returns ``val_macro_auroc`` (monitored, ``max``).
-- **Pretraining** (W2V+CMSC+RLM, CPC; next issue): one stage, ``monitor="val_loss"``,
-  ``mode="min"``; ``train_batches`` is a DataLoader over the corpus cache (CMSC: batches of
-  segment pairs from the same patient; RLM: random lead masks drawn in the dataset from the
-  worker's seeded generator); ``training_step`` runs ``model.forward_sequence`` and the
-  contrastive/quantiser losses and returns the loss with its parts in ``logs``
-  (``{"contrastive": ..., "diversity": ...}``); ``evaluate`` computes the same loss on held-out
-  records. Hours-long epochs rely on the engine's step checkpoints (``checkpoint_every_steps``
+- **Pretraining** (:class:`ecgfoundry.pretrain.CPCObjective`; W2V+CMSC+RLM the same way):
+  one stage, ``monitor="val_loss"``, ``mode="min"``; ``train_batches`` is a DataLoader of
+  random crops over the corpus cache (CMSC: pairs of segments of the same patient; RLM: lead
+  masks from a generator seeded by (seed, epoch)); ``setup_stage`` returns discriminative
+  parameter groups and, as ``distribute``, a module whose forward gives what the loss needs
+  (CPC: the SSL head's predictions on the causal context and the encoder's tokens);
+  ``training_step`` returns the loss with its parts in ``logs``; ``evaluate`` computes the
+  same loss on held-out records with fixed negatives and masks. Hours-long epochs rely on the engine's step checkpoints (``checkpoint_every_steps``
   / ``checkpoint_every_minutes``) and exact mid-epoch resume.
 - **MAML** (personalisation; issue after next): one stage; a "batch" is a meta-batch of
   episodes (support and query windows of a few subjects, sampled by subject, in curriculum

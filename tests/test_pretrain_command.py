@@ -1,0 +1,58 @@
+"""`ecgfoundry pretrain` end to end on a small PTB-XL copy: CPC on folds 1-8 writes a model
+with its manifest, a rerun resumes, and fine-tuning from it on fold 9 is checked clean."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_ptbxl import copy_records
+from typer.testing import CliRunner
+
+from ecgfoundry.adapt import finetune
+from ecgfoundry.cli import app
+from ecgfoundry.data import ptbxl
+from ecgfoundry.errors import UsageError
+from ecgfoundry.pretrain import pretrain
+from ecgfoundry.pretrain.leakage import read_manifest
+
+
+@pytest.fixture(scope="module")
+def small_copy(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    table = ptbxl.load(ptbxl_root).table
+    ids = [int(i) for f in range(1, 10) for i in table.index[table.strat_fold == f][:6]]
+    dest = tmp_path_factory.mktemp("ptbxl-small")
+    copy_records(ptbxl_root, dest, sorted(ids))
+    return dest
+
+
+def test_pretrain_command_then_finetune_is_checked(small_copy: Path, tmp_path: Path) -> None:
+    (tmp_path / "cpc.yaml").write_text("batch_size: 8\nnegatives: 8\nsteps_ahead: 4\n")
+    args = ["pretrain", "s4-tiny", "--objective", "cpc", "--data", f"ptbxl={small_copy}",
+            "--out", str(tmp_path / "run"), "--epochs", "1", "--config", str(tmp_path / "cpc.yaml"),
+            "--holdout", "0.2", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["epochs_run"] == 1 and summary["val_loss"] > 0
+    manifest = read_manifest(tmp_path / "run" / "model")
+    assert manifest is not None and manifest["count"] == 48  # folds 1-8 only, 6 records each
+    again = CliRunner().invoke(app, args)  # finished: resumes at the end, trains nothing
+    assert again.exit_code == 0 and json.loads(again.output)["epochs_run"] == 1
+    metrics = finetune(tmp_path / "run" / "model", root=small_copy, task="superdiagnostic",
+                       strategy="linear-probe", out=tmp_path / "probe",
+                       config={"batch_size": 8, "stages.0.epochs": 1},
+                       cache_dir=tmp_path / "cache", progress_bar=False)  # fmt: skip
+    check = metrics["run"]["leakage_check"]
+    assert check["status"] == "clean" and check["checked"] == metrics["run"]["val_records"] > 0
+
+
+def test_bad_pretrain_arguments_are_named(small_copy: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="objective must be one of"):
+        pretrain("s4-tiny", objective="byol", data=[f"ptbxl={small_copy}"], out=tmp_path)
+    with pytest.raises(UsageError, match="KIND=PATH"):
+        pretrain("s4-tiny", objective="cpc", data=[str(small_copy)], out=tmp_path)
+    with pytest.raises(UsageError, match=r"unknown cpc setting\(s\) \['lr_head'\]"):
+        pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
+                 config={"lr_head": 1.0})  # fmt: skip
