@@ -16,8 +16,9 @@ How each kind of training plugs in:
   parameter groups and, as ``distribute``, a module whose forward gives what the loss needs
   (CPC: the SSL head's predictions on the causal context and the encoder's tokens);
   ``training_step`` returns the loss with its parts in ``logs``; ``evaluate`` computes the
-  same loss on held-out records with fixed negatives and masks. Hours-long epochs rely on the engine's step checkpoints (``checkpoint_every_steps``
-  / ``checkpoint_every_minutes``) and exact mid-epoch resume.
+  same loss on held-out records with fixed negatives and masks. Hours-long epochs rely on
+  the engine's step checkpoints (``checkpoint_every_steps`` / ``checkpoint_every_minutes``)
+  and exact mid-epoch resume.
 - **MAML** (personalisation; issue after next): one stage; a "batch" is a meta-batch of
   episodes (support and query windows of a few subjects, sampled by subject, in curriculum
   order given the epoch); ``training_step`` adapts a copy of the weights on each support set
