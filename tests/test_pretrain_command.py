@@ -56,3 +56,15 @@ def test_bad_pretrain_arguments_are_named(small_copy: Path, tmp_path: Path) -> N
     with pytest.raises(UsageError, match=r"unknown cpc setting\(s\) \['lr_head'\]"):
         pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
                  config={"lr_head": 1.0})  # fmt: skip
+
+
+def test_pretrain_w2v_cmsc_rlm_writes_model_head_and_manifest(small_copy: Path, tmp_path: Path):
+    summary = pretrain("ecgfm-tiny", objective="w2v-cmsc-rlm", data=[f"ptbxl={small_copy}"],
+                       out=tmp_path / "run", epochs=1, holdout=0.2, cache_dir=tmp_path / "cache",
+                       config={"batch_size": 4, "negatives": 5, "mask_length": 2},
+                       progress_bar=False)  # fmt: skip
+    assert summary["epochs_run"] == 1 and summary["val_loss"] > 0
+    folder = tmp_path / "run" / "model"
+    assert (folder / "pretraining_head.safetensors").exists()
+    manifest = read_manifest(folder)
+    assert manifest is not None and manifest["count"] == 48

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 SHUFFLE, CROPS, TORCH = 0, 1, 2
+LEAD_MASKS, TIME_MASKS = 3, 4  # pretraining augmentations (W2V+CMSC+RLM)
 
 
 def epoch_rng(seed: int, stage: int, epoch: int, stream: int) -> np.random.Generator:

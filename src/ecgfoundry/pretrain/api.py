@@ -1,7 +1,9 @@
 """``pretrain``: one pretraining run from a model and a corpus to RUN_DIR/{config.json,
 log.jsonl, checkpoint/, model/ (with manifest.json)}; the same call again resumes it.
 
-Objectives: ``cpc`` (ECG-CPC's contrastive predictive coding, for the S4 family) and
+Objectives: ``cpc`` (ECG-CPC's contrastive predictive coding, for the S4 family),
+``w2v-cmsc-rlm`` (ECG-FM's wav2vec 2.0 + CMSC + random lead masking, for the ``ecgfm``
+family; a model folder with ``pretraining_head.safetensors`` continues with its head) and
 ``supervised`` (ECGFounder-style multi-label BCE on a labelled set: supervised training from
 scratch through :func:`ecgfoundry.adapt.finetune`, whose model folder carries the manifest).
 """
@@ -18,12 +20,19 @@ import yaml
 
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models.base import ECGModel
-from ecgfoundry.models.registry import resolve_model
+from ecgfoundry.models.registry import create_model, model_names, resolve_model
 from ecgfoundry.pretrain.corpus import CorpusSource, SourceKind, build_corpus
 from ecgfoundry.pretrain.cpc import CPCConfig
 from ecgfoundry.pretrain.run import pretrain_cpc
+from ecgfoundry.pretrain.w2v import (
+    HEAD_FILE,
+    PRETRAINING_MODEL_SETTINGS,
+    W2VConfig,
+    load_pretraining_head,
+)
+from ecgfoundry.pretrain.w2v_run import pretrain_w2v
 
-OBJECTIVES = ("cpc", "supervised")
+OBJECTIVES = ("cpc", "w2v-cmsc-rlm", "supervised")
 
 
 def parse_source(text: str | CorpusSource) -> CorpusSource:
@@ -49,16 +58,17 @@ def _overrides(config: str | Path | dict[str, Any] | None) -> dict[str, Any]:
     return loaded
 
 
-def _cpc_config(overrides: dict[str, Any], epochs: int | None) -> CPCConfig:
-    fields = {f.name for f in dataclasses.fields(CPCConfig)}
+def _settings(name: str, kind: type, overrides: dict[str, Any], epochs: int | None) -> Any:
+    """Objective ``name``'s settings dataclass with ``overrides`` (and ``epochs``) applied."""
+    fields = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise UsageError(f"unknown cpc setting(s) {unknown}; settings: {sorted(fields)}")
+        raise UsageError(f"unknown {name} setting(s) {unknown}; settings: {sorted(fields)}")
     try:
-        config = CPCConfig(**overrides)
-        return dataclasses.replace(config, epochs=epochs) if epochs is not None else config
+        settings = kind(**overrides)
+        return dataclasses.replace(settings, epochs=epochs) if epochs is not None else settings
     except (TypeError, ValueError) as error:
-        raise UsageError(f"cpc settings: {error}") from error
+        raise UsageError(f"{name}: {error}") from error
 
 
 def pretrain(
@@ -97,20 +107,31 @@ def pretrain(
                            loader_workers=loader_workers,
                            checkpoint_every_minutes=checkpoint_every_minutes,
                            progress_bar=progress_bar)  # fmt: skip
-    settings = _cpc_config(_overrides(config), epochs)
+    w2v = objective == "w2v-cmsc-rlm"
+    settings = _settings(objective, W2VConfig if w2v else CPCConfig, _overrides(config), epochs)
     torch.manual_seed(seed)
+    folder = None if isinstance(model, ECGModel) else Path(str(model))
     if isinstance(model, ECGModel):
         network = model
+    elif str(model) in model_names() and not folder.exists():  # type: ignore[union-attr]
+        # a fresh architecture; ECG-FM pretrains with its own dropout settings
+        network = create_model(str(model), **(PRETRAINING_MODEL_SETTINGS if w2v else {}))
     else:
-        network = resolve_model(model, weights=Path(str(model)).exists())
+        network = resolve_model(model)  # a folder or hf-hub:ORG/REPO: continue from it
     corpus = build_corpus(sources, network.spec, cache_dir=cache_dir, workers=workers)
     train, held_out = corpus.holdout(holdout, seed=seed)
-    progress = pretrain_cpc(
-        network, train.split(), held_out.split(), out, config=settings, seed=seed,
-        precision=precision, workers=loader_workers,  # type: ignore[arg-type]
-        checkpoint_every_minutes=checkpoint_every_minutes, progress_bar=progress_bar,
-        records=corpus.records(),
-    )  # fmt: skip
+    common = {"seed": seed, "precision": precision, "workers": loader_workers,
+              "checkpoint_every_minutes": checkpoint_every_minutes,
+              "progress_bar": progress_bar, "records": corpus.records()}  # fmt: skip
+    if w2v:
+        head_file = folder / HEAD_FILE if folder is not None else None
+        head = load_pretraining_head(head_file) if head_file and head_file.exists() else None
+        progress = pretrain_w2v(network, train.split(), held_out.split(), out, config=settings,
+                                head=head, patients_train=train.patient_ids,
+                                patients_val=held_out.patient_ids, **common)  # fmt: skip
+    else:
+        progress = pretrain_cpc(network, train.split(), held_out.split(), out, config=settings,
+                                **common)  # fmt: skip
     last = progress.history[-1] if progress.history else {}
     return {"objective": objective, "model": str(Path(out) / "model"),
             "segments": {"train": len(train.split()), "val": len(held_out.split())},
