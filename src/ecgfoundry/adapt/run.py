@@ -227,7 +227,11 @@ def finetune(
         ],
         "best_val_macro_auroc_per_stage": [
             max(
-                (h["val_macro_auroc"] for h in progress.history if h["stage"] == i),
+                (
+                    h["val_macro_auroc"]
+                    for h in progress.history
+                    if h["stage"] == i and "val_macro_auroc" in h
+                ),  # evaluated epochs only
                 default=float("nan"),
             )
             for i in range(len(recipe.stages))
