@@ -7,17 +7,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ecgfoundry.adapt.data import Split
 from ecgfoundry.atomic import json_default
 from ecgfoundry.engine import Engine, EpochLog, JsonlLog, Progress, autocast_dtype, claim_run_dir
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.engine.precision import Precision
+from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import model_description, model_fingerprint, save_model
 from ecgfoundry.models.s4 import S4Model
-from ecgfoundry.pretrain.cpc import CPCConfig, CPCObjective
+from ecgfoundry.pretrain.cpc import Autocast, CPCConfig, CPCObjective
 from ecgfoundry.pretrain.leakage import write_manifest
 
 RUN_FORMAT = 1
@@ -31,6 +36,60 @@ def split_fingerprint(split: Split) -> dict[str, Any]:
         digest.update(str(array.tolist()).encode())
     return {"records": len(split), "shape": list(split.signals.shape),
             "ids": f"sha256:{digest.hexdigest()[:16]}"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a pretraining run runs (not what it learns): seed, precision, DataLoader workers,
+    step checkpoints, progress bar, and the manifest entries of its records."""
+
+    seed: int = 0
+    precision: Precision = "auto"
+    workers: int = 0
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float | None = None
+    progress_bar: bool = True
+    records: list[dict[str, Any]] | None = None
+
+
+def run_pretraining(
+    model: ECGModel,
+    out: str | Path,
+    settings: dict[str, Any],
+    make_objective: Callable[[torch.device, Autocast], Any],
+    options: RunOptions,
+    save_extra: Callable[[Any, Path], None] | None = None,
+) -> Progress:
+    """Claim ``out`` for this run (``settings`` plus the model, seed, precision and number of
+    processes), fit the objective ``make_objective(device, autocast)`` on the engine, and save
+    the model (and ``save_extra(objective, folder)``) with the manifest to ``out/model``."""
+    out = Path(out)
+    device = dist.setup()
+    run_config = {
+        "format": RUN_FORMAT, "model": model_description(model),
+        "model_weights": model_fingerprint(model), **settings, "seed": options.seed,
+        "precision": str(autocast_dtype(options.precision, device) or "float32"),
+        "world_size": dist.world(),
+    }  # fmt: skip
+    claim_run_dir(out, json.loads(json.dumps(run_config, default=json_default)),
+                  write=dist.is_main())  # fmt: skip
+    dist.barrier()
+    log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
+    engine = Engine(out, seed=options.seed, device=device, precision=options.precision,
+                    log=log, progress_bar=options.progress_bar,
+                    checkpoint_every_steps=options.checkpoint_every_steps,
+                    checkpoint_every_minutes=options.checkpoint_every_minutes)  # fmt: skip
+    objective = make_objective(device, engine.autocast)
+    progress = engine.fit(objective)
+    if dist.is_main():
+        save_model(model, out / "model")
+        if save_extra is not None:
+            save_extra(objective, out / "model")
+        if options.records is not None:
+            write_manifest(out / "model", options.records)
+    dist.barrier()
+    dist.cleanup()
+    return progress
 
 
 def pretrain_cpc(
@@ -53,29 +112,13 @@ def pretrain_cpc(
     entries of the pretraining records (``Corpus.records()``), written to
     ``out/model/manifest.json`` so that fine-tuning refuses to evaluate on them."""
     config = config or CPCConfig()
-    out = Path(out)
-    device = dist.setup()
-    run_config = {
-        "format": RUN_FORMAT, "objective": "cpc", "model": model_description(model),
-        "model_weights": model_fingerprint(model), "train": split_fingerprint(train),
-        "val": split_fingerprint(val), "seed": seed,
-        "precision": str(autocast_dtype(precision, device) or "float32"),
-        "world_size": dist.world(), "config": dataclasses.asdict(config),
-    }  # fmt: skip
-    claim_run_dir(out, json.loads(json.dumps(run_config, default=json_default)),
-                  write=dist.is_main())  # fmt: skip
-    dist.barrier()
-    log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
-    engine = Engine(out, seed=seed, device=device, precision=precision, log=log,
-                    progress_bar=progress_bar, checkpoint_every_steps=checkpoint_every_steps,
-                    checkpoint_every_minutes=checkpoint_every_minutes)  # fmt: skip
-    objective = CPCObjective(model, train, val, config=config, seed=seed, device=device,
-                             autocast=engine.autocast, workers=workers)  # fmt: skip
-    progress = engine.fit(objective)
-    if dist.is_main():
-        save_model(model, out / "model")
-        if records is not None:
-            write_manifest(out / "model", records)
-    dist.barrier()
-    dist.cleanup()
-    return progress
+    options = RunOptions(seed, precision, workers, checkpoint_every_steps,
+                         checkpoint_every_minutes, progress_bar, records)  # fmt: skip
+    settings = {"objective": "cpc", "train": split_fingerprint(train),
+                "val": split_fingerprint(val), "config": dataclasses.asdict(config)}  # fmt: skip
+
+    def objective(device: torch.device, autocast: Autocast) -> CPCObjective:
+        return CPCObjective(model, train, val, config=config, seed=seed, device=device,
+                            autocast=autocast, workers=workers)  # fmt: skip
+
+    return run_pretraining(model, out, settings, objective, options)

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ecgfoundry.adapt.data import Split
-from ecgfoundry.atomic import json_default
-from ecgfoundry.engine import Engine, EpochLog, JsonlLog, Progress, autocast_dtype, claim_run_dir
-from ecgfoundry.engine import distributed as dist
+from ecgfoundry.engine import Progress
 from ecgfoundry.engine.precision import Precision
-from ecgfoundry.models.io import model_description, model_fingerprint, save_model
 from ecgfoundry.models.wav2vec2 import Wav2Vec2ECG
-from ecgfoundry.pretrain.leakage import write_manifest
-from ecgfoundry.pretrain.run import RUN_FORMAT, split_fingerprint
+from ecgfoundry.pretrain.cpc import Autocast
+from ecgfoundry.pretrain.run import RunOptions, run_pretraining, split_fingerprint
 from ecgfoundry.pretrain.w2v import (
     W2VCMSCRLMObjective,
     W2VConfig,
@@ -79,34 +76,24 @@ def pretrain_w2v(
     None: the record ids). ``records``: the manifest entries (``Corpus.records()``), written to
     ``out/model/manifest.json``. ``workers``: DataLoader background processes."""
     config = config or W2VConfig()
-    out = Path(out)
-    device = dist.setup()
-    run_config = {
-        "format": RUN_FORMAT, "objective": "w2v-cmsc-rlm", "model": model_description(model),
-        "model_weights": model_fingerprint(model), "head": head_description(head),
+    options = RunOptions(seed, precision, workers, checkpoint_every_steps,
+                         checkpoint_every_minutes, progress_bar, records)  # fmt: skip
+    settings = {
+        "objective": "w2v-cmsc-rlm", "head": head_description(head),
         "train": split_fingerprint(train), "val": split_fingerprint(val),
         "patients": {"train": patients_fingerprint(patients_train),
                      "val": patients_fingerprint(patients_val)},
-        "seed": seed, "precision": str(autocast_dtype(precision, device) or "float32"),
-        "world_size": dist.world(), "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(config),
     }  # fmt: skip
-    claim_run_dir(out, json.loads(json.dumps(run_config, default=json_default)),
-                  write=dist.is_main())  # fmt: skip
-    dist.barrier()
-    log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
-    engine = Engine(out, seed=seed, device=device, precision=precision, log=log,
-                    progress_bar=progress_bar, checkpoint_every_steps=checkpoint_every_steps,
-                    checkpoint_every_minutes=checkpoint_every_minutes)  # fmt: skip
-    objective = W2VCMSCRLMObjective(
-        model, train, val, head=head, patients_train=patients_train, patients_val=patients_val,
-        config=config, seed=seed, device=device, autocast=engine.autocast, workers=workers,
-    )  # fmt: skip
-    progress = engine.fit(objective)
-    if dist.is_main():
-        save_model(model, out / "model")
-        save_pretraining_head(objective.head, out / "model")
-        if records is not None:
-            write_manifest(out / "model", records)
-    dist.barrier()
-    dist.cleanup()
-    return progress
+
+    def objective(device: torch.device, autocast: Autocast) -> W2VCMSCRLMObjective:
+        return W2VCMSCRLMObjective(
+            model, train, val, head=head, patients_train=patients_train,
+            patients_val=patients_val, config=config, seed=seed, device=device,
+            autocast=autocast, workers=workers,
+        )  # fmt: skip
+
+    def save_head(objective: W2VCMSCRLMObjective, folder: Path) -> None:
+        save_pretraining_head(objective.head, folder)
+
+    return run_pretraining(model, out, settings, objective, options, save_head)
