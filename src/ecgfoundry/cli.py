@@ -101,6 +101,13 @@ def demo(as_json: JsonFlag = False) -> None:
 
 RootOption = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
 CacheDirOption = Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")]
+WorkersOption = Annotated[int, typer.Option(help="Processes building the cache.")]
+LoaderWorkersOption = Annotated[
+    int, typer.Option(help="Background processes feeding batches (DataLoader workers).")
+]
+CheckpointMinutesOption = Annotated[
+    float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
+]
 ModelArgument = Annotated[
     str, typer.Argument(help="A model folder, hf-hub:ORG/REPO or a registry name.")
 ]
@@ -337,13 +344,9 @@ def finetune(
     config: Annotated[Path | None, typer.Option(help="YAML recipe overrides.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of the main (last) stage.")] = None,
     cache_dir: CacheDirOption = None,
-    workers: Annotated[int, typer.Option(help="Processes building the cache.")] = 1,
-    loader_workers: Annotated[
-        int, typer.Option(help="Background processes feeding batches (DataLoader workers).")
-    ] = 0,
-    checkpoint_minutes: Annotated[
-        float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
-    ] = None,
+    workers: WorkersOption = 1,
+    loader_workers: LoaderWorkersOption = 0,
+    checkpoint_minutes: CheckpointMinutesOption = None,
     allow_overlap: Annotated[
         bool,
         typer.Option(help="Run although evaluation records are in the model's manifest."),
@@ -384,13 +387,9 @@ def pretrain(
     config: Annotated[Path | None, typer.Option(help="YAML settings of the objective.")] = None,
     holdout: Annotated[float, typer.Option(help="Share of patients that validate.")] = 0.05,
     cache_dir: CacheDirOption = None,
-    workers: Annotated[int, typer.Option(help="Processes building the cache.")] = 1,
-    loader_workers: Annotated[
-        int, typer.Option(help="Background processes feeding batches (DataLoader workers).")
-    ] = 0,
-    checkpoint_minutes: Annotated[
-        float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
-    ] = None,
+    workers: WorkersOption = 1,
+    loader_workers: LoaderWorkersOption = 0,
+    checkpoint_minutes: CheckpointMinutesOption = None,
 ) -> None:
     """Pretrain MODEL (a registry name starts from random weights; a folder continues);
     writes OUT/model/ with its manifest.json. Run it again to resume (at the last step

@@ -219,6 +219,16 @@ def plain_config(obj: Any) -> Any:
     return obj
 
 
+def rename_key(key: str, table: tuple[tuple[str, str], ...]) -> str | None:
+    """A checkpoint key renamed by the first ``(regex prefix, replacement)`` row of a family's
+    key map that matches its start (the rest of the key kept), or None if none matches."""
+    for pattern, replacement in table:
+        match = re.match(pattern, key)
+        if match:
+            return match.expand(replacement) + key[match.end() :]
+    return None
+
+
 def load_state_dict_strict(
     model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str | Path
 ) -> None:

@@ -47,7 +47,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ecgfoundry.models.base import ECGModel, ModelConfig
-from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
+from ecgfoundry.models.io import (
+    CheckpointError,
+    load_state_dict_strict,
+    load_torch_checkpoint,
+    rename_key,
+)
 from ecgfoundry.models.registry import register_converter, register_model
 from ecgfoundry.nn.layers import DropPath, drop_path_rates
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
@@ -340,23 +345,15 @@ _OURS_TO_ORIGINAL: tuple[tuple[str, str], ...] = (
 )
 
 
-def _rename(key: str, table: tuple[tuple[str, str], ...]) -> str | None:
-    for pattern, replacement in table:
-        match = re.match(pattern, key)
-        if match:
-            return match.expand(replacement) + key[match.end() :]
-    return None
-
-
 def map_original_key(key: str) -> str:
     """Our name for a tensor of the original Net1D (unknown names are returned unchanged, so
     strict loading reports them)."""
-    return _rename(key, _ORIGINAL_TO_OURS) or key
+    return rename_key(key, _ORIGINAL_TO_OURS) or key
 
 
 def original_key(key: str) -> str:
     """The original Net1D's name for one of our tensors."""
-    name = _rename(key, _OURS_TO_ORIGINAL)
+    name = rename_key(key, _OURS_TO_ORIGINAL)
     if name is None:
         raise KeyError(f"no original Net1D name for {key!r}")
     return name

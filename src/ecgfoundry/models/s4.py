@@ -53,6 +53,7 @@ from ecgfoundry.models.io import (
     load_restricted_checkpoint,
     load_state_dict_strict,
     plain_config,
+    rename_key,
 )
 from ecgfoundry.models.registry import register_converter, register_model
 from ecgfoundry.nn.benchmark_head import check_input
@@ -313,14 +314,6 @@ _HEAD_PREFIX = "model."
 _CONFIG_PACKAGES = ("omegaconf", "clinical_ts", "typing")
 
 
-def _rename(key: str, table: tuple[tuple[str, str], ...]) -> str | None:
-    for pattern, replacement in table:
-        match = re.match(pattern, key)
-        if match:
-            return match.expand(replacement) + key[match.end() :]
-    return None
-
-
 def _strip_wrapper(key: str) -> str:
     """An original key without the fine-tuning wrappers (``model.model.``, ``model.``)."""
     if key.startswith(_WRAPPER_PREFIX):
@@ -334,12 +327,12 @@ def map_original_key(key: str) -> str:
     """Our name for a tensor of the original (unknown names come back unchanged, so strict
     loading reports them)."""
     key = _strip_wrapper(key)
-    return _rename(key, _KEY_MAP) or key
+    return rename_key(key, _KEY_MAP) or key
 
 
 def original_key(key: str) -> str:
     """The pretraining checkpoint's name for one of our body tensors."""
-    name = _rename(key, _REVERSE_MAP)
+    name = rename_key(key, _REVERSE_MAP)
     if name is None:
         raise KeyError(f"no original ECG-CPC name for {key!r}")
     return name
