@@ -13,6 +13,10 @@ run folder's checkpoint (written every epoch and every ``--checkpoint-minutes``)
     python benchmarks/ptbxl_table.py --root DIR/ptbxl [--models ...] [--tasks ...]
         [--max-cells N] [--cache-dir DIR]
     python benchmarks/ptbxl_table.py --summary [--markdown]    # the table so far
+
+``--fraction 0.1 --seeds 0,1,2`` trains on a share of the training folds instead (the label-
+scarce baseline the bundled model is compared with, ``bundled_quality.py``); such cells are
+keyed ``MODEL/TASK/fFRACTION/sSEED`` in the same results and left out of the table.
 """
 
 from __future__ import annotations
@@ -44,18 +48,23 @@ EXTRA_SEEDS = {("resnet1d-wang", "superdiagnostic"): (1, 2), ("resnet1d-wang", "
 ORDER = ("superdiagnostic", "rhythm", "all", "diagnostic", "subdiagnostic", "form")
 
 
-def cells(models: list[str], tasks: list[str]) -> list[dict[str, Any]]:
+def cells(models: list[str], tasks: list[str], fraction: float = 1.0,
+          seeds: list[int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The grid's cells in running order; ``seeds`` None: the table's seeds."""
     out = []
     for task in ORDER:
         for model in models:
             if task in tasks:
-                out += [{"model": model, "task": task, "seed": s}
-                        for s in (0, *EXTRA_SEEDS.get((model, task), ()))]  # fmt: skip
+                chosen = seeds if seeds is not None else (0, *EXTRA_SEEDS.get((model, task), ()))
+                out += [{"model": model, "task": task, "seed": s, "fraction": fraction}
+                        for s in chosen]  # fmt: skip
     return out
 
 
 def cell_key(cell: dict[str, Any]) -> str:
-    return "{model}/{task}/s{seed}".format(**cell)
+    if cell.get("fraction", 1.0) == 1.0:
+        return "{model}/{task}/s{seed}".format(**cell)
+    return "{model}/{task}/f{fraction}/s{seed}".format(**cell)
 
 
 def setup_id(recipe: dict[str, Any]) -> str:
@@ -67,7 +76,8 @@ def run_grid(args: argparse.Namespace) -> None:
     setup = setup_id(recipe)
     done = {row["cell"] for row in read_rows(args.results) if row["setup"] == setup}
     ran = 0
-    for cell in cells(args.models.split(","), args.tasks.split(",")):
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    for cell in cells(args.models.split(","), args.tasks.split(","), args.fraction, seeds):
         key = cell_key(cell)
         if key in done:
             continue
@@ -77,7 +87,8 @@ def run_grid(args: argparse.Namespace) -> None:
         run = args.runs / f"{key}-{setup}"
         metrics = finetune(
             cell["model"], root=args.root, task=cell["task"], strategy="supervised", out=run,
-            seed=cell["seed"], config=recipe, cache_dir=args.cache_dir, progress_bar=False,
+            seed=cell["seed"], fraction=cell["fraction"], config=recipe,
+            cache_dir=args.cache_dir, progress_bar=False,
             checkpoint_every_minutes=args.checkpoint_minutes,
         )  # fmt: skip
         for split in ("val", "test"):
@@ -107,7 +118,8 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
     the hours spent training (the epochs' time; a resumed cell's ``seconds`` counts only its
     last process)."""
     setup = setup_id(recipe_for("supervised").to_dict())
-    rows = [r for r in read_rows(args.results) if r["setup"] == setup]
+    rows = [r for r in read_rows(args.results)
+            if r["setup"] == setup and r.get("fraction", 1.0) == 1.0]  # fmt: skip
     table = []
     for model in MODELS:
         for task in TASKS:
@@ -162,6 +174,13 @@ def main() -> None:
     parser.add_argument(
         "--predictions", type=Path, default=Path("benchmarks/results/ptbxl_table_predictions")
     )
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="share of the training folds (nested, as finetune --fraction)",
+    )
+    parser.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the table's)")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0)
