@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ecgfoundry.engine.precision import cpu_flags
 from ecgfoundry.models import count_parameters, create_model
 
 DEFAULT_PRESETS = (
@@ -80,16 +80,6 @@ def transformers_twin(model: torch.nn.Module) -> torch.nn.Module:
         attn_implementation="sdpa",
     )
     return Wav2Vec2Model(config).eval()
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's bf16-relevant instruction sets (Linux); bf16 autocast only pays with them."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-    return [flag for flag in wanted if f" {flag}" in text]
 
 
 def main() -> None:

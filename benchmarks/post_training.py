@@ -39,6 +39,7 @@ import numpy as np
 
 from ecgfoundry.adapt import finetune, recipe_for
 from ecgfoundry.models.io import model_fingerprint
+from ecgfoundry.models.registry import model_folder
 
 # Strategy variants: (strategy, recipe overrides). The ablations change one thing each.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -155,7 +156,7 @@ def summarise(row: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", type=Path, required=True)
+    parser.add_argument("--backbone", required=True, help="a model folder or a bundled model")
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--tasks", default="superdiagnostic,rhythm")
     parser.add_argument("--fractions", default="0.1,0.3,1.0")
@@ -181,7 +182,7 @@ def main() -> None:
         for seed in args.seeds.split(",")
         for variant in chosen
     ]
-    weights = model_fingerprint(args.backbone)
+    weights = model_fingerprint(model_folder(args.backbone) or args.backbone)
     rows = read_rows(args.results)
     finished = {(row["cell"], row["setup"]) for row in rows if is_current(row)}
     ran = 0

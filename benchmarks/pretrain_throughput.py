@@ -24,6 +24,7 @@ import torch
 from ecgfoundry.adapt import SupervisedObjective, recipe_for
 from ecgfoundry.adapt.data import Split, TaskData
 from ecgfoundry.engine import Engine
+from ecgfoundry.engine.precision import cpu_flags
 from ecgfoundry.models import create_model
 from ecgfoundry.pretrain import CPCConfig, CPCObjective, W2VCMSCRLMObjective, W2VConfig
 
@@ -36,15 +37,6 @@ CASES = {
     "supervised/resnet1d-wang": ("supervised", "resnet1d-wang", 128),
     "supervised/net1d-small": ("supervised", "net1d-small", 64),
 }
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return [f for f in CPU_FLAGS if f in flags]
 
 
 def random_split(folder: Path, records: int, leads: int, samples: int, labels: int) -> Split:

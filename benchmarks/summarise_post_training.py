@@ -27,6 +27,7 @@ from post_training import SWEEP, is_current, predictions_file, read_rows
 
 from ecgfoundry.evaluate import bootstrap_difference
 from ecgfoundry.models.io import model_fingerprint
+from ecgfoundry.models.registry import model_folder
 
 Group = tuple[str, float, str]  # task, fraction, variant
 
@@ -60,11 +61,17 @@ def paired(
     predictions: Path,
     split: str,
     resamples: int,
+    their_predictions: Path | None = None,
 ) -> dict[str, Any] | None:
     """Paired bootstrap of ours minus theirs over the seeds both have; None without the
-    kept probabilities."""
+    kept probabilities (theirs under ``their_predictions`` when they were kept elsewhere)."""
     seeds = sorted(set(ours) & set(theirs))
-    files = [predictions_file(predictions, side[s]) for side in (ours, theirs) for s in seeds]
+    folders = (predictions, their_predictions or predictions)
+    files = [
+        predictions_file(f, side[s])
+        for f, side in zip(folders, (ours, theirs), strict=True)
+        for s in seeds
+    ]
     if not seeds or not all(f.exists() for f in files):
         return None
     loaded = []
@@ -170,7 +177,9 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="tabulate the validation sweep")
     args = parser.parse_args()
-    backbone = model_fingerprint(args.backbone) if args.backbone else None
+    backbone = (
+        model_fingerprint(model_folder(args.backbone) or args.backbone) if args.backbone else None
+    )
     groups = load(args.results, args.split, backbone)
     if args.sweep:
         print(sweep_table(groups))

@@ -4,9 +4,13 @@ with its manifest, a rerun resumes, and fine-tuning from it on fold 9 is checked
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_ptbxl import copy_records
 from typer.testing import CliRunner
 
@@ -14,6 +18,7 @@ from ecgfoundry.adapt import finetune
 from ecgfoundry.cli import app
 from ecgfoundry.data import ptbxl
 from ecgfoundry.errors import UsageError
+from ecgfoundry.models import create_model, load_model
 from ecgfoundry.pretrain import pretrain
 from ecgfoundry.pretrain.leakage import read_manifest
 
@@ -88,3 +93,36 @@ def test_each_objective_learns_on_real_ecgs(objective, model, config, small_copy
     assert len(log) == 6 and log[-1]["loss"] < 0.8 * log[0]["loss"], log
     if objective != "supervised":
         assert log[-1]["val_loss"] < log[0]["val_loss"] and summary["val_accuracy"] > 0.1
+
+
+def test_two_processes_pretrain_like_one(small_copy: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 -m ecgfoundry pretrain` splits each batch over two
+    processes: the same run, one model and manifest, a validation loss close to one process's."""
+    (tmp_path / "cpc.yaml").write_text("batch_size: 8\nnegatives: 8\nsteps_ahead: 4\n")
+    common = ["pretrain", "s4-tiny", "--objective", "cpc", "--data", f"ptbxl={small_copy}",
+              "--epochs", "2", "--config", str(tmp_path / "cpc.yaml"), "--holdout", "0.2",
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, launcher in (("one", ["-m"]), ("two", ["-m", "torch.distributed.run",
+                                                     "--nproc_per_node", "2",
+                                                     "--master_port", "29519", "-m"])):  # fmt: skip
+        command = [sys.executable, *launcher, "ecgfoundry", *common, "--out", str(tmp_path / name)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = json.loads((tmp_path / name / "config.json").read_text())
+        log = (tmp_path / name / "log.jsonl").read_text().splitlines()
+        runs[name]["last"] = json.loads(log[-1])
+        assert len(log) == 2
+    assert runs["one"]["world_size"] == 1 and runs["two"]["world_size"] == 2
+    one, two = runs["one"]["last"]["val_loss"], runs["two"]["last"]["val_loss"]
+    assert two == pytest.approx(one, rel=0.05)
+    assert read_manifest(tmp_path / "two/model") == read_manifest(tmp_path / "one/model")
+    torch.manual_seed(0)  # the weights both runs started from (pretrain seeds, then builds)
+    start = create_model("s4-tiny").state_dict()
+    a = load_model(tmp_path / "one/model").state_dict()
+    b = load_model(tmp_path / "two/model").state_dict()
+    assert all(torch.isfinite(b[k]).all() for k in b)
+    moved = sum((a[k].float() - start[k].float()).abs().sum().item() for k in a)
+    apart = sum((a[k].float() - b[k].float()).abs().sum().item() for k in a)
+    assert apart < 0.1 * moved  # the same training, not two different ones

@@ -183,6 +183,11 @@ def test_pretrain_cpc_writes_the_run_folder_resumes_and_refuses_another_config(
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and {"val_loss", "val_accuracy", "train_accuracy"} <= set(lines[0])
     assert lines == progress.history
+    summary = json.loads((out / "model/pretraining.json").read_text())
+    assert summary["epochs"] == 1 and summary["optimizer_steps"] == lines[0]["step"] > 0
+    assert summary["settings"]["objective"] == "cpc" and summary["settings"]["config"]["lr"] == 0.01
+    assert summary["last_epoch"]["val_loss"] == lines[0]["val_loss"]
+    assert summary["hardware"]["torch"] == torch.__version__ and summary["train_hours"] >= 0
     saved = load_model(out / "model")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.state_dict().items())
     again = tiny()

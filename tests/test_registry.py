@@ -135,3 +135,34 @@ def test_resolve_model_weights_or_architecture(tmp_path: Path) -> None:
     assert not all(same)  # the architecture, not the weights
     with pytest.raises(CheckpointError, match="neither a model folder"):
         registry.resolve_model(tmp_path / "absent")
+
+
+def test_a_bundled_preset_loads_its_packaged_weights_by_name(
+    tiny_family: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path)
+    registry.register_model("tiny-bundled", TinyModel, spec=SPEC, bundled=True)
+    rows = {row["name"]: row for row in registry.list_models()}
+    assert rows["tiny-bundled"]["pretrained"] is False  # registered, weights not installed
+    with pytest.raises(CheckpointError, match="without weights"):
+        registry.resolve_model("tiny-bundled")
+    with pytest.raises(ValueError, match="no bundled weights"):
+        registry.create_model("tiny-bundled", pretrained=True)
+
+    torch.manual_seed(3)
+    shipped = registry.create_model("tiny-bundled", num_classes=2)
+    save_model(shipped, tmp_path / "tiny-bundled")
+    rows = {row["name"]: row for row in registry.list_models()}
+    assert rows["tiny-bundled"]["pretrained"] is True and rows["tiny-test-4"]["pretrained"] is False
+    assert registry.model_folder("tiny-bundled") == tmp_path / "tiny-bundled"
+    loaded = registry.resolve_model("tiny-bundled")
+    assert torch.equal(loaded.body.weight, shipped.body.weight) and loaded.num_classes == 2
+    fresh_head = registry.create_model("tiny-bundled", pretrained=True, num_classes=5)
+    assert torch.equal(fresh_head.body.weight, shipped.body.weight)
+    assert fresh_head.num_classes == 5
+    untrained = registry.resolve_model("tiny-bundled", weights=False)
+    assert not torch.equal(untrained.body.weight, shipped.body.weight)
+    table = CliRunner().invoke(app, ["models", "list"])
+    presets = table.output.split("checkpoint formats")[0].splitlines()
+    marked = [line.split()[0] for line in presets if "pretrained" in line]
+    assert marked == ["tiny-bundled"]

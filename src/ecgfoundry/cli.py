@@ -189,8 +189,9 @@ def data_download(
 
 @models_app.command("list")
 def models_list(as_json: JsonFlag = False) -> None:
-    """Every architecture preset with its parameter count and input spec (the table also lists
-    the checkpoint formats `ecgfoundry convert` reads)."""
+    """Every architecture preset with its parameter count and input spec; `pretrained` marks
+    the models whose weights ship in the package (the table also lists the checkpoint formats
+    `ecgfoundry convert` reads)."""
     from ecgfoundry.models.registry import list_converters, list_models
 
     rows = list_models()
@@ -202,7 +203,7 @@ def models_list(as_json: JsonFlag = False) -> None:
         typer.echo(
             f"{row['name']:<22} {row['family']:<11} {row['parameters'] / 1e6:8.2f} M  "
             f"{spec['fs']:g} Hz x {spec['seconds']:g} s x {len(spec['leads'])} leads  "
-            f"{row['description']}"
+            f"{'pretrained  ' if row['pretrained'] else ''}{row['description']}"
         )
     typer.echo("\ncheckpoint formats (ecgfoundry convert FAMILY CHECKPOINT --out DIR):")
     for row in list_converters():

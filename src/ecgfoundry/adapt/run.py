@@ -32,7 +32,7 @@ from ecgfoundry.engine import distributed as dist
 from ecgfoundry.evaluate.metrics import evaluate, tune_thresholds
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import model_description, model_fingerprint, save_model
-from ecgfoundry.models.registry import resolve_model
+from ecgfoundry.models.registry import model_folder, resolve_model
 from ecgfoundry.pretrain.leakage import (
     LeakageError,
     check_leakage,
@@ -161,10 +161,10 @@ def finetune(
         raise RunConfigError(f"--fraction: {error}") from error
     torch.manual_seed(seed)
     network = build_model(model, recipe.init)
-    common = {"format": RUN_FORMAT, "model": model_description(model),
-              "model_weights": model_fingerprint(model)}  # fmt: skip
     pretrained = recipe.init == "pretrained" and not isinstance(model, ECGModel)
-    backbone = Path(str(model)) if pretrained and Path(str(model)).is_dir() else None
+    backbone = model_folder(model) if pretrained else None  # a folder, or bundled weights
+    common = {"format": RUN_FORMAT, "model": model_description(model),
+              "model_weights": model_fingerprint(backbone or model)}  # fmt: skip
     manifest = read_manifest(backbone) if backbone is not None else None
     if manifest is not None:  # only then: run folders of models without one still resume
         common["backbone_manifest"] = manifest["hash"]

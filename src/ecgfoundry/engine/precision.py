@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 Precision = Literal["auto", "fp32", "bf16"]
+
+
+# The instruction sets that decide what runs fast (bf16 pays only with avx512_bf16 or AMX).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS` this CPU has (Linux; empty elsewhere)."""
+    flags = set(_cpuinfo().split())
+    return [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def describe_hardware(device: torch.device | None = None) -> dict[str, object]:
+    """What a measurement ran on: CPU model, cores, torch threads, CPU flags, torch version
+    and the accelerator (if ``device`` is one)."""
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+             if line.startswith("model name")]  # fmt: skip
+    out: dict[str, object] = {"cpu": names[0] if names else platform.processor() or "unknown",
+                              "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                              "cpu_flags": cpu_flags(), "torch": torch.__version__}  # fmt: skip
+    if device is not None and device.type == "cuda":
+        out["accelerator"] = torch.cuda.get_device_name(device)
+    return out
 
 
 def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
@@ -19,8 +51,5 @@ def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | 
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return torch.bfloat16 if (" avx512_bf16" in flags or " amx_bf16" in flags) else None
+    flags = cpu_flags()
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None

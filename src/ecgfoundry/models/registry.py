@@ -5,7 +5,10 @@ class, config overrides), its published-checkpoint converters with :func:`regist
 and any foreign folder layout ``load_model`` should convert on load with
 :func:`register_folder_format`. This module knows no family by name.
 ``create_model(name, num_classes=..., drop_path_rate=..., **overrides)`` builds one;
-``load_model(path)`` reads the project's model folder (or a Hub repository).
+``load_model(path)`` reads the project's model folder (or a Hub repository). A preset
+registered with ``bundled=True`` has pretrained weights inside the package
+(``ecgfoundry/weights/NAME/``): ``resolve_model(NAME)`` and ``create_model(NAME,
+pretrained=True)`` load them offline.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ecgfoundry.models.io import (
 )
 
 HUB_PREFIX = "hf-hub:"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"  # ecgfoundry/weights/
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,13 @@ class ModelEntry:
     preset: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     weights: str | None = None  # where published weights come from (for people, not fetched)
+    bundled: bool = False  # pretrained weights ship in the package: BUNDLED_DIR / name
+
+    @property
+    def folder(self) -> Path | None:
+        """The bundled model folder, when its weights are installed."""
+        folder = BUNDLED_DIR / self.name
+        return folder if self.bundled and (folder / "model.safetensors").is_file() else None
 
 
 @dataclass(frozen=True)
@@ -62,13 +73,15 @@ def register_model(
     *,
     description: str = "",
     weights: str | None = None,
+    bundled: bool = False,
     **preset: Any,
 ) -> None:
-    """Register a preset (``name`` must be new; ``preset`` are config field values)."""
+    """Register a preset (``name`` must be new; ``preset`` are config field values).
+    ``bundled``: its pretrained weights are the model folder ``BUNDLED_DIR / name``."""
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
     _FAMILIES.setdefault(model_class.family, model_class)
-    _MODELS[name] = ModelEntry(name, model_class, dict(preset), description, weights)
+    _MODELS[name] = ModelEntry(name, model_class, dict(preset), description, weights, bundled)
 
 
 def register_converter(
@@ -144,14 +157,18 @@ def create_model(
     """Build a registered model.
 
     ``pretrained``: a model folder (or ``hf-hub:org/repo``) whose weights to load into this
-    architecture. ``num_classes`` None keeps the preset's head; 0 removes it; another number
-    puts a fresh head on a pretrained body. ``overrides`` set any config field.
+    architecture; True: the preset's bundled weights. ``num_classes`` None keeps the preset's
+    head; 0 removes it; another number puts a fresh head on a pretrained body. ``overrides``
+    set any config field.
     """
     config = build_config(name, **overrides)
     model = model_entry(name).model_class(config)
     if pretrained:
         if pretrained is True:
-            raise ValueError(f"{name}: pass a model folder or hf-hub:ORG/REPO as pretrained")
+            pretrained = model_entry(name).folder
+            if pretrained is None:
+                raise ValueError(f"{name}: no bundled weights; pass a model folder or "
+                                 "hf-hub:ORG/REPO as pretrained")  # fmt: skip
         source = load_model(pretrained)
         load_state_dict_strict(model, _without_head(source.state_dict(), model), pretrained)
     if num_classes is not None:
@@ -194,15 +211,25 @@ def load_model(path: str | Path) -> ECGModel:
     return model.eval()
 
 
-def resolve_model(name_or_path: str | Path, *, weights: bool = True) -> ECGModel:
-    """A model folder, ``hf-hub:ORG/REPO``, or a registry preset.
+def model_folder(name_or_path: str | Path) -> Path | None:
+    """The model folder a name stands for: an existing folder, or a preset's bundled weights."""
+    text = str(name_or_path)
+    if Path(text).is_dir():
+        return Path(text)
+    return _MODELS[text].folder if text in _MODELS else None
 
-    ``weights=False`` gives the same architecture freshly initialised (seed first). A preset
-    has no weights, so asking for them raises a CheckpointError that says so.
+
+def resolve_model(name_or_path: str | Path, *, weights: bool = True) -> ECGModel:
+    """A model folder, ``hf-hub:ORG/REPO``, or a registry preset (with its bundled weights,
+    if it has them).
+
+    ``weights=False`` gives the same architecture freshly initialised (seed first). Asking for
+    the weights of a preset without bundled ones raises a CheckpointError that says so.
     """
     text = str(name_or_path)
-    if Path(text).exists() or text.startswith(HUB_PREFIX):
-        model = load_model(text)
+    folder = model_folder(text)
+    if folder is not None or Path(text).exists() or text.startswith(HUB_PREFIX):
+        model = load_model(folder or text)
         if weights:
             return model
         return type(model)(type(model).config_class.from_dict(model.config.to_dict()))
@@ -241,6 +268,7 @@ def list_models() -> list[dict[str, Any]]:
                 "spec": model.config.spec,
                 "description": entry.description,
                 "weights": entry.weights,
+                "pretrained": entry.folder is not None,
             }
         )
     return rows
@@ -259,6 +287,7 @@ __all__ = [
     "list_models",
     "load_model",
     "model_entry",
+    "model_folder",
     "model_names",
     "register_converter",
     "register_folder_format",

@@ -1,12 +1,15 @@
 """``pretrain_cpc``: one CPC pretraining run to RUN_DIR/{config.json, log.jsonl, checkpoint/,
 model/}. Running the same call again resumes it; a folder made with another configuration is
-refused, never silently reused."""
+refused, never silently reused. ``model/`` holds the weights, ``manifest.json`` (the records)
+and ``pretraining.json`` (the run's settings, length, time, hardware and last metrics: what a
+model card reports)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +17,12 @@ from typing import Any
 
 import torch
 
+from ecgfoundry import __version__
 from ecgfoundry.adapt.data import Split
-from ecgfoundry.atomic import json_default
+from ecgfoundry.atomic import atomic_write_text, json_default
 from ecgfoundry.engine import Engine, EpochLog, JsonlLog, Progress, autocast_dtype, claim_run_dir
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.engine.precision import Precision
+from ecgfoundry.engine.precision import Precision, describe_hardware
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import model_description, model_fingerprint, save_model
 from ecgfoundry.models.s4 import S4Model
@@ -26,6 +30,7 @@ from ecgfoundry.pretrain.cpc import Autocast, CPCConfig, CPCObjective
 from ecgfoundry.pretrain.leakage import write_manifest
 
 RUN_FORMAT = 1
+PRETRAINING_FILE = "pretraining.json"
 
 
 def split_fingerprint(split: Split) -> dict[str, Any]:
@@ -87,9 +92,32 @@ def run_pretraining(
             save_extra(objective, out / "model")
         if options.records is not None:
             write_manifest(out / "model", options.records)
+        write_run_summary(out / "model", run_config, progress, device)
     dist.barrier()
     dist.cleanup()
     return progress
+
+
+def write_run_summary(folder: Path, run_config: dict[str, Any], progress: Progress,
+                      device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """Write ``folder/pretraining.json``: the run's settings, epochs, optimiser steps, training
+    time (the sum of the epochs' times over every process that ran them), mean samples/s, the
+    last epoch's metrics, and the hardware and versions of the process that finished it."""
+    history = progress.history
+    last = {k: v for k, v in (history[-1] if history else {}).items()
+            if k not in ("stage", "name", "epoch", "best", "lr")}  # fmt: skip
+    summary = {
+        "settings": {k: v for k, v in run_config.items() if k not in ("format", "model")},
+        "epochs": len(history), "optimizer_steps": history[-1]["step"] if history else 0,
+        "train_hours": round(sum(h.get("seconds", 0.0) for h in history) / 3600, 3),
+        "samples_per_s": round(sum(h.get("samples_per_s", 0.0) for h in history)
+                               / max(len(history), 1), 1),
+        "last_epoch": last, "hardware": describe_hardware(device), "ecgfoundry": __version__,
+        "finished": time.strftime("%Y-%m-%d", time.gmtime()),
+    }  # fmt: skip
+    atomic_write_text(folder / PRETRAINING_FILE,
+                      json.dumps(summary, indent=1, default=json_default))  # fmt: skip
+    return summary
 
 
 def pretrain_cpc(

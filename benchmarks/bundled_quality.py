@@ -1,0 +1,162 @@
+"""The bundled model's quality targets (issue 15, point 7), from results the grids keep; runs
+nothing.
+
+On PTB-XL fold 9 (superdiagnostic and rhythm; seeds 0-2), macro AUROC and AUPRC:
+
+1. ``ecgfoundry-cpc`` post-trained on 100 % of folds 1-8 against the best task-specific model
+   (``ptbxl_table.py``'s resnet1d-wang / xresnet1d101 / inception1d, same harness) at 100 %:
+   target difference >= 0;
+2. the same at 10 % (``ptbxl_table.py --fraction 0.1 --seeds 0,1,2``; inception1d is not run
+   at 10 %): target difference >= +0.01;
+3. post-train at 10 % against the same architecture from scratch at 10 %: target > 0.
+
+"Best" is the task-specific model with the highest mean fold-9 macro AUROC over its seeds, so
+the comparison is chosen in the baseline's favour. Differences are of seed means, with a
+paired bootstrap 95 % CI (both sides rescored on the same 1000 resamples of fold-9 records,
+from the kept probabilities); a target counts as met on the point estimate, and the CI says
+how sure that is.
+
+    python benchmarks/bundled_quality.py [--markdown] [--json FILE]
+        [--post-training benchmarks/results/post_training_ecgfoundry_cpc.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ptbxl_table
+from post_training import is_current, read_rows
+from summarise_post_training import paired
+
+from ecgfoundry.adapt import recipe_for
+from ecgfoundry.models.io import model_fingerprint
+from ecgfoundry.models.registry import model_folder
+
+BUNDLED = "ecgfoundry-cpc"
+TASKS = ("superdiagnostic", "rhythm")
+SEEDS = (0, 1, 2)
+# (name, our variant, our fraction, their source, their fraction, target difference, strict)
+TARGETS = (
+    ("reaches the best task-specific model at 100 %", "post-train", 1.0, "task-specific", 1.0,
+     0.0, False),
+    ("beats the best task-specific model at 10 % by >= 0.01", "post-train", 0.1,
+     "task-specific", 0.1, 0.01, False),
+    ("beats its architecture from scratch at 10 %", "post-train", 0.1, "scratch", 0.1, 0.0, True),
+)  # fmt: skip
+BySeed = dict[int, dict[str, Any]]
+
+
+def bundled_rows(path: Path, weights: str) -> dict[tuple[str, str, float], BySeed]:
+    """Current post-training rows of the bundled backbone by (task, variant, fraction)."""
+    groups: dict[tuple[str, str, float], BySeed] = defaultdict(dict)
+    for row in read_rows(path):
+        if is_current(row) and row.get("backbone_weights") == weights and "val" in row["metrics"]:
+            groups[(row["task"], row["variant"], row["fraction"])][row["seed"]] = row
+    return groups
+
+
+def table_rows(path: Path) -> dict[tuple[str, str, float], BySeed]:
+    """Task-specific rows of the present ``supervised`` recipe by (task, model, fraction)."""
+    setup = ptbxl_table.setup_id(recipe_for("supervised").to_dict())
+    groups: dict[tuple[str, str, float], BySeed] = defaultdict(dict)
+    for row in read_rows(path):
+        if row["setup"] == setup and "val" in row["metrics"]:
+            groups[(row["task"], row["model"], row.get("fraction", 1.0))][row["seed"]] = row
+    return groups
+
+
+def mean_auroc(by_seed: BySeed) -> float:
+    return float(np.mean([r["metrics"]["val"]["macro_auroc"] for r in by_seed.values()]))
+
+
+def side(name: str, by_seed: BySeed) -> dict[str, Any]:
+    seeds = sorted(by_seed)
+    return {"name": name, "seeds": seeds,
+            **{m: float(np.mean([by_seed[s]["metrics"]["val"][m] for s in seeds]))
+               for m in ("macro_auroc", "macro_auprc")}}  # fmt: skip
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    weights = model_fingerprint(model_folder(BUNDLED) or BUNDLED)
+    ours_rows = bundled_rows(args.post_training, weights)
+    table = table_rows(args.table)
+    out: list[dict[str, Any]] = []
+    for task in TASKS:
+        for name, variant, fraction, source, their_fraction, target, strict in TARGETS:
+            ours = {s: r for s, r in ours_rows.get((task, variant, fraction), {}).items()
+                    if s in SEEDS}  # fmt: skip
+            if source == "scratch":
+                against = f"{BUNDLED} scratch"
+                theirs = ours_rows.get((task, "scratch", their_fraction), {})
+                folder = args.post_training_predictions
+            else:
+                candidates = {m: rows for (t, m, f), rows in table.items()
+                              if t == task and f == their_fraction}  # fmt: skip
+                best = max(candidates, key=lambda m: mean_auroc(candidates[m]), default=None)
+                against, theirs = best or "task-specific (none run yet)", candidates.get(best, {})
+                folder = args.table_predictions
+            theirs = {s: r for s, r in theirs.items() if s in SEEDS}
+            entry: dict[str, Any] = {"target": name, "task": task, "fraction": fraction,
+                                     "against": against, "their_fraction": their_fraction,
+                                     "ours": side(BUNDLED, ours) if ours else None,
+                                     "theirs": side(against, theirs) if theirs else None,
+                                     "difference": None, "met": None}  # fmt: skip
+            report = paired(ours, theirs, args.post_training_predictions, "val",
+                            args.resamples, folder) if ours and theirs else None  # fmt: skip
+            if report is not None:
+                auroc = report["macro_auroc"]
+                entry["difference"] = {"value": auroc["difference"], "ci": auroc["ci"],
+                                       "seeds": report["seeds"],
+                                       "auprc": report["macro_auprc"]["difference"],
+                                       "auprc_ci": report["macro_auprc"]["ci"]}  # fmt: skip
+                value = auroc["difference"]
+                entry["met"] = bool(value > target if strict else value >= target)
+            out.append(entry)
+    return {"backbone": BUNDLED, "backbone_weights": weights, "split": "val (fold 9)",
+            "comparisons": out}  # fmt: skip
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = ["| task | target | ours (seeds) | against (seeds) | difference [95 % CI] | met |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for e in summary["comparisons"]:
+        ours = f"{e['ours']['macro_auroc']:.3f} ({len(e['ours']['seeds'])})" if e["ours"] else "-"
+        theirs = (f"{e['against']} {e['theirs']['macro_auroc']:.3f} ({len(e['theirs']['seeds'])})"
+                  if e["theirs"] else e["against"])  # fmt: skip
+        if e["difference"]:
+            d = e["difference"]
+            diff = f"{d['value']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+        else:
+            diff = "not yet"
+        met = {True: "yes", False: "**no**", None: "-"}[e["met"]]
+        lines.append(f"| {e['task']} | {e['target']} | {ours} | {theirs} | {diff} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    results = Path("benchmarks/results")
+    parser.add_argument("--post-training", type=Path,
+                        default=results / "post_training_ecgfoundry_cpc.jsonl")  # fmt: skip
+    parser.add_argument("--post-training-predictions", type=Path,
+                        default=results / "post_training_ecgfoundry_cpc_predictions")  # fmt: skip
+    parser.add_argument("--table", type=Path, default=results / "ptbxl_table.jsonl")
+    parser.add_argument("--table-predictions", type=Path,
+                        default=results / "ptbxl_table_predictions")  # fmt: skip
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    summary = compare(args)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    print(markdown(summary) if args.markdown else json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
