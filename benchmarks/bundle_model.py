@@ -70,7 +70,7 @@ def model_card(name: str, folder: Path, quality: dict[str, Any] | None) -> str:
     hardware, spec = run["hardware"], config.spec
     samples = round(spec["fs"] * spec["seconds"])
     tokens_per_s = config.tokens(samples) / spec["seconds"]
-    corpus = ", ".join(f"{n} {k}" for k, n in manifest["datasets"].items())
+    corpus = ", ".join(f"{k}: {n:,}" for k, n in manifest["datasets"].items())
     megabytes = (folder / "model.safetensors").stat().st_size / 1e6
     return f"""# {name}: ecgfoundry's own ECG foundation model
 
@@ -78,45 +78,47 @@ def model_card(name: str, folder: Path, quality: dict[str, Any] | None) -> str:
 
 ```python
 from ecgfoundry.models import create_model, resolve_model
-backbone = resolve_model("{name}")                      # the pretrained model
-model = create_model("{name}", pretrained=True, num_classes=5)  # with a fresh head
+backbone = resolve_model("{name}")                                # the pretrained model
+model = create_model("{name}", pretrained=True, num_classes=5)    # with a fresh head
 ```
 
-`ecgfoundry finetune {name} --strategy post-train ...`, `ecgfoundry embed {name} ...`.
+or `ecgfoundry finetune {name} ...`, `ecgfoundry embed {name} ...`, `ecgfoundry predict`.
 
 ## Model
-- Family `s4` (ECG-CPC's architecture; AI4HealthUOL, arXiv 2509.25095): a convolutional
-  encoder ({len(config.encoder_features)} layers, {config.encoder_features[0]} channels, kernels
-  {config.encoder_kernel_sizes}, strides {config.encoder_strides}) and {config.n_layers} causal
-  S4 layers ({config.d_model} wide, state {config.d_state}, dropout {config.dropout}), mean
-  pooling; the CPC prediction head is kept (`ssl_head`), so pretraining can continue from it.
+- Family `s4`, ECG-CPC's architecture (AI4HealthUOL; arXiv 2509.25095): a convolutional \
+encoder of {len(config.encoder_features)} layers ({config.encoder_features[0]} channels, \
+kernels {config.encoder_kernel_sizes}, strides {config.encoder_strides}), then \
+{config.n_layers} causal S4 layers ({config.d_model} wide, state size {config.d_state}, \
+dropout {config.dropout}), mean pooling. The CPC prediction head is kept (`ssl_head`), so \
+pretraining can continue from it.
 - {count_parameters(model):,} parameters ({megabytes:.1f} MB of float32 weights).
-- Input: {len(spec["leads"])} leads ({", ".join(spec["leads"])}), {spec["fs"]:g} Hz,
-  {spec["seconds"]:g} s, in millivolts without normalisation (as ECG-CPC); ecgfoundry's
-  preprocessing resamples, selects leads and cuts windows for you. {tokens_per_s:g} steps of
-  features per second (`forward_sequence`).
+- Input: {len(spec["leads"])} leads ({", ".join(spec["leads"])}), {spec["fs"]:g} Hz, \
+{spec["seconds"]:g} s, in millivolts without normalisation (as ECG-CPC); ecgfoundry's \
+preprocessing resamples, selects leads and cuts windows for you. {tokens_per_s:g} feature \
+steps per second (`forward_sequence`).
 
 ## Pretraining
-- Objective: contrastive predictive coding (`cpc`): the causal context predicts the encoder's
-  output {cpc["steps_ahead"]} steps ({cpc["steps_ahead"] * 1000 / tokens_per_s:.0f} ms) ahead
-  against {cpc["negatives"]} negatives from the same record; AdamW (weight decay
-  {cpc["weight_decay"]}), constant learning rate {cpc["lr"]:g} for every part
-  (`lr_factor` {cpc["lr_factor"]:g}), batch {cpc["batch_size"]}, random 10-s crops.
-  Settings: `benchmarks/configs/{name}.yaml` (ECG-CPC's published ones except the horizon,
-  kept at ECG-CPC's 117 ms, and the learning-rate factor, chosen in a one-epoch pilot on the
-  pretraining corpus' own held-out patients).
-- Corpus: {manifest["count"]:,} records ({corpus}): PTB-XL 1.0.3 folds 1-8 at 100 Hz, less
-  the 10 records whose labels changed between releases, which the development copy omits
-  (`manifest.json`, hash `{manifest["hash"]}`); {settings["val"]["records"]} records of 5 % of
-  the patients validated the objective and {settings["train"]["records"]:,} trained it.
-  **PTB-XL folds 9 and 10 were never used**: fine-tuning or evaluating this model on any
-  record of its manifest is refused unless explicitly allowed.
-- Length: {run["epochs"]} epochs, {run["optimizer_steps"]:,} optimiser steps,
-  {run["train_hours"]:.2f} hours of training at {run["samples_per_s"]:g} samples/s, precision
-  {settings["precision"].replace("torch.", "")}, on {hardware["cpu"]} ({hardware["torch_threads"]}
-  torch thread(s), flags {", ".join(hardware["cpu_flags"])}), torch {hardware["torch"]}.
-- Last epoch: CPC validation loss {run["last_epoch"]["val_loss"]:.3f}, accuracy
-  {run["last_epoch"]["val_accuracy"]:.3f} (the true future among {cpc["negatives"] + 1}).
+- Objective: contrastive predictive coding (`cpc`). The causal context predicts the \
+encoder's output {cpc["steps_ahead"]} steps ({cpc["steps_ahead"] * 1000 / tokens_per_s:.0f} \
+ms) ahead against {cpc["negatives"]} negatives from the same record. AdamW (weight decay \
+{cpc["weight_decay"]:g}), constant learning rate {cpc["lr"]:g} for every part (`lr_factor` \
+{cpc["lr_factor"]:g}), batch {cpc["batch_size"]}, random 10-s crops. Settings: \
+`benchmarks/configs/{name}.yaml`: ECG-CPC's published ones except the horizon (kept at \
+ECG-CPC's 117 ms) and the learning-rate factor (chosen in a one-epoch pilot on the \
+pretraining corpus' own held-out patients).
+- Corpus: {manifest["count"]:,} records ({corpus}): PTB-XL 1.0.3 folds 1-8 at 100 Hz, less \
+the 10 records whose labels changed between releases, which the development copy omits \
+(`manifest.json`, hash `{manifest["hash"]}`). {settings["val"]["records"]:,} records of 5 % \
+of the patients validated the objective and {settings["train"]["records"]:,} trained it. \
+**PTB-XL folds 9 and 10 were never used**: fine-tuning or evaluating this model on any \
+record of its manifest is refused unless explicitly allowed.
+- Length: {run["epochs"]} epochs, {run["optimizer_steps"]:,} optimiser steps, \
+{run["train_hours"]:.2f} hours of training at {run["samples_per_s"]:g} samples/s, \
+{settings["precision"].replace("torch.", "")}, on CPU {hardware["cpu"]} \
+({hardware["torch_threads"]} torch thread(s); flags {", ".join(hardware["cpu_flags"])}), \
+torch {hardware["torch"]}.
+- Last epoch: CPC validation loss {run["last_epoch"]["val_loss"]:.3f}, accuracy \
+{run["last_epoch"]["val_accuracy"]:.3f} (the true future among {cpc["negatives"] + 1}).
 
 Reproduce on a CPU (resumable: stop and rerun the same command any number of times):
 
@@ -126,14 +128,14 @@ Reproduce on a CPU (resumable: stop and rerun the same command any number of tim
 {quality_section(quality)}
 
 ## Data licence and citation
-Trained on PTB-XL (Wagner et al., Scientific Data 2020; PhysioNet, Goldberger et al. 2000),
-licensed CC BY 4.0: cite both when you use this model. The weights are distributed with
+Trained on PTB-XL (Wagner et al., Scientific Data 2020; PhysioNet, Goldberger et al. 2000), \
+licensed CC BY 4.0: cite both when you use this model. The weights are distributed with \
 ecgfoundry under Apache-2.0.
 
 ## Intended use and limits
-Research on ECG representation learning and label-efficient adaptation. Not a medical device
-and not validated for clinical decisions. Its corpus is one German dataset of 10-s resting
-12-lead ECGs (PTB-XL, 1989-1996, Schiller devices): expect weaker transfer to other
+Research on ECG representation learning and label-efficient adaptation. Not a medical \
+device and not validated for clinical decisions. Its corpus is one German dataset of 10-s \
+resting 12-lead ECGs (PTB-XL, 1989-1996, Schiller devices): expect weaker transfer to other \
 populations, devices, ambulatory or single-lead recordings; measure it on your own data.
 """
 

@@ -32,10 +32,13 @@ from ecgfoundry.pretrain import CPCConfig, CPCObjective, W2VCMSCRLMObjective, W2
 CASES = {
     "cpc/s4-small": ("cpc", "s4-small", 32),
     "cpc/ecg-cpc": ("cpc", "ecg-cpc", 8),
+    "cpc/ecgfoundry-cpc": ("cpc", "ecgfoundry-cpc", 32),
     "w2v-cmsc-rlm/ecgfm-tiny": ("w2v-cmsc-rlm", "ecgfm-tiny", 16),
     "w2v-cmsc-rlm/ecgfm-small": ("w2v-cmsc-rlm", "ecgfm-small", 8),
     "supervised/resnet1d-wang": ("supervised", "resnet1d-wang", 128),
     "supervised/net1d-small": ("supervised", "net1d-small", 64),
+    "supervised/s4-small": ("supervised", "s4-small", 64),
+    "supervised/ecgfoundry-cpc": ("supervised", "ecgfoundry-cpc", 64),
 }
 
 

@@ -376,7 +376,7 @@ def finetune(
 @app.command()
 def pretrain(
     model: ModelArgument,
-    objective: Annotated[str, typer.Option(help="cpc or supervised.")],
+    objective: Annotated[str, typer.Option(help="cpc, w2v-cmsc-rlm or supervised.")],
     data: Annotated[
         list[str],
         typer.Option(help="KIND=PATH, repeatable: ptbxl, cinc, mitdb, vfdb, wfdb or folder."),
@@ -392,7 +392,8 @@ def pretrain(
     loader_workers: LoaderWorkersOption = 0,
     checkpoint_minutes: CheckpointMinutesOption = None,
 ) -> None:
-    """Pretrain MODEL (a registry name starts from random weights; a folder continues);
+    """Pretrain MODEL (a registry name, even a bundled model's, starts from random weights; a
+    model folder continues from its weights);
     writes OUT/model/ with its manifest.json. Run it again to resume (at the last step
     checkpoint). Several processes: `torchrun --nproc_per_node N -m ecgfoundry pretrain ...`."""
     from ecgfoundry.pretrain import pretrain as run

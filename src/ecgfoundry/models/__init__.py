@@ -18,6 +18,7 @@ from ecgfoundry.models.registry import (
     load_model,
     model_names,
     register_model,
+    resolve_model,
 )
 
 _NOT_FAMILIES = {"base", "io", "registry"}
@@ -37,5 +38,6 @@ __all__ = [
     "load_model",
     "model_names",
     "register_model",
+    "resolve_model",
     "save_model",
 ]
