@@ -1,5 +1,7 @@
-"""Representation analysis: what embeddings hold (numbers beside the maps)."""
+"""Representation analysis: what embeddings hold (numbers beside the maps) and what
+predictions rest on (SHAP values over leads x time segments, with sanity checks)."""
 
+from ecgfoundry.analysis.attribution import Attribution, explain, sanity_checks
 from ecgfoundry.analysis.representation import (
     dataset_separability,
     effective_rank,
@@ -11,11 +13,14 @@ from ecgfoundry.analysis.representation import (
 )
 
 __all__ = [
+    "Attribution",
     "dataset_separability",
     "effective_rank",
+    "explain",
     "knn_auroc",
     "linear_cka",
     "linear_probe_auroc",
+    "sanity_checks",
     "silhouette",
     "trustworthiness",
 ]
