@@ -35,6 +35,10 @@ data_app = typer.Typer(no_args_is_help=True, help="Read, summarise, cache and do
 app.add_typer(data_app, name="data")
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 app.add_typer(models_app, name="models")
+benchmark_app = typer.Typer(
+    no_args_is_help=True, help="Benchmark models: grids of tasks, modes, fractions, seeds."
+)
+app.add_typer(benchmark_app, name="benchmark")
 
 
 def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
@@ -101,6 +105,9 @@ def demo(as_json: JsonFlag = False) -> None:
 
 RootOption = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
 CacheDirOption = Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")]
+AllowOverlapOption = Annotated[
+    bool, typer.Option(help="Run although evaluation records are in the model's manifest.")
+]
 WorkersOption = Annotated[int, typer.Option(help="Processes building the cache.")]
 LoaderWorkersOption = Annotated[
     int, typer.Option(help="Background processes feeding batches (DataLoader workers).")
@@ -348,10 +355,7 @@ def finetune(
     workers: WorkersOption = 1,
     loader_workers: LoaderWorkersOption = 0,
     checkpoint_minutes: CheckpointMinutesOption = None,
-    allow_overlap: Annotated[
-        bool,
-        typer.Option(help="Run although evaluation records are in the model's manifest."),
-    ] = False,
+    allow_overlap: AllowOverlapOption = False,
 ) -> None:
     """Adapt MODEL to a task; writes OUT/metrics.json, OUT/model/, OUT/log.jsonl.
 
@@ -404,6 +408,39 @@ def pretrain(
         loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
     )  # fmt: skip
     _print_json(summary)
+
+
+@benchmark_app.command("run")
+def benchmark_run(
+    config: Annotated[Path, typer.Argument(help="The benchmark's YAML configuration.")],
+    out: Annotated[Path, typer.Option("--out", help="Benchmark folder (resumed if it exists).")],
+    backend: Annotated[str, typer.Option(help="local (this process) or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="ray: a running cluster's address (default: start one).")
+    ] = None,
+    max_cells: Annotated[int | None, typer.Option(help="Stop after this many cells.")] = None,
+    cache_dir: CacheDirOption = None,
+    workers: WorkersOption = 1,
+    allow_overlap: AllowOverlapOption = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a benchmark's cells (models x tasks x modes x label fractions x seeds) into OUT;
+    writes OUT/results.parquet and .csv and one folder per cell. Rerun to resume."""
+    from ecgfoundry.benchmark import run_benchmark, summary
+
+    table = run_benchmark(config, out, backend=backend, address=address, max_cells=max_cells,
+                          cache_dir=cache_dir, workers=workers, allow_overlap=allow_overlap,
+                          progress=not as_json)  # fmt: skip
+    rows = summary(table)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        sd = f" ± {row['macro_auroc_sd']:.3f}" if row["macro_auroc_sd"] is not None else ""
+        typer.echo(f"{row['model']:<24} {row['data']}:{row['task']:<18} {row['mode']:<14} "
+                   f"{row['fraction']:>5.0%}  AUROC {row['macro_auroc']:.3f}{sd} "
+                   f"(seeds {row['seeds']})")  # fmt: skip
+    typer.echo(f"results: {Path(out) / 'results.parquet'}")
 
 
 def main() -> None:

@@ -1,0 +1,209 @@
+"""A benchmark's configuration: which models, on which tasks, adapted how, with how many labels
+and seeds. Read from YAML (or a dict) and checked before anything runs; every problem names
+the field.
+
+.. code-block:: yaml
+
+    data:                       # named sources: ptbxl (root), cinc (root), table (a CSV)
+      ptbxl: {kind: ptbxl, root: data/ptbxl}
+      georgia: {kind: cinc, root: data/georgia}
+    models:                     # model -> its modes (adaptation strategies)
+      ecgfoundry-cpc: [linear-probe, post-train]
+      resnet1d-wang: [supervised]
+    tasks: [ptbxl:superdiagnostic, ptbxl:rhythm, "georgia:164889003,426783006"]
+    fractions: [0.1, 1.0]       # of the training split (nested, as finetune --fraction)
+    seeds: [0, 1, 2]
+    recipes:                    # optional overrides of a mode's recipe (ecgfoundry.adapt)
+      post-train: {stages.1.lr: 1.0e-4}
+    epochs: null                # optional: cap every mode's main stage (quick looks)
+
+``models`` may also be a list with a top-level ``modes`` list applied to each. A task is
+``DATA:TASK``: a PTB-XL task name, comma-separated SNOMED-CT codes (or ``all``) for a CinC
+folder, label columns (or ``all``) for a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ecgfoundry.adapt.recipe import STRATEGIES, recipe_for
+from ecgfoundry.data.ptbxl import TASKS as PTBXL_TASKS
+from ecgfoundry.errors import UsageError
+from ecgfoundry.models.registry import HUB_PREFIX, model_entry, model_folder, model_names
+
+KINDS = ("ptbxl", "cinc", "table")
+UNTRAINED_MODES = ("scratch", "supervised")  # the rest start from the model's weights
+FIELDS = ("data", "models", "modes", "tasks", "fractions", "seeds", "recipes", "epochs")
+
+
+class BenchmarkConfigError(UsageError):
+    """A benchmark configuration that cannot run: the message names the field and value."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    name: str
+    kind: str
+    root: str  # a folder (ptbxl, cinc) or a CSV file (table)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    data: DataSource
+    task: str  # PTB-XL task, SNOMED-CT codes or table columns; "all": every label
+
+    @property
+    def name(self) -> str:
+        return f"{self.data.name}:{self.task}"
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    models: dict[str, tuple[str, ...]]
+    tasks: tuple[TaskSpec, ...]
+    fractions: tuple[float, ...] = (1.0,)
+    seeds: tuple[int, ...] = (0,)
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epochs: int | None = None
+    source: str = "the configuration"
+
+    def recipe(self, mode: str) -> dict[str, Any]:
+        """The mode's recipe as it runs (defaults, overrides, epoch cap)."""
+        return recipe_for(mode, config=self.recipes.get(mode), epochs=self.epochs).to_dict()
+
+
+def _fail(source: str, message: str) -> BenchmarkConfigError:
+    return BenchmarkConfigError(f"{source}: {message}")
+
+
+def _data(source: str, raw: Any, base: Path) -> dict[str, DataSource]:
+    if not isinstance(raw, dict) or not raw:
+        raise _fail(source, "data: expected a mapping of named sources, e.g. "
+                    "{ptbxl: {kind: ptbxl, root: data/ptbxl}}")  # fmt: skip
+    out = {}
+    for name, entry in raw.items():
+        if isinstance(entry, str):  # shorthand: NAME: PATH with the name as the kind
+            entry = {"kind": name, "root": entry}
+        if not isinstance(entry, dict) or entry.get("kind") not in KINDS or "root" not in entry:
+            raise _fail(source, f"data.{name}: expected {{kind: one of {list(KINDS)}, root: "
+                        f"PATH}}, got {entry!r}")  # fmt: skip
+        root = Path(str(entry["root"])).expanduser()
+        root = root if root.is_absolute() else base / root
+        if not root.exists():
+            raise _fail(source, f"data.{name}.root: {root} does not exist")
+        out[str(name)] = DataSource(str(name), entry["kind"], str(root.resolve()))
+    return out
+
+
+def _check_model(source: str, model: str, modes: list[str]) -> None:
+    known = model in model_names()
+    if not (known or Path(model).is_dir() or model.startswith(HUB_PREFIX)):
+        known_names = ", ".join(model_names())
+        raise _fail(source, f"models: {model!r} is neither a registered model, a model "
+                    f"folder nor {HUB_PREFIX}ORG/REPO (registered: {known_names})")  # fmt: skip
+    for mode in modes:
+        if mode not in STRATEGIES:
+            raise _fail(source, f"models.{model}: unknown mode {mode!r}; modes: "
+                        f"{sorted(STRATEGIES)}")  # fmt: skip
+        weightless = known and not Path(model).is_dir() and model_folder(model) is None
+        if weightless and mode not in UNTRAINED_MODES:
+            where = model_entry(model).weights
+            raise _fail(source, f"models.{model}: mode {mode!r} starts from the model's "
+                        f"weights, and {model} is an architecture without weights (use "
+                        f"{list(UNTRAINED_MODES)}, or a model folder"
+                        + (f"; published weights: {where}" if where else "") + ")")  # fmt: skip
+
+
+def _models(source: str, raw: Any, modes: Any) -> dict[str, tuple[str, ...]]:
+    if isinstance(raw, list):
+        if not isinstance(modes, list) or not modes:
+            raise _fail(source, "models is a list, so give the modes for all of them: "
+                        "modes: [linear-probe, post-train]")  # fmt: skip
+        raw = {model: modes for model in raw}
+    if not isinstance(raw, dict) or not raw:
+        raise _fail(source, "models: expected a mapping model -> [modes] or a list with modes")
+    out = {}
+    for model, model_modes in raw.items():
+        model_modes = [model_modes] if isinstance(model_modes, str) else model_modes
+        if not isinstance(model_modes, list) or not model_modes:
+            raise _fail(source, f"models.{model}: expected a list of modes")
+        _check_model(source, str(model), [str(m) for m in model_modes])
+        out[str(model)] = tuple(dict.fromkeys(str(m) for m in model_modes))
+    return out
+
+
+def _task(source: str, raw: Any, data: dict[str, DataSource]) -> TaskSpec:
+    name, _, task = str(raw).partition(":")
+    if name not in data:
+        raise _fail(source, f"tasks: {raw!r} names data {name!r}, which is not under data "
+                    f"({sorted(data)})")  # fmt: skip
+    kind, task = data[name].kind, task or "all"
+    if kind == "ptbxl" and task not in PTBXL_TASKS:
+        raise _fail(source, f"tasks: {raw!r}: PTB-XL tasks are {list(PTBXL_TASKS)}")
+    return TaskSpec(data[name], task)
+
+
+def _numbers(source: str, name: str, raw: Any, kind: type, check: Any, hint: str) -> tuple:
+    values = raw if isinstance(raw, list) else [raw]
+    try:
+        out = tuple(kind(v) for v in values)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or not all(check(v) for v in out) or len(set(out)) != len(out):
+        raise _fail(source, f"{name}: expected distinct {hint}, got {raw!r}")
+    return out
+
+
+def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
+    """A checked :class:`BenchmarkConfig` from a YAML file or a dict (paths in a file are
+    relative to its folder)."""
+    if isinstance(config, dict):
+        raw, source, base = config, "the configuration", Path.cwd()
+    else:
+        source, base = str(config), Path(config).resolve().parent
+        try:
+            raw = yaml.safe_load(Path(config).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise _fail(source, f"not a readable YAML file ({error})") from error
+    if not isinstance(raw, dict):
+        raise _fail(source, "expected a mapping with data, models, tasks, ...")
+    if unknown := sorted(set(raw) - set(FIELDS)):
+        raise _fail(source, f"unknown field(s) {unknown}; fields: {list(FIELDS)}")
+    for needed in ("data", "models", "tasks"):
+        if needed not in raw:
+            raise _fail(source, f"missing field {needed!r}")
+    data = _data(source, raw["data"], base)
+    tasks = raw["tasks"] if isinstance(raw["tasks"], list) else [raw["tasks"]]
+    recipes = raw.get("recipes") or {}
+    if not isinstance(recipes, dict) or any(not isinstance(v, dict) for v in recipes.values()):
+        raise _fail(source, "recipes: expected mode -> {field: value}")
+    config_out = BenchmarkConfig(
+        models=_models(source, raw["models"], raw.get("modes")),
+        tasks=tuple(dict.fromkeys(_task(source, t, data) for t in tasks)),
+        fractions=_numbers(source, "fractions", raw.get("fractions", [1.0]), float,
+                           lambda f: 0 < f <= 1, "label fractions in (0, 1]"),
+        seeds=_numbers(source, "seeds", raw.get("seeds", [0]), int, lambda s: s >= 0,
+                       "seeds >= 0"),
+        recipes={str(k): dict(v) for k, v in recipes.items()},
+        epochs=raw.get("epochs"), source=source,
+    )  # fmt: skip
+    if config_out.epochs is not None and not (
+        isinstance(config_out.epochs, int) and config_out.epochs >= 1
+    ):
+        raise _fail(source, f"epochs: expected a whole number >= 1 or null, got {raw['epochs']!r}")
+    modes = {m for ms in config_out.models.values() for m in ms}
+    for mode in recipes:
+        if mode not in modes:
+            raise _fail(source, f"recipes.{mode}: no model runs mode {mode!r}")
+        try:
+            config_out.recipe(mode)
+        except ValueError as error:
+            raise _fail(source, f"recipes.{mode}: {error}") from error
+    return config_out
+
+
+__all__ = ["BenchmarkConfig", "BenchmarkConfigError", "DataSource", "TaskSpec", "load_config"]

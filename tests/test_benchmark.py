@@ -1,0 +1,116 @@
+"""`ecgfoundry benchmark run`: a configuration is checked before anything runs, its cells run
+resumably into one results table, and the Ray backend gives the local backend's results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_ptbxl import copy_records
+from typer.testing import CliRunner
+
+from ecgfoundry.benchmark import BenchmarkConfigError, cells, load_config, run_benchmark
+from ecgfoundry.cli import app
+from ecgfoundry.data import ptbxl
+
+
+@pytest.fixture(scope="module")
+def small_copy(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    table = ptbxl.load(ptbxl_root).table
+    ids = [int(i) for f in range(1, 10) for i in table.index[table.strat_fold == f][:10]]
+    dest = tmp_path_factory.mktemp("ptbxl-benchmark")
+    copy_records(ptbxl_root, dest, sorted(ids))
+    return dest
+
+
+def config(root: Path, **changes) -> dict:
+    base = {
+        "data": {"ptbxl": {"kind": "ptbxl", "root": str(root)}},
+        "models": {"ecgfoundry-cpc": ["linear-probe"], "s4-tiny": ["scratch"]},
+        "tasks": ["ptbxl:superdiagnostic"],
+        "fractions": [0.5, 1.0],
+        "seeds": [0],
+        "recipes": {"linear-probe": {"batch_size": 16}, "scratch": {"batch_size": 16}},
+        "epochs": 1,
+    }
+    return base | changes
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, r"unknown field\(s\) \['colour'\]"),
+        ({"models": {"nope-net": ["scratch"]}}, "'nope-net' is neither a registered model"),
+        ({"models": {"s4-tiny": ["probing"]}}, "unknown mode 'probing'"),
+        ({"models": {"resnet1d-wang": ["linear-probe"]}}, "architecture without weights"),
+        ({"fractions": [0.1, 1.5]}, r"fractions: expected distinct label fractions in \(0, 1\]"),
+        ({"tasks": ["georgia:all"]}, "names data 'georgia', which is not under data"),
+        ({"tasks": ["ptbxl:everything"]}, "PTB-XL tasks are"),
+        ({"recipes": {"post-train": {"batch_size": 8}}}, "no model runs mode 'post-train'"),
+        ({"recipes": {"scratch": {"batch_sise": 8}}}, "unknown recipe field 'batch_sise'"),
+        ({"data": {"ptbxl": {"kind": "ptbxl", "root": "/nowhere"}}}, "/nowhere does not exist"),
+        ({"epochs": 0}, "epochs: expected a whole number >= 1"),
+    ],
+)
+def test_a_bad_configuration_is_named_before_anything_runs(tmp_path, change, message) -> None:
+    with pytest.raises(BenchmarkConfigError, match=message):
+        load_config(config(tmp_path, **change))
+
+
+def test_cells_are_keyed_by_what_they_depend_on(tmp_path: Path) -> None:
+    grid = cells(load_config(config(tmp_path)))
+    assert [(c.model, c.mode, c.fraction) for c in grid] == [
+        ("ecgfoundry-cpc", "linear-probe", 0.5), ("s4-tiny", "scratch", 0.5),
+        ("ecgfoundry-cpc", "linear-probe", 1.0), ("s4-tiny", "scratch", 1.0),
+    ]  # fmt: skip
+    recipes = {"linear-probe": {"batch_size": 16}, "scratch": {"batch_size": 8}}
+    changed = cells(load_config(config(tmp_path, recipes=recipes)))
+    same = [a.folder(tmp_path) == b.folder(tmp_path) for a, b in zip(grid, changed, strict=True)]
+    assert same == [True, False, True, False]  # only the scratch cells depend on its recipe
+
+
+@pytest.mark.shared_data
+def test_a_grid_runs_resumes_and_tabulates(small_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    (tmp_path / "bench.yaml").write_text(json.dumps(config(small_copy)))  # JSON is YAML
+    result = CliRunner().invoke(app, ["benchmark", "run", str(tmp_path / "bench.yaml"), "--out",
+                                      str(out), "--cache-dir", str(tmp_path / "cache"),
+                                      "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out / "results.parquet")
+    assert (table["status"] == "done").all() and set(table["split"]) == {"val"}
+    assert len(table) == 4 and table["macro_auroc"].between(0, 1).all()
+    checks = dict(zip(table["model"], table["leakage_check"], strict=False))
+    assert checks == {"ecgfoundry-cpc": "clean", "s4-tiny": "no manifest"}
+    assert (table["macro_auroc_low"] <= table["macro_auroc"]).all()
+    assert pd.read_csv(out / "results.csv").shape == table.shape
+    summary = json.loads(result.stdout)
+    assert {(s["model"], s["fraction"]) for s in summary} == {
+        (m, f) for m in ("ecgfoundry-cpc", "s4-tiny") for f in (0.5, 1.0)
+    }
+    logs = {p: p.read_text() for p in out.glob("cells/*/log.jsonl")}
+    again = run_benchmark(tmp_path / "bench.yaml", out, cache_dir=tmp_path / "cache",
+                          progress=False)  # fmt: skip
+    assert {p: p.read_text() for p in out.glob("cells/*/log.jsonl")} == logs  # nothing re-ran
+    pd.testing.assert_frame_equal(again, table)
+
+
+@pytest.mark.shared_data
+def test_the_ray_backend_gives_the_local_results(small_copy: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    import ray
+
+    settings = config(small_copy, models={"s4-tiny": ["scratch"]}, fractions=[1.0], seeds=[0, 1],
+                      recipes={"scratch": {"batch_size": 16}})  # fmt: skip
+    local = run_benchmark(settings, tmp_path / "local", cache_dir=tmp_path / "cache",
+                          progress=False)  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        distributed = run_benchmark(settings, tmp_path / "ray", backend="ray",
+                                    cache_dir=tmp_path / "cache", progress=False)  # fmt: skip
+    finally:
+        ray.shutdown()
+    columns = ["cell", "seed", "macro_auroc", "macro_auprc"]
+    pd.testing.assert_frame_equal(local[columns], distributed[columns], atol=1e-6)
