@@ -4,6 +4,9 @@ resumably into one results table, and the Ray backend gives the local backend's 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +117,47 @@ def test_the_ray_backend_gives_the_local_results(small_copy: Path, tmp_path: Pat
         ray.shutdown()
     columns = ["cell", "seed", "macro_auroc", "macro_auprc"]
     pd.testing.assert_frame_equal(local[columns], distributed[columns], atol=1e-6)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.shared_data
+def test_analyses_and_the_report_render_in_a_browser(small_copy: Path, tmp_path: Path) -> None:
+    settings = config(small_copy, seeds=[0, 1], analysis={
+        "records": 80, "attribution_records": 4, "segments": 5, "steps": 2})  # fmt: skip
+    out = tmp_path / "bench"
+    run_benchmark(settings, out, cache_dir=tmp_path / "cache", progress=False)
+    representation = json.loads((out / "analysis/representation.json").read_text())
+    (entry,) = representation["models"]  # s4-tiny has no weights: not analysed
+    assert entry["model"] == "ecgfoundry-cpc" and 0 <= entry["knn_auroc"] <= 1
+    assert 1 <= entry["effective_rank"] <= entry["dimensions"]
+    attribution = json.loads((out / "analysis/attribution.json").read_text())
+    assert {(a["model"], a["mode"]) for a in attribution} == {
+        ("ecgfoundry-cpc", "linear-probe"), ("s4-tiny", "scratch")}  # fmt: skip
+    checks = attribution[0]["classes"][0]["checks"]
+    assert {"randomisation_similarity", "model_seed_agreement"} <= set(checks)
+
+    result = CliRunner().invoke(app, ["benchmark", "report", str(out)])
+    assert result.exit_code == 0, result.output
+    report = Path(result.stdout.strip())
+    page = report.read_text()
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: works offline
+    for section in ("performance", "efficiency", "representation", "attribution", "provenance"):
+        assert f'<section id="{section}">' in page
+    assert page.count("data:image/png;base64,") >= 2  # label efficiency + SHAP maps
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium to open the report in (Debian: apt-get install chromium)")
+    shown = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    sections = re.search(r'data-sections="([^"]*)"', shown.stdout)
+    assert sections is not None, shown.stdout[:500]
+    assert sections.group(1).split() == [f"{s}:visible" for s in (
+        "performance", "efficiency", "representation", "attribution", "provenance")]  # fmt: skip
+    assert "CONSOLE" not in shown.stderr and "Uncaught" not in shown.stderr

@@ -443,6 +443,20 @@ def benchmark_run(
     typer.echo(f"results: {Path(out) / 'results.parquet'}")
 
 
+@benchmark_app.command("report")
+def benchmark_report(
+    folder: Annotated[Path, typer.Argument(help="A benchmark folder (benchmark run --out).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The HTML file (default: FOLDER/report.html).")
+    ] = None,
+) -> None:
+    """Write the benchmark's self-contained HTML report (figures embedded, works offline);
+    prints its path."""
+    from ecgfoundry.benchmark.report import write_report
+
+    typer.echo(str(write_report(folder, out)))
+
+
 def main() -> None:
     """Console-script entry: clear one-line errors for bad input instead of tracebacks."""
     try:

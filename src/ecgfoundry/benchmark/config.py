@@ -16,6 +16,10 @@ the field.
     recipes:                    # optional overrides of a mode's recipe (ecgfoundry.adapt)
       post-train: {stages.1.lr: 1.0e-4}
     epochs: null                # optional: cap every mode's main stage (quick looks)
+    analysis:                   # optional (ecgfoundry.benchmark.analysis): after the cells
+      representation: true      # embeddings: numbers and UMAP maps
+      attribution: true         # SHAP maps of the adapted models, with sanity checks
+      records: 2000             # per split for the representation
 
 ``models`` may also be a list with a top-level ``modes`` list applied to each. A task is
 ``DATA:TASK``: a PTB-XL task name, comma-separated SNOMED-CT codes (or ``all``) for a CinC
@@ -24,7 +28,7 @@ folder, label columns (or ``all``) for a table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +41,25 @@ from ecgfoundry.models.registry import HUB_PREFIX, model_entry, model_folder, mo
 
 KINDS = ("ptbxl", "cinc", "table")
 UNTRAINED_MODES = ("scratch", "supervised")  # the rest start from the model's weights
-FIELDS = ("data", "models", "modes", "tasks", "fractions", "seeds", "recipes", "epochs")
+FIELDS = ("data", "models", "modes", "tasks", "fractions", "seeds", "recipes", "epochs",
+          "analysis")  # fmt: skip
 
 
 class BenchmarkConfigError(UsageError):
     """A benchmark configuration that cannot run: the message names the field and value."""
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What the analyses after the cells look at (the ``analysis:`` section)."""
+
+    representation: bool = True
+    attribution: bool = True
+    records: int = 2000  # per split, for the representation (a seeded sample)
+    attribution_records: int = 16
+    segments: int = 10
+    steps: int = 4
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,7 @@ class BenchmarkConfig:
     seeds: tuple[int, ...] = (0,)
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     epochs: int | None = None
+    analysis: AnalysisSettings | None = None
     source: str = "the configuration"
 
     def recipe(self, mode: str) -> dict[str, Any]:
@@ -158,6 +177,19 @@ def _numbers(source: str, name: str, raw: Any, kind: type, check: Any, hint: str
     return out
 
 
+def _analysis(source: str, raw: Any) -> AnalysisSettings | None:
+    if raw is None:
+        return None
+    known = {f.name for f in fields(AnalysisSettings)}
+    if not isinstance(raw, dict) or set(raw) - known:
+        raise _fail(source, f"analysis: expected a mapping of {sorted(known)}, got {raw!r}")
+    settings = AnalysisSettings(**raw)
+    counts = ("records", "attribution_records", "segments", "steps")
+    if any(not isinstance(getattr(settings, n), int) or getattr(settings, n) < 1 for n in counts):
+        raise _fail(source, f"analysis: {list(counts)} must be whole numbers >= 1")
+    return settings
+
+
 def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
     """A checked :class:`BenchmarkConfig` from a YAML file or a dict (paths in a file are
     relative to its folder)."""
@@ -189,7 +221,7 @@ def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
         seeds=_numbers(source, "seeds", raw.get("seeds", [0]), int, lambda s: s >= 0,
                        "seeds >= 0"),
         recipes={str(k): dict(v) for k, v in recipes.items()},
-        epochs=raw.get("epochs"), source=source,
+        epochs=raw.get("epochs"), analysis=_analysis(source, raw.get("analysis")), source=source,
     )  # fmt: skip
     if config_out.epochs is not None and not (
         isinstance(config_out.epochs, int) and config_out.epochs >= 1
@@ -206,4 +238,11 @@ def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
     return config_out
 
 
-__all__ = ["BenchmarkConfig", "BenchmarkConfigError", "DataSource", "TaskSpec", "load_config"]
+__all__ = [
+    "AnalysisSettings",
+    "BenchmarkConfig",
+    "BenchmarkConfigError",
+    "DataSource",
+    "TaskSpec",
+    "load_config",
+]

@@ -1,5 +1,6 @@
 """``run_benchmark``: run a configuration's cells into OUT (resumable: a rerun skips finished
-cells and resumes a killed one) on one machine or a Ray cluster, then write the results table.
+cells and resumes a killed one) on one machine or a Ray cluster, then write the results table
+and, once every cell has run and the configuration asks for them, the analyses.
 
 Backends run the same :func:`~ecgfoundry.benchmark.grid.run_cell` on the same cells, so they
 give the same results: ``local`` runs them one after another in this process; ``ray`` sends
@@ -20,6 +21,7 @@ import pandas as pd
 
 from ecgfoundry import __version__
 from ecgfoundry.atomic import atomic_write_text
+from ecgfoundry.benchmark.analysis import analyse
 from ecgfoundry.benchmark.config import BenchmarkConfig, load_config
 from ecgfoundry.benchmark.grid import Cell, cell_status, cells, run_cell
 from ecgfoundry.benchmark.results import write_results
@@ -106,7 +108,12 @@ def run_benchmark(
         for cell in pending:
             run_cell(cell, out, **options)
             finished(cell)
-    return write_results(out)
+    table = write_results(out)
+    if config.analysis is not None and all(cell_status(c, out) != "pending" for c in grid):
+        if progress:
+            print("analysing representations and attributions ...", file=sys.stderr)
+        analyse(config, out, config.analysis, cache_dir=cache_dir)
+    return table
 
 
 __all__ = ["BACKENDS", "run_benchmark"]

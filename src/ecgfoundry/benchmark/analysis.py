@@ -1,0 +1,193 @@
+"""A benchmark's analyses beside its scores: what each model's embeddings hold, and what the
+adapted models' predictions rest on. Written under ``OUT/analysis/`` for the report.
+
+- **Representation** (every model with weights, before adaptation; each task's data):
+  embeddings of up to ``records`` training and validation records (cached), then k-NN and
+  linear-probe macro AUROC (training -> validation records), effective rank, cosine
+  silhouette by label (records with exactly one label), UMAP maps with their trustworthiness,
+  linear CKA between every two models, and dataset separability when there are several
+  datasets. ``representation.json`` and one PNG per model and data.
+- **Attribution** (the adapted model of each model, mode and task, at the largest label
+  fraction, first seed): SHAP values over leads x time segments of every class on
+  ``records`` validation records (:mod:`ecgfoundry.analysis.attribution`), lead importance,
+  and the sanity checks (randomised model, explainer seeds, second training seed when the
+  grid has one). ``attribution.json`` and one PNG per model, mode and task.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ecgfoundry.adapt.data import Split, TaskData, read_windows
+from ecgfoundry.adapt.sources import task_data
+from ecgfoundry.analysis import attribution as shap
+from ecgfoundry.analysis import representation as numbers
+from ecgfoundry.analysis.embeddings import embed_split, map_figure, umap_map
+from ecgfoundry.atomic import atomic_write_text
+from ecgfoundry.benchmark.config import AnalysisSettings, BenchmarkConfig, TaskSpec
+from ecgfoundry.benchmark.grid import RUN, cell_status, cells
+from ecgfoundry.models.registry import load_model, model_folder, resolve_model
+
+ANALYSIS = "analysis"
+
+
+def _sample(split: Split, count: int, seed: int) -> Split:
+    if len(split) <= count:
+        return split
+    pick = np.sort(np.random.default_rng(seed).choice(len(split), count, replace=False))
+    return Split(split.signals, split.rows[pick], split.y[pick], split.ids[pick])
+
+
+def _first_windows(split: Split, window: int) -> torch.Tensor:
+    """Each record's first model input [records, leads, window]."""
+    starts = np.zeros(len(split), dtype=np.int64)
+    return torch.from_numpy(read_windows(split.signals, split.rows, starts, window))
+
+
+def _data(task: TaskSpec, model: Any, cache_dir: str | Path | None) -> TaskData:
+    source = task.data
+    name = None if task.task == "all" and source.kind != "ptbxl" else task.task
+    if source.kind == "table":
+        return task_data(source.root, model.spec, task=name, cache_dir=cache_dir)
+    return task_data(source.kind, model.spec, root=source.root, task=name, cache_dir=cache_dir)
+
+
+def _single_label(y: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Each record's only label, or "" when it has none or several."""
+    names = np.array(labels, dtype=object)
+    return np.array([names[row == 1][0] if row.sum() == 1 else "" for row in y], dtype=object)
+
+
+def representation(config: BenchmarkConfig, out: Path, settings: AnalysisSettings,
+                   cache_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """The representation numbers and maps of every model with weights on every task."""
+    folder = out / ANALYSIS
+    models = [m for m in config.models if model_folder(m) is not None or Path(m).is_dir()]
+    entries, embedded = [], {}
+    for task in config.tasks:
+        for name in models:
+            model = resolve_model(name)
+            data = _data(task, model, cache_dir)
+            train = _sample(data.train, settings.records, settings.seed)
+            val = _sample(data.val, settings.records, settings.seed)
+            cache = Path(cache_dir or out / ANALYSIS / "embeddings")
+            train_x = embed_split(model, data, train, cache_dir=cache)
+            val_x = embed_split(model, data, val, cache_dir=cache)
+            embedded[(task.name, name)] = (val_x, val.ids)
+            single = _single_label(val.y, data.labels)
+            entry: dict[str, Any] = {
+                "model": name, "task": task.name, "records": {"train": len(train), "val": len(val)},
+                "knn_auroc": numbers.knn_auroc(train_x, train.y, val_x, val.y, k=10),
+                "linear_probe_auroc": numbers.linear_probe_auroc(train_x, train.y, val_x, val.y),
+                "effective_rank": numbers.effective_rank(val_x), "dimensions": val_x.shape[1],
+            }  # fmt: skip
+            labelled = single != ""
+            if len(set(single[labelled])) >= 2:
+                entry["silhouette_by_label"] = numbers.silhouette(val_x[labelled],
+                                                                  single[labelled])  # fmt: skip
+            if len(val_x) > 40:
+                coordinates = umap_map(val_x, seed=settings.seed)
+                entry["trustworthiness"] = numbers.trustworthiness(val_x, coordinates, k=10)
+                labels = np.where(single == "", "several/none", single)
+                png = map_figure(coordinates, {"label": labels}, title=f"{name} on {task.name}")
+                figure = folder / "maps" / f"{_slug(name)}__{_slug(task.name)}.png"
+                figure.parent.mkdir(parents=True, exist_ok=True)
+                figure.write_bytes(png)
+                entry["map"] = str(figure.relative_to(out))
+            entries.append(entry)
+    cka = []
+    for task in config.tasks:
+        for a, b in combinations(models, 2):
+            (xa, ia), (xb, ib) = embedded[(task.name, a)], embedded[(task.name, b)]
+            if np.array_equal(ia, ib):  # the same records (the same sample of the same data)
+                cka.append({"task": task.name, "models": [a, b],
+                            "linear_cka": numbers.linear_cka(xa, xb)})  # fmt: skip
+    separability = []
+    sources = {t.data.name: t for t in config.tasks}
+    if len(sources) >= 2:
+        for name in models:
+            rows = [(embedded[(t.name, name)][0], t.data.name) for t in sources.values()]
+            x = np.concatenate([r[0] for r in rows])
+            datasets = np.concatenate([np.repeat(r[1], len(r[0])) for r in rows])
+            separability.append({"model": name, **numbers.dataset_separability(x, datasets)})
+    result = {"models": entries, "cka": cka, "dataset_separability": separability}
+    atomic_write_text(folder / "representation.json", json.dumps(result, indent=1))
+    return result
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
+
+
+def _adapted(config: BenchmarkConfig, out: Path) -> dict[tuple[str, str, str], list[Path]]:
+    """(model, mode, task) -> run folders of finished cells at the largest fraction, by seed."""
+    largest = max(config.fractions)
+    found: dict[tuple[str, str, str], list[Path]] = {}
+    for cell in cells(config):
+        if cell.fraction == largest and cell_status(cell, out) == "done":
+            key = (cell.model, cell.mode, cell.task.name)
+            found.setdefault(key, []).append(cell.folder(out) / RUN)
+    return found
+
+
+def attribution(config: BenchmarkConfig, out: Path, settings: AnalysisSettings,
+                cache_dir: str | Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """SHAP maps and sanity checks of the adapted models."""
+    from ecgfoundry.benchmark.figures import attribution_figure
+
+    entries = []
+    tasks = {t.name: t for t in config.tasks}
+    for (name, mode, task_name), runs in sorted(_adapted(config, out).items()):
+        model = load_model(runs[0] / "model")
+        other = load_model(runs[1] / "model") if len(runs) > 1 else None
+        data = _data(tasks[task_name], model, cache_dir)
+        val = _sample(data.val, settings.attribution_records, settings.seed)
+        background = _sample(data.train, 8, settings.seed)
+        x, base = (_first_windows(s, data.window) for s in (val, background))
+        classes = []
+        for index, label in enumerate(data.labels):
+            if not val.y[:, index].any():
+                continue  # no positive record to explain
+            result = shap.explain(model, x, index, base, segments=settings.segments,
+                                  steps=settings.steps, seed=settings.seed)  # fmt: skip
+            checks = shap.sanity_checks(model, x, index, base, other_model=other,
+                                        segments=settings.segments, steps=settings.steps,
+                                        seed=settings.seed)  # fmt: skip
+            classes.append({"label": label, "lead_importance": dict(zip(
+                result.leads, result.lead_importance().round(4).tolist(), strict=True)),
+                "checks": checks, "result": result, "positives": val.y[:, index]})  # fmt: skip
+        if not classes:
+            continue
+        figure = out / ANALYSIS / "attribution" / f"{_slug(name)}__{mode}__{_slug(task_name)}.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        figure.write_bytes(attribution_figure(classes, x.numpy(), model.spec.fs))
+        entries.append({
+            "model": name, "mode": mode, "task": task_name, "records": len(val),
+            "figure": str(figure.relative_to(out)),
+            "classes": [{k: v for k, v in c.items() if k in ("label", "lead_importance", "checks")}
+                        for c in classes],
+        })  # fmt: skip
+    atomic_write_text(out / ANALYSIS / "attribution.json",
+                      json.dumps(entries, indent=1, default=float))  # fmt: skip
+    return entries
+
+
+def analyse(config: BenchmarkConfig, out: str | Path, settings: AnalysisSettings | None = None,
+            cache_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run the configured analyses into ``out/analysis``."""
+    settings, out = settings or AnalysisSettings(), Path(out)
+    result: dict[str, Any] = {}
+    if settings.representation:
+        result["representation"] = representation(config, out, settings, cache_dir)
+    if settings.attribution:
+        result["attribution"] = attribution(config, out, settings, cache_dir)
+    return result
+
+
+__all__ = ["ANALYSIS", "analyse", "attribution", "representation"]
