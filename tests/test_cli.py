@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,27 +12,39 @@ import numpy as np
 from test_ptbxl import copy_records, fold_counts, present_records
 
 
-def ecgfoundry(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def ecgfoundry(*args: str | Path, env: dict | None = None,
+               timeout: int = 300) -> subprocess.CompletedProcess:  # fmt: skip
     command = [sys.executable, "-m", "ecgfoundry", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_demo_json() -> None:
-    result = ecgfoundry("demo", "--json")
-    assert result.returncode == 0, result.stderr
-    rows = {row["record"]: row for row in json.loads(result.stdout)}
+def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "HTTP_PROXY": "http://0.0.0.0:9",
+           "HTTPS_PROXY": "http://0.0.0.0:9"}  # fmt: skip  # no network to reach
+    result = ecgfoundry("demo", "--out", tmp_path / "demo", "--json", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    demo = json.loads(result.stdout)
+    rows = {row["record"]: row for row in demo["samples"]}
     assert len(rows) == 7
     assert all(row["model_input"] == [12, 1000] for row in rows.values())
     assert rows["cinc2020/E00009"]["fs"] == 500  # resampled to the 100 Hz input
     assert rows["ptbxl/00010_lr"]["labels"] == "NORM"
     assert rows["ptbxl/00017_lr"]["heart_rate_bpm"] > 120  # tachycardic atrial flutter
     assert all(40 <= row["heart_rate_bpm"] <= 160 for row in rows.values())
-
-
-def test_demo_table() -> None:
-    result = ecgfoundry("demo")
-    assert result.returncode == 0, result.stderr
-    assert "ptbxl/00008_lr" in result.stdout and "12x1000" in result.stdout
+    scores = {(r["mode"], r["fraction"]): r["macro_auroc"] for r in demo["benchmark"]}
+    assert set(scores) == {(m, f) for m in ("linear-probe", "post-train") for f in (0.25, 1.0)}
+    assert all(0.6 < v <= 1 for v in scores.values())  # the pretrained model learns the task
+    predicted = {row["record"]: row for row in demo["predictions"]}
+    assert set(predicted) == set(rows)
+    assert predicted["ptbxl/00008_lr"]["superclasses"] == ["MI"]
+    assert set(predicted["ptbxl/00010_lr"]["predicted"]) == {"CD", "HYP", "MI", "NORM", "STTC"}
+    page = Path(demo["report"]).read_text()
+    assert all(f'<section id="{s}">' in page for s in ("performance", "representation",
+                                                        "attribution"))  # fmt: skip
+    again = ecgfoundry("demo", "--out", tmp_path / "demo", env=env, timeout=600)  # resumes
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "ptbxl/00008_lr" in again.stdout and "12x1000" in again.stdout
+    assert again.stdout.strip().endswith("report.html")
 
 
 def test_ptbxl_summary_contract(ptbxl_root: Path) -> None:

@@ -16,7 +16,9 @@ adapted models' predictions rest on. Written under ``OUT/analysis/`` for the rep
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -178,15 +180,28 @@ def attribution(config: BenchmarkConfig, out: Path, settings: AnalysisSettings,
     return entries
 
 
+def _inputs(config: BenchmarkConfig, out: Path, settings: AnalysisSettings) -> str:
+    """What the analyses depend on: the settings, the models' weights, the finished cells."""
+    finished = sorted(f"{c.name}-{c.setup}" for c in cells(config) if cell_status(c, out) == "done")
+    weights = sorted({c.weights for c in cells(config)})
+    text = json.dumps({"settings": asdict(settings), "weights": weights, "cells": finished})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def analyse(config: BenchmarkConfig, out: str | Path, settings: AnalysisSettings | None = None,
             cache_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run the configured analyses into ``out/analysis``."""
+    """Run the configured analyses into ``out/analysis``; skipped when they were made from the
+    same settings, weights and finished cells (``analysis/inputs.txt``)."""
     settings, out = settings or AnalysisSettings(), Path(out)
+    stamp, inputs = out / ANALYSIS / "inputs.txt", _inputs(config, out, settings)
+    if stamp.is_file() and stamp.read_text() == inputs:
+        return {"skipped": "up to date"}
     result: dict[str, Any] = {}
     if settings.representation:
         result["representation"] = representation(config, out, settings, cache_dir)
     if settings.attribution:
         result["attribution"] = attribution(config, out, settings, cache_dir)
+    atomic_write_text(stamp, inputs)
     return result
 
 
