@@ -55,11 +55,24 @@ def config(root: Path, **changes) -> dict:
         ({"recipes": {"scratch": {"batch_sise": 8}}}, "unknown recipe field 'batch_sise'"),
         ({"data": {"ptbxl": {"kind": "ptbxl", "root": "/nowhere"}}}, "/nowhere does not exist"),
         ({"epochs": 0}, "epochs: expected a whole number >= 1"),
+        ({"transfer": {"targets": ["ptbxl"]}}, "'ptbxl' is not a cinc data source"),
+        ({"analysis": {"record": 10}}, "analysis: expected a mapping of"),
     ],
 )
 def test_a_bad_configuration_is_named_before_anything_runs(tmp_path, change, message) -> None:
     with pytest.raises(BenchmarkConfigError, match=message):
         load_config(config(tmp_path, **change))
+
+
+@pytest.mark.shared_data
+def test_transfer_names_the_labels_without_a_snomed_mapping(small_copy, cinc_root) -> None:
+    settings = config(small_copy, tasks=["ptbxl:superdiagnostic", "ptbxl:diagnostic"],
+                      transfer={"targets": ["sample"]})  # fmt: skip
+    settings["data"]["sample"] = {"kind": "cinc", "root": str(cinc_root)}
+    with pytest.raises(BenchmarkConfigError, match=r"ptbxl:diagnostic: .*'IMI'.* no SNOMED-CT"):
+        load_config(settings)
+    settings["transfer"]["tasks"] = ["ptbxl:superdiagnostic"]
+    assert load_config(settings).transfer.tasks == ("ptbxl:superdiagnostic",)
 
 
 def test_cells_are_keyed_by_what_they_depend_on(tmp_path: Path) -> None:
@@ -119,14 +132,22 @@ def test_the_ray_backend_gives_the_local_results(small_copy: Path, tmp_path: Pat
     pd.testing.assert_frame_equal(local[columns], distributed[columns], atol=1e-6)
 
 
+SECTIONS = ("performance", "efficiency", "representation", "transfer", "attribution",
+            "provenance")  # fmt: skip
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.shared_data
-def test_analyses_and_the_report_render_in_a_browser(small_copy: Path, tmp_path: Path) -> None:
+def test_analyses_and_the_report_render_in_a_browser(
+    small_copy: Path, cinc_root: Path, tmp_path: Path
+) -> None:
     settings = config(small_copy, seeds=[0, 1], analysis={
-        "records": 80, "attribution_records": 4, "segments": 5, "steps": 2})  # fmt: skip
+        "records": 80, "attribution_records": 4, "segments": 5, "steps": 2},
+        transfer={"targets": ["sample"]})  # fmt: skip
+    settings["data"]["sample"] = {"kind": "cinc", "root": str(cinc_root)}
     out = tmp_path / "bench"
     run_benchmark(settings, out, cache_dir=tmp_path / "cache", progress=False)
     representation = json.loads((out / "analysis/representation.json").read_text())
@@ -138,13 +159,18 @@ def test_analyses_and_the_report_render_in_a_browser(small_copy: Path, tmp_path:
         ("ecgfoundry-cpc", "linear-probe"), ("s4-tiny", "scratch")}  # fmt: skip
     checks = attribution[0]["classes"][0]["checks"]
     assert {"randomisation_similarity", "model_seed_agreement"} <= set(checks)
+    transfer = pd.DataFrame(json.loads((out / "analysis/transfer.json").read_text()))
+    assert len(transfer) == 2 * 2 * 5  # 2 models x 2 seeds (largest fraction) x 5 labels
+    assert (transfer["records"] == 26).all()  # the sample's 28 less its 2 PTB-XL copies
+    assert (transfer["ptbxl_records_left_out"] == 2).all()
+    assert transfer["in_domain"].notna().any() and transfer["zero_shot"].notna().any()
 
     result = CliRunner().invoke(app, ["benchmark", "report", str(out)])
     assert result.exit_code == 0, result.output
     report = Path(result.stdout.strip())
     page = report.read_text()
     assert "http://" not in page and "https://" not in page  # nothing to fetch: works offline
-    for section in ("performance", "efficiency", "representation", "attribution", "provenance"):
+    for section in SECTIONS:
         assert f'<section id="{section}">' in page
     assert page.count("data:image/png;base64,") >= 2  # label efficiency + SHAP maps
     browser = chromium()
@@ -158,6 +184,5 @@ def test_analyses_and_the_report_render_in_a_browser(small_copy: Path, tmp_path:
     assert shown.returncode == 0, shown.stderr[-2000:]
     sections = re.search(r'data-sections="([^"]*)"', shown.stdout)
     assert sections is not None, shown.stdout[:500]
-    assert sections.group(1).split() == [f"{s}:visible" for s in (
-        "performance", "efficiency", "representation", "attribution", "provenance")]  # fmt: skip
+    assert sections.group(1).split() == [f"{s}:visible" for s in SECTIONS]
     assert "CONSOLE" not in shown.stderr and "Uncaught" not in shown.stderr

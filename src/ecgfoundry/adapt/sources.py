@@ -197,6 +197,30 @@ def _names(task: str) -> list[str]:
     return list(dict.fromkeys(name.strip() for name in task.split(",") if name.strip()))
 
 
+PTBXL_IN_CINC = re.compile(r"^HR\d{5}$")  # the challenge's copies of PTB-XL records
+
+
+def _cinc_records(
+    root: Path, spec: InputSpec, seconds: float | None, cache_dir: Any, workers: int,
+    keep: Any = None,
+) -> tuple[ArrayStore, list[list[str]], int]:  # fmt: skip
+    """The challenge folder's cached records (those whose name ``keep`` accepts), their
+    SNOMED-CT codes in cache order, and how many records ``keep`` left out."""
+    headers = [p for p in find_records(root) if p.suffix.lower() == ".hea"]
+    if not headers:
+        raise ECGInputError(root, "no .hea records below this folder (a PhysioNet/CinC "
+                            "challenge folder holds .hea + .mat pairs)")  # fmt: skip
+    kept = [p for p in headers if keep is None or keep(p.stem)]
+    if not kept:
+        raise ECGInputError(root, f"all {len(headers)} records were left out")
+    ids = [p.relative_to(root).with_suffix("").as_posix() for p in kept]
+    dx = dict(zip(ids, (header_dx(p) for p in kept), strict=True))
+    store = record_cache("cinc", root, [(str(p), None, None) for p in kept], ids, spec,
+                         record_seconds(spec, seconds), cache_dir=cache_dir,
+                         workers=workers)  # fmt: skip
+    return store, [dx[str(record)] for record in store.index["record"]], len(headers) - len(kept)
+
+
 def cinc_task(
     root: str | Path,
     spec: InputSpec,
@@ -214,16 +238,7 @@ def cinc_task(
     ``task``, else every code with at least ``min_positives`` positive readable records (sorted).
     Record-level 80/10/10 splits (the headers carry no patient id)."""
     root = Path(root)
-    headers = [p for p in find_records(root) if p.suffix.lower() == ".hea"]
-    if not headers:
-        raise ECGInputError(root, "no .hea records below this folder (a PhysioNet/CinC "
-                            "challenge folder holds .hea + .mat pairs)")  # fmt: skip
-    ids = [p.relative_to(root).with_suffix("").as_posix() for p in headers]
-    dx = dict(zip(ids, (header_dx(p) for p in headers), strict=True))
-    seconds = record_seconds(spec, seconds)
-    store = record_cache("cinc", root, [(str(p), None, None) for p in headers], ids, spec,
-                         seconds, cache_dir=cache_dir, workers=workers)  # fmt: skip
-    codes = [dx[str(record)] for record in store.index["record"]]
+    store, codes, _ = _cinc_records(root, spec, seconds, cache_dir, workers)
     counts = pd.Series([c for record_codes in codes for c in set(record_codes)]).value_counts()
     if task is not None:
         labels = _names(task)
@@ -244,7 +259,41 @@ def cinc_task(
         fraction=fraction, seed=seed,
         description={"dataset": "cinc", "root": str(root.resolve()), "task": task,
                      "min_positives": None if task is not None else min_positives,
-                     "seconds": seconds, "split": "record", "shares": SHARES},
+                     "seconds": record_seconds(spec, seconds), "split": "record",
+                     "shares": SHARES},
+    )  # fmt: skip
+
+
+def cinc_ptbxl_task(
+    root: str | Path,
+    spec: InputSpec,
+    labels: list[str],
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    seconds: float | None = None,
+) -> TaskData:
+    """A PhysioNet/CinC challenge folder labelled with PTB-XL ``labels`` (superclasses or SCP
+    statements) through the SNOMED-CT mapping (:mod:`ecgfoundry.data.snomed`; an unmapped
+    label raises, naming it), for cross-dataset evaluation. The challenge's own copies of
+    PTB-XL records (``HR00001``...) are left out: they are PTB-XL's training and test records.
+    Record-level 80/10/10 splits."""
+    from ecgfoundry.data.snomed import ptbxl_labels
+
+    root = Path(root)
+
+    def not_ptbxl(name: str) -> bool:
+        return not PTBXL_IN_CINC.match(name)
+
+    store, codes, left_out = _cinc_records(root, spec, seconds, cache_dir, workers, not_ptbxl)
+    y = ptbxl_labels(codes, labels)
+    return _task_data(
+        store, y, list(labels), split_records(y, seed, source=root), None, spec, fraction=1.0,
+        seed=seed,
+        description={"dataset": "cinc", "root": str(root.resolve()), "labels": "ptbxl",
+                     "ptbxl_records_left_out": left_out, "seconds": record_seconds(spec, seconds),
+                     "split": "record", "shares": SHARES},
     )  # fmt: skip
 
 

@@ -64,24 +64,32 @@ def knn_auroc(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: 
     return macro(auroc_per_label(y_test, votes))
 
 
-def linear_probe_auroc(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
-                       y_test: np.ndarray, c: float = 1.0, seed: int = 0) -> float:  # fmt: skip
-    """Macro AUROC on ``test`` of one L2-regularised logistic regression per label (inverse
-    strength ``c``) on standardised embeddings, fitted on ``train``."""
+def linear_probe_scores(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
+                        c: float = 1.0, seed: int = 0) -> np.ndarray:  # fmt: skip
+    """Scores [test records, labels] of one L2-regularised logistic regression per label
+    (inverse strength ``c``) on standardised embeddings, fitted on ``train``; a label
+    without positives or negatives in ``train`` scores a constant."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     train, test = _embeddings(train, "train"), _embeddings(test, "test")
     y_train = _labels(y_train, len(train), "y_train")
-    y_test = _labels(y_test, len(test), "y_test")
     scaler = StandardScaler().fit(train)
     train, test = scaler.transform(train), scaler.transform(test)
-    scores = np.full(y_test.shape, 0.5)
+    scores = np.zeros((len(test), y_train.shape[1]))
     for label in range(y_train.shape[1]):
-        if 0 < y_train[:, label].sum() < len(y_train):  # else a constant: no AUROC information
+        if 0 < y_train[:, label].sum() < len(y_train):
             fitted = LogisticRegression(C=c, max_iter=2000, random_state=seed)
             scores[:, label] = fitted.fit(train, y_train[:, label]).decision_function(test)
-    return macro(auroc_per_label(y_test, scores))
+    return scores
+
+
+def linear_probe_auroc(train: np.ndarray, y_train: np.ndarray, test: np.ndarray,
+                       y_test: np.ndarray, c: float = 1.0, seed: int = 0) -> float:  # fmt: skip
+    """Macro AUROC on ``test`` of :func:`linear_probe_scores` (a constant-scored label
+    counts 0.5)."""
+    y_test = _labels(y_test, len(_embeddings(test, "test")), "y_test")
+    return macro(auroc_per_label(y_test, linear_probe_scores(train, y_train, test, c, seed)))
 
 
 def silhouette(embeddings: np.ndarray, groups: np.ndarray, *, sample: int | None = 5000,
@@ -169,6 +177,7 @@ __all__ = [
     "knn_auroc",
     "linear_cka",
     "linear_probe_auroc",
+    "linear_probe_scores",
     "silhouette",
     "trustworthiness",
 ]

@@ -33,10 +33,9 @@ from ecgfoundry.analysis import representation as numbers
 from ecgfoundry.analysis.embeddings import embed_split, map_figure, umap_map
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.benchmark.config import AnalysisSettings, BenchmarkConfig, TaskSpec
-from ecgfoundry.benchmark.grid import RUN, cell_status, cells
+from ecgfoundry.benchmark.grid import ANALYSIS, RUN, cell_status, cells
+from ecgfoundry.benchmark.transfer import transfer
 from ecgfoundry.models.registry import load_model, model_folder, resolve_model
-
-ANALYSIS = "analysis"
 
 
 def _sample(split: Split, count: int, seed: int) -> Split:
@@ -180,29 +179,35 @@ def attribution(config: BenchmarkConfig, out: Path, settings: AnalysisSettings,
     return entries
 
 
-def _inputs(config: BenchmarkConfig, out: Path, settings: AnalysisSettings) -> str:
-    """What the analyses depend on: the settings, the models' weights, the finished cells."""
+def _inputs(config: BenchmarkConfig, out: Path) -> str:
+    """What the analyses depend on: their settings, the models' weights, the finished cells."""
     finished = sorted(f"{c.name}-{c.setup}" for c in cells(config) if cell_status(c, out) == "done")
     weights = sorted({c.weights for c in cells(config)})
-    text = json.dumps({"settings": asdict(settings), "weights": weights, "cells": finished})
+    settings = {"analysis": asdict(config.analysis) if config.analysis else None,
+                "transfer": repr(config.transfer)}  # fmt: skip
+    text = json.dumps({"settings": settings, "weights": weights, "cells": finished})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def analyse(config: BenchmarkConfig, out: str | Path, settings: AnalysisSettings | None = None,
+def analyse(config: BenchmarkConfig, out: str | Path,
             cache_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run the configured analyses into ``out/analysis``; skipped when they were made from the
-    same settings, weights and finished cells (``analysis/inputs.txt``)."""
-    settings, out = settings or AnalysisSettings(), Path(out)
-    stamp, inputs = out / ANALYSIS / "inputs.txt", _inputs(config, out, settings)
+    """Run the configured analyses (``analysis:`` and ``transfer:``) into ``out/analysis``;
+    skipped when they were made from the same settings, weights and finished cells
+    (``analysis/inputs.txt``)."""
+    out = Path(out)
+    stamp, inputs = out / ANALYSIS / "inputs.txt", _inputs(config, out)
     if stamp.is_file() and stamp.read_text() == inputs:
         return {"skipped": "up to date"}
     result: dict[str, Any] = {}
-    if settings.representation:
+    settings = config.analysis
+    if settings is not None and settings.representation:
         result["representation"] = representation(config, out, settings, cache_dir)
-    if settings.attribution:
+    if settings is not None and settings.attribution:
         result["attribution"] = attribution(config, out, settings, cache_dir)
+    if config.transfer is not None:
+        result["transfer"] = transfer(config, out, cache_dir)
     atomic_write_text(stamp, inputs)
     return result
 
 
-__all__ = ["ANALYSIS", "analyse", "attribution", "representation"]
+__all__ = ["analyse", "attribution", "representation"]

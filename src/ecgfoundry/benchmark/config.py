@@ -20,6 +20,9 @@ the field.
       representation: true      # embeddings: numbers and UMAP maps
       attribution: true         # SHAP maps of the adapted models, with sanity checks
       records: 2000             # per split for the representation
+    transfer:                   # optional (ecgfoundry.benchmark.transfer): after the cells
+      targets: [georgia]        # CinC sources the PTB-XL-adapted models are scored on
+      tasks: [ptbxl:superdiagnostic]   # default: every PTB-XL task of the configuration
 
 ``models`` may also be a list with a top-level ``modes`` list applied to each. A task is
 ``DATA:TASK``: a PTB-XL task name, comma-separated SNOMED-CT codes (or ``all``) for a CinC
@@ -28,7 +31,7 @@ folder, label columns (or ``all``) for a table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ from ecgfoundry.models.registry import HUB_PREFIX, model_entry, model_folder, mo
 KINDS = ("ptbxl", "cinc", "table")
 UNTRAINED_MODES = ("scratch", "supervised")  # the rest start from the model's weights
 FIELDS = ("data", "models", "modes", "tasks", "fractions", "seeds", "recipes", "epochs",
-          "analysis")  # fmt: skip
+          "analysis", "transfer")  # fmt: skip
 
 
 class BenchmarkConfigError(UsageError):
@@ -80,6 +83,14 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class TransferSettings:
+    """Which PTB-XL tasks' adapted models are scored on which CinC folders."""
+
+    targets: tuple[DataSource, ...]
+    tasks: tuple[str, ...]  # task names, e.g. "ptbxl:superdiagnostic"
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     models: dict[str, tuple[str, ...]]
     tasks: tuple[TaskSpec, ...]
@@ -88,6 +99,7 @@ class BenchmarkConfig:
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     epochs: int | None = None
     analysis: AnalysisSettings | None = None
+    transfer: TransferSettings | None = None
     source: str = "the configuration"
 
     def recipe(self, mode: str) -> dict[str, Any]:
@@ -190,6 +202,37 @@ def _analysis(source: str, raw: Any) -> AnalysisSettings | None:
     return settings
 
 
+def _transfer(source: str, raw: Any, data: dict[str, DataSource],
+              tasks: tuple[TaskSpec, ...]) -> TransferSettings:  # fmt: skip
+    from ecgfoundry.data.ptbxl import task_labels
+    from ecgfoundry.data.snomed import UnmappedLabelError, ptbxl_labels
+
+    if not isinstance(raw, dict) or set(raw) - {"targets", "tasks"} or not raw.get("targets"):
+        raise _fail(source, "transfer: expected {targets: [CinC data names], tasks: [optional "
+                    f"PTB-XL tasks]}}, got {raw!r}")  # fmt: skip
+    targets = []
+    for name in raw["targets"]:
+        if name not in data or data[name].kind != "cinc":
+            cinc = sorted(n for n, d in data.items() if d.kind == "cinc")
+            raise _fail(source, f"transfer.targets: {name!r} is not a cinc data source "
+                        f"(cinc sources: {cinc})")  # fmt: skip
+        targets.append(data[name])
+    ptbxl_tasks = [t for t in tasks if t.data.kind == "ptbxl"]
+    chosen = raw.get("tasks") or [t.name for t in ptbxl_tasks]
+    for name in chosen:
+        task = next((t for t in ptbxl_tasks if t.name == name), None)
+        if task is None:
+            raise _fail(source, f"transfer.tasks: {name!r} is not one of the configuration's "
+                        f"PTB-XL tasks ({[t.name for t in ptbxl_tasks]})")  # fmt: skip
+        try:
+            ptbxl_labels([], task_labels(task.data.root, task.task))
+        except UnmappedLabelError as error:
+            raise _fail(source, f"transfer.tasks: {name}: {error}") from error
+    if not chosen:
+        raise _fail(source, "transfer: the configuration has no PTB-XL task to transfer from")
+    return TransferSettings(tuple(targets), tuple(chosen))
+
+
 def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
     """A checked :class:`BenchmarkConfig` from a YAML file or a dict (paths in a file are
     relative to its folder)."""
@@ -223,6 +266,9 @@ def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
         recipes={str(k): dict(v) for k, v in recipes.items()},
         epochs=raw.get("epochs"), analysis=_analysis(source, raw.get("analysis")), source=source,
     )  # fmt: skip
+    if raw.get("transfer") is not None:
+        config_out = replace(config_out, transfer=_transfer(source, raw["transfer"], data,
+                                                            config_out.tasks))  # fmt: skip
     if config_out.epochs is not None and not (
         isinstance(config_out.epochs, int) and config_out.epochs >= 1
     ):

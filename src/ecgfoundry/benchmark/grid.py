@@ -28,6 +28,7 @@ from ecgfoundry.pretrain.leakage import LeakageError
 
 CELL_FILE = "cell.json"
 RUN = "run"  # the finetune run folder inside a cell's folder
+ANALYSIS = "analysis"  # the analyses' folder in a benchmark folder
 
 
 @dataclass(frozen=True)
@@ -128,4 +129,4 @@ def run_cell(cell: Cell, out: str | Path, *, cache_dir: str | Path | None = None
     return "done"
 
 
-__all__ = ["CELL_FILE", "RUN", "Cell", "cell_status", "cells", "run_cell", "weights_of"]
+__all__ = ["ANALYSIS", "CELL_FILE", "RUN", "Cell", "cell_status", "cells", "run_cell", "weights_of"]

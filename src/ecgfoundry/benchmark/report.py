@@ -2,8 +2,9 @@
 as data URIs, no script or font from the network, readable offline and printable.
 
 Sections: performance (macro AUROC/AUPRC with bootstrap CIs per model, mode, label fraction),
-label efficiency (curves), representation (numbers and UMAP maps), attribution (SHAP maps
-with their sanity checks) and provenance (versions, commands, hardware, data, leakage checks).
+label efficiency (curves), representation (numbers and UMAP maps), cross-dataset transfer
+(in-domain, zero-shot and in-target probe AUROC per label), attribution (SHAP maps with their
+sanity checks) and provenance (versions, commands, hardware, data, leakage checks).
 A section without results says what would fill it. A small inline script marks, for the
 browser test, which sections render something visible.
 """
@@ -21,8 +22,8 @@ import pandas as pd
 
 from ecgfoundry import __version__
 from ecgfoundry.atomic import atomic_write_text
-from ecgfoundry.benchmark.analysis import ANALYSIS
 from ecgfoundry.benchmark.figures import efficiency_figure
+from ecgfoundry.benchmark.grid import ANALYSIS
 from ecgfoundry.benchmark.results import collect, summary
 from ecgfoundry.errors import UsageError
 
@@ -184,6 +185,40 @@ def _attribution(out: Path) -> str:
     return "".join(parts) or '<p class="note">No adapted model to explain yet.</p>'
 
 
+def _transfer(out: Path) -> str:
+    path = out / ANALYSIS / "transfer.json"
+    if not path.is_file():
+        return ('<p class="note">Not configured: add <code>transfer: {targets: [a CinC '
+                "data source]}</code> to score the adapted models elsewhere.</p>")  # fmt: skip
+    rows = pd.DataFrame(json.loads(path.read_text()))
+    if rows.empty:
+        return '<p class="note">No adapted model to transfer yet.</p>'
+    parts = []
+    keys = ["task", "target", "model", "mode"]
+    for (task, target, model, mode), group in rows.groupby(keys, sort=True):
+        means = group.groupby("label").agg(
+            positives=("positives", "first"), test_positives=("test_positives", "first"),
+            in_domain=("in_domain", "mean"), zero_shot=("zero_shot", "mean"),
+            probe=("probe", "mean"))  # fmt: skip
+        lines = [[label, int(r.positives), _number(r.in_domain), _number(r.zero_shot),
+                  int(r.test_positives), _number(r.probe)]
+                 for label, r in means.iterrows()]  # fmt: skip
+        left_out = int(group["ptbxl_records_left_out"].iloc[0])
+        parts.append(
+            f"<h3>{_e(model)} ({_e(mode)}), adapted on {_e(task)}, scored on {_e(target)} "
+            f"({int(group['records'].iloc[0])} records; {left_out} PTB-XL copies left out; "
+            f"{group['seed'].nunique()} seed(s))</h3>"
+            + _table(["label", "positives", "AUROC in domain (PTB-XL val)", "AUROC zero-shot",
+                      "test positives", "AUROC linear probe in target"], lines))  # fmt: skip
+    parts.append(
+        '<p class="note">Labels via the SNOMED-CT mapping of PTB-XL statements '
+        "(ecgfoundry/data/mappings/snomed_scp.md). Zero-shot: the adapted model as it "
+        "is, on every target record. Probe: logistic regression on its embeddings, "
+        "trained on 80 % of the target's records and scored on 10 % (record level).</p>"
+    )
+    return "".join(parts)
+
+
 def _provenance(out: Path, table: pd.DataFrame) -> str:
     runs = []
     if (out / "runs.jsonl").is_file():
@@ -216,6 +251,7 @@ def write_report(out: str | Path, report: str | Path | None = None) -> Path:
         ("performance", "Performance", _performance(table)),
         ("efficiency", "Label efficiency", _efficiency(table)),
         ("representation", "Representation", _representation(out)),
+        ("transfer", "Cross-dataset transfer", _transfer(out)),
         ("attribution", "Attribution (SHAP)", _attribution(out)),
         ("provenance", "Provenance", _provenance(out, table)),
     ]

@@ -109,10 +109,11 @@ def run_benchmark(
             run_cell(cell, out, **options)
             finished(cell)
     table = write_results(out)
-    if config.analysis is not None and all(cell_status(c, out) != "pending" for c in grid):
+    wanted = config.analysis is not None or config.transfer is not None
+    if wanted and all(cell_status(c, out) != "pending" for c in grid):
         if progress:
-            print("analysing representations and attributions ...", file=sys.stderr)
-        analyse(config, out, config.analysis, cache_dir=cache_dir)
+            print("analysing (representation, attribution, transfer) ...", file=sys.stderr)
+        analyse(config, out, cache_dir=cache_dir)
     return table
 
 

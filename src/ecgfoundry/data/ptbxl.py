@@ -342,6 +342,14 @@ def _label_map(name: str, statements: pd.DataFrame) -> dict[str, list[str]]:
     return {code: [code] for code in statements.index[statements[name] == 1]}
 
 
+def task_labels(root: str | Path, name: str) -> list[str]:
+    """A task's labels (sorted) from ``scp_statements.csv`` alone, without loading records."""
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {name!r}")
+    mapping = _label_map(name, _read_statements(Path(root)))
+    return sorted({label for targets in mapping.values() for label in targets})
+
+
 def _code_matrix(table: pd.DataFrame, codes: list[str]) -> np.ndarray:
     """uint8 [records, codes]: 1 where the record's scp_codes has the code (any likelihood)."""
     column = {code: j for j, code in enumerate(codes)}
