@@ -34,6 +34,7 @@ from ecgfoundry.models import create_model, load_model, save_model
 QUICK = {
     "scratch": {"stages.0.epochs": 2},
     "linear-probe": {"stages.0.epochs": 3},
+    "attention-probe": {"stages.0.epochs": 3},
     "finetune": {"stages.0.epochs": 2},
     "lp-ft": {"stages.0.epochs": 2, "stages.1.epochs": 2},
     "post-train": {"stages.0.epochs": 2, "stages.1.epochs": 2},
@@ -115,6 +116,28 @@ def test_linear_probe_never_updates_the_backbone(backbone, subset, cache_dir, tm
     body = [k for k in before if not k.startswith("head.")]
     assert body and all(torch.equal(before[k], after[k]) for k in body)
     assert after["head.weight"].shape == (5, load_model(backbone).num_features)
+
+
+def test_attention_probe_trains_only_an_attention_head(backbone, subset, cache_dir, tmp_path):
+    metrics = run(backbone, subset, cache_dir, tmp_path / "run", "attention-probe")
+    before, adapted = load_model(backbone), load_model(tmp_path / "run/model")
+    assert adapted.config.head == "attention" and adapted.num_classes == 5
+    body = [k for k in before.state_dict() if not k.startswith("head.")]
+    assert all(torch.equal(before.state_dict()[k], adapted.state_dict()[k]) for k in body)
+    assert {k.split(".")[1] for k in adapted.state_dict() if k.startswith("head.")} == {
+        "pool", "linear"}  # fmt: skip
+    saved = np.load(tmp_path / "run/predictions/predictions.npz")
+    data = ptbxl_task(subset, "superdiagnostic", adapted.spec, cache_dir=cache_dir)
+    owner, offsets = data.eval_windows(data.val)
+    from ecgfoundry.adapt.data import read_windows
+
+    windows = torch.from_numpy(read_windows(data.val.signals, data.val.rows[owner], offsets,
+                                            data.window))  # fmt: skip
+    with torch.no_grad():  # the saved model predicts what training scored (max over windows)
+        p = torch.sigmoid(adapted.eval()(windows)).numpy()
+    best = np.stack([p[owner == r].max(axis=0) for r in range(len(data.val))])
+    assert np.allclose(best, saved["val_probabilities"], atol=3e-3)  # bf16 evaluation here
+    assert metrics["val"]["macro_auroc"] > 0
 
 
 def test_post_train_applies_drop_path_only_while_training(backbone, subset, cache_dir, tmp_path):

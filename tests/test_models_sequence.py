@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ecgfoundry.models import create_model, list_models
+from ecgfoundry.models import create_model, list_models, load_model, save_model
 from ecgfoundry.nn.layers import nonzero_mean
 
 SMALL = sorted(row["name"] for row in list_models() if row["parameters"] < 5_000_000)
@@ -35,3 +35,22 @@ def test_sequence_pools_to_the_embedding(name: str) -> None:
         sequence, features = model.forward_sequence(x), model.forward_features(x)
     assert sequence.ndim == 3 and sequence.shape[0] == 2 and sequence.shape[1] > 1
     torch.testing.assert_close(POOL[model.family](sequence), features, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_an_attention_head_reads_the_sequence_and_survives_saving(name: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3)
+    model.reset_head(3, ["a", "b", "c"], kind="attention")
+    model.eval()
+    spec = model.spec
+    x = torch.randn(2, len(spec.leads), spec.samples)
+    with torch.no_grad():
+        expected = model.head(model.forward_sequence(x))
+        assert torch.equal(model(x), expected) and expected.shape == (2, 3)
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert loaded.config.head == "attention"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), expected)
+    loaded.reset_head(2, kind="linear")  # back to the family's own head
+    assert loaded.config.head == "linear" and loaded.eval()(x).shape == (2, 2)

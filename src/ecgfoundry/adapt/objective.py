@@ -82,7 +82,7 @@ def _set_trainable(model: ECGModel, stage: Stage) -> list[dict[str, Any]]:
     """Freeze or unfreeze, and return the optimizer's parameter groups."""
     head = {id(p) for p in model.head.parameters()}
     for p in model.parameters():
-        p.requires_grad = stage.train == "all" or id(p) in head
+        p.requires_grad = stage.train == "all" or id(p) in head  # head, attention: the head
     groups = [{"params": list(model.head.parameters()), "lr": stage.head_lr or stage.lr}]
     if stage.train == "all":
         body = [p for p in model.parameters() if id(p) not in head]
@@ -153,16 +153,28 @@ class SupervisedObjective:
         return StageSetup(groups, steps, distribute=self.model)
 
     def _head_only(self, index: int) -> bool:
-        return self.recipe.stages[index].train == "head"
+        return self.recipe.stages[index].train in ("head", "attention")
+
+    def _frozen(self, x: Tensor) -> Tensor:
+        """What a head-only stage's head reads from the frozen backbone: the embedding, or,
+        for an attention head, the (reduced) per-step features."""
+        if self.model.config.head == "attention":
+            return self.model.head.reduce(self.model.forward_sequence(x))
+        return self.model.forward_features(x)
+
+    def _head(self, features: Tensor) -> Tensor:
+        if self.model.config.head == "attention":
+            return self.model.head.classify(features)
+        return self.model.head(features)
 
     def features(self) -> dict[str, tuple[Tensor, np.ndarray]]:
-        """Frozen-backbone embeddings of every train and validation window (once a stage)."""
+        """Frozen-backbone outputs of every train and validation window (once a stage)."""
         if self._features is None:
             self.model.eval()
             self._features = {}
             for name, split in (("train", self.data.train), ("val", self.data.val)):
                 feats, owner = forward_windows(
-                    self.model.forward_features, self.data, split,
+                    self._frozen, self.data, split,
                     batch_size=self.recipe.batch_size, device=self.device,
                     autocast=self.autocast, workers=self.workers,
                 )  # fmt: skip
@@ -198,7 +210,7 @@ class SupervisedObjective:
     def training_step(self, net: nn.Module, batch: dict[str, Any], index: int) -> StepOutput:
         y = batch["y"].to(self.device, non_blocking=True)
         if self._head_only(index):
-            logits = self.model.head(batch["features"])
+            logits = self._head(batch["features"])
             loss = self.loss(logits.float(), y) / (batch["size"] * y.shape[1])
             return StepOutput(loss, batch["size"])
         logits = net(batch["x"].to(self.device, non_blocking=True))
@@ -212,7 +224,7 @@ class SupervisedObjective:
         if self._head_only(index):
             feats, owner = self.features()["val"]
             self.model.head.eval()
-            probabilities = torch.sigmoid(self.model.head(feats).float()).cpu().numpy()
+            probabilities = torch.sigmoid(self._head(feats).float()).cpu().numpy()
             return aggregate_windows(probabilities, owner, len(self.data.val),
                                      self.recipe.eval_aggregate)  # fmt: skip
         return predict_split(self.model, self.data, self.data.val, self.recipe, self.device,

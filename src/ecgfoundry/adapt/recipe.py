@@ -28,15 +28,17 @@ import yaml
 
 from ecgfoundry.errors import ReportedError
 
-Trainable = Literal["head", "all"]
+Trainable = Literal["head", "attention", "all"]
 
 
 @dataclass
 class Stage:
     """One phase of training.
 
-    ``train``: ``head`` (frozen backbone) or ``all``. ``lr`` is the backbone's rate and
-    ``head_lr`` the head's (default: ``lr``; with ``one-cycle`` both are peak rates).
+    ``train``: ``head`` (frozen backbone, linear head on its embeddings), ``attention``
+    (frozen backbone, an attention-pooling head on its per-step features) or ``all``. ``lr``
+    is the backbone's rate and ``head_lr`` the head's (default: ``lr``; with ``one-cycle``
+    both are peak rates).
     ``schedule``: ``constant`` or ``cosine`` (after ``warmup_epochs`` of linear warm-up), or
     ``one-cycle`` (fastai's, as the PTB-XL benchmark trains; see
     :class:`ecgfoundry.engine.StagePlan`). ``patience``: early stopping on validation macro
@@ -65,7 +67,7 @@ class Stage:
             value = getattr(self, name)
             if value is not None:  # YAML reads 3e-5 (no dot) as a string
                 setattr(self, name, _number(value, f"stage {self.name}: {name}"))
-        _choice(self.train, ("head", "all"), f"stage {self.name}: train")
+        _choice(self.train, ("head", "attention", "all"), f"stage {self.name}: train")
         _choice(self.optimizer, ("adam", "adamw"), f"stage {self.name}: optimizer")
         _choice(self.schedule, ("constant", "cosine", "one-cycle"), f"stage {self.name}: schedule")
         self.betas = [_number(b, f"stage {self.name}: betas") for b in self.betas]
@@ -117,6 +119,11 @@ class Recipe:
         if not self.stages:
             raise ValueError("a recipe needs at least one stage")
 
+    @property
+    def head(self) -> str:
+        """The head the model gets: ``attention`` when a stage trains one, else ``linear``."""
+        return "attention" if any(s.train == "attention" for s in self.stages) else "linear"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -161,6 +168,11 @@ def _linear_probe() -> Recipe:
     return Recipe("linear-probe", [Stage("probe", epochs=100, train="head", lr=1e-3, patience=10)])
 
 
+def _attention_probe() -> Recipe:
+    probe = Stage("probe", epochs=100, train="attention", lr=1e-3, patience=10)
+    return Recipe("attention-probe", [probe])
+
+
 def _finetune() -> Recipe:
     return Recipe("finetune", [Stage("finetune", epochs=100, lr=1e-4, patience=5)])
 
@@ -201,6 +213,7 @@ def _supervised() -> Recipe:
 STRATEGIES = {
     "scratch": _scratch,
     "linear-probe": _linear_probe,
+    "attention-probe": _attention_probe,
     "finetune": _finetune,
     "lp-ft": _lp_ft,
     "post-train": _post_train,

@@ -199,7 +199,7 @@ def finetune(
             atomic_write_text(out / "metrics.json", json.dumps(refused, indent=1))
         raise
     torch.manual_seed(seed)
-    network.reset_head(len(task_data.labels), task_data.labels)
+    network.reset_head(len(task_data.labels), task_data.labels, kind=recipe.head)
     log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
     engine = Engine(out, seed=seed, device=device, precision=recipe.precision, log=log,
                     progress_bar=progress_bar,

@@ -33,8 +33,14 @@ class BenchmarkCNN(ECGModel):
     def num_features(self) -> int:
         return self.out_channels * (2 if self.config.concat_pooling else 1)
 
-    def reset_head(self, num_classes: int | None, labels: list[str] | None = None) -> None:
-        """The benchmark's head (hidden Linear, BN, dropout) with ``num_classes`` outputs."""
-        super().reset_head(num_classes, labels)
-        if num_classes:
+    @property
+    def num_sequence_features(self) -> int:
+        return self.out_channels  # concat pooling doubles it for the embedding only
+
+    def reset_head(self, num_classes: int | None, labels: list[str] | None = None,
+                   kind: str | None = None) -> None:  # fmt: skip
+        """The benchmark's head (hidden Linear, BN, dropout) with ``num_classes`` outputs, or
+        an attention head (``kind``)."""
+        super().reset_head(num_classes, labels, kind)
+        if num_classes and self.config.head == "linear":
             self.head = BenchmarkHead.from_config(self.config, self.num_features, num_classes)

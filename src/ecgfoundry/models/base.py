@@ -13,8 +13,11 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ecgfoundry.nn.attention import AttentionHead
 from ecgfoundry.nn.layers import DropPath, drop_path_rates
 from ecgfoundry.spec import InputSpec
+
+HEAD_KINDS = ("linear", "attention")
 
 
 @dataclass
@@ -23,12 +26,15 @@ class ModelConfig:
 
     ``num_classes`` 0 or None means no head (``forward`` returns the embedding).
     ``labels`` optionally names the outputs. ``spec`` is the input the model expects.
+    ``head``: ``linear`` (on the pooled embedding; the family's own head) or ``attention``
+    (learnable-query attention pooling over ``forward_sequence``, then linear).
     """
 
     num_classes: int | None = None
     drop_path_rate: float = 0.0
     labels: list[str] | None = None
     spec: dict[str, Any] = field(default_factory=dict)
+    head: str = "linear"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,6 +78,11 @@ class ECGModel(nn.Module):
         raise NotImplementedError
 
     @property
+    def num_sequence_features(self) -> int:
+        """Size of the per-step features ``forward_sequence`` returns."""
+        return self.num_features
+
+    @property
     def has_unused_parameters(self) -> bool:
         """Whether a training step leaves some parameters without a gradient (e.g. layers kept
         for checkpoint compatibility but not applied). DistributedDataParallel then searches
@@ -91,15 +102,28 @@ class ECGModel(nn.Module):
         return self.head(features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.config.head == "attention" and self.num_classes:
+            return self.head(self.forward_sequence(x))
         return self.forward_head(self.forward_features(x))
 
-    def reset_head(self, num_classes: int | None, labels: list[str] | None = None) -> None:
-        """A fresh linear head with ``num_classes`` outputs (None/0: no head)."""
+    def reset_head(self, num_classes: int | None, labels: list[str] | None = None,
+                   kind: str | None = None) -> None:  # fmt: skip
+        """A fresh head with ``num_classes`` outputs (None/0: no head): ``kind`` ``linear``
+        or ``attention`` (None: the config's)."""
+        kind = kind or self.config.head
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")
         if labels is not None and num_classes and len(labels) != num_classes:
             raise ValueError(f"{len(labels)} labels for {num_classes} classes")
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if not num_classes:
+            self.head = nn.Identity()
+        elif kind == "attention":
+            self.head = AttentionHead(self.num_sequence_features, num_classes)
+        else:
+            self.head = nn.Linear(self.num_features, num_classes)
         self.config.num_classes = num_classes or None
         self.config.labels = list(labels) if labels else None
+        self.config.head = kind
 
     def drop_path_modules(self) -> list[DropPath]:
         """The DropPath modules in depth order (module registration order)."""

@@ -56,6 +56,7 @@ from ecgfoundry.models.io import (
     rename_key,
 )
 from ecgfoundry.models.registry import register_converter, register_model
+from ecgfoundry.nn.attention import AttentionPool
 from ecgfoundry.nn.benchmark_head import check_input
 from ecgfoundry.nn.layers import DropPath, drop_path_rates
 from ecgfoundry.nn.s4 import S4Layer
@@ -178,27 +179,6 @@ class S4Block(nn.Module):
         return self.norm(u.transpose(1, 2)).transpose(1, 2)
 
 
-class AttentionPool(nn.Module):
-    """Learnable-query attention pooling [B, T, D] -> [B, D] (V-JEPA's, as the benchmark's
-    ``LearnableQueryAttentionPool1d`` without its output projection, which is our head)."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Parameter(torch.randn(1, 1, dim) / dim**0.5)
-        self.q_proj = nn.Linear(dim, dim, bias=False)
-        self.k_proj = nn.Linear(dim, dim, bias=False)
-        self.v_proj = nn.Linear(dim, dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, _, dim = x.shape
-        split = (batch, -1, self.heads, dim // self.heads)
-        q = self.q_proj(self.query).expand(batch, 1, dim).reshape(split).transpose(1, 2)
-        k = self.k_proj(x).reshape(split).transpose(1, 2)
-        v = self.v_proj(x).reshape(split).transpose(1, 2)
-        return F.scaled_dot_product_attention(q, k, v).reshape(batch, dim)
-
-
 class S4Model(ECGModel):
     """ECG-CPC: conv encoder -> causal S4 stack -> mean or attention pooling -> linear head."""
 
@@ -253,10 +233,11 @@ class S4Model(ECGModel):
         sequence = self.forward_sequence(x)
         return sequence.mean(dim=1) if self.pool is None else self.pool(sequence)
 
-    def reset_head(self, num_classes: int | None, labels: list[str] | None = None) -> None:
-        """A fresh linear head; without bias after attention pooling (the original's)."""
-        super().reset_head(num_classes, labels)
-        if num_classes and self.pool is not None:
+    def reset_head(self, num_classes: int | None, labels: list[str] | None = None,
+                   kind: str | None = None) -> None:  # fmt: skip
+        """A fresh head; the linear one without bias after attention pooling (the original's)."""
+        super().reset_head(num_classes, labels, kind)
+        if num_classes and self.pool is not None and self.config.head == "linear":
             self.head = nn.Linear(self.num_features, num_classes, bias=False)
 
 
