@@ -4,9 +4,11 @@ resumably into one results table, and the Ray backend gives the local backend's 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -186,3 +188,30 @@ def test_analyses_and_the_report_render_in_a_browser(
     assert sections is not None, shown.stdout[:500]
     assert sections.group(1).split() == [f"{s}:visible" for s in SECTIONS]
     assert "CONSOLE" not in shown.stderr and "Uncaught" not in shown.stderr
+
+
+@pytest.mark.shared_data
+def test_the_post_training_grid_is_one_configuration(ptbxl_root: Path, tmp_path: Path) -> None:
+    """benchmarks/configs/post_training.yaml runs post_training.py's cells: the same backbone,
+    tasks, fractions, seeds and, per variant, the same recipe."""
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "benchmarks"))
+    try:
+        import post_training
+    finally:
+        sys.path.remove(str(repo / "benchmarks"))
+    text = (repo / "benchmarks/configs/post_training.yaml").read_text()
+    copy = repo / "benchmarks/configs" / f".test-{os.getpid()}.yaml"
+    copy.write_text(text.replace("../../.cache/shared-data/ptbxl", str(ptbxl_root)))
+    try:
+        grid = cells(load_config(copy))
+    finally:
+        copy.unlink()
+    assert {c.mode for c in grid} == set(post_training.MAIN)
+    assert {(c.task.task, c.fraction, c.seed) for c in grid} == {
+        (t, f, s) for t in ("superdiagnostic", "rhythm") for f in (0.1, 0.3, 1.0) for s in (0, 1, 2)
+    }
+    for cell in grid:
+        assert cell.recipe == post_training.recipe_of(cell.mode), cell.mode
+    (model,) = {c.model for c in grid}
+    assert Path(model) == repo / "benchmarks/artifacts/standin-net1d-tiny-all/model"

@@ -15,6 +15,8 @@ the field.
     seeds: [0, 1, 2]
     recipes:                    # optional overrides of a mode's recipe (ecgfoundry.adapt)
       post-train: {stages.1.lr: 1.0e-4}
+      post-train-no-drop-path:  # a new mode: a strategy with overrides (an ablation)
+        {strategy: post-train, stages.1.drop_path_rate: 0.0}
     epochs: null                # optional: cap every mode's main stage (quick looks)
     analysis:                   # optional (ecgfoundry.benchmark.analysis): after the cells
       representation: true      # embeddings: numbers and UMAP maps
@@ -103,8 +105,10 @@ class BenchmarkConfig:
     source: str = "the configuration"
 
     def recipe(self, mode: str) -> dict[str, Any]:
-        """The mode's recipe as it runs (defaults, overrides, epoch cap)."""
-        return recipe_for(mode, config=self.recipes.get(mode), epochs=self.epochs).to_dict()
+        """The mode's recipe as it runs (its strategy's defaults, overrides, epoch cap)."""
+        overrides = dict(self.recipes.get(mode) or {})
+        strategy = overrides.pop("strategy", mode)
+        return recipe_for(strategy, config=overrides or None, epochs=self.epochs).to_dict()
 
 
 def _fail(source: str, message: str) -> BenchmarkConfigError:
@@ -130,18 +134,28 @@ def _data(source: str, raw: Any, base: Path) -> dict[str, DataSource]:
     return out
 
 
-def _check_model(source: str, model: str, modes: list[str]) -> None:
+def _strategy(mode: str, recipes: dict[str, Any]) -> str | None:
+    """The strategy a mode runs: its own name, or a variant's ``strategy``."""
+    if mode in STRATEGIES:
+        return mode
+    strategy = (recipes.get(mode) or {}).get("strategy")
+    return strategy if strategy in STRATEGIES else None
+
+
+def _check_model(source: str, model: str, modes: list[str], recipes: dict[str, Any]) -> None:
     known = model in model_names()
     if not (known or Path(model).is_dir() or model.startswith(HUB_PREFIX)):
         known_names = ", ".join(model_names())
         raise _fail(source, f"models: {model!r} is neither a registered model, a model "
                     f"folder nor {HUB_PREFIX}ORG/REPO (registered: {known_names})")  # fmt: skip
     for mode in modes:
-        if mode not in STRATEGIES:
+        strategy = _strategy(mode, recipes)
+        if strategy is None:
             raise _fail(source, f"models.{model}: unknown mode {mode!r}; modes: "
-                        f"{sorted(STRATEGIES)}")  # fmt: skip
+                        f"{sorted(STRATEGIES)}, or a variant under recipes with a "
+                        "strategy")  # fmt: skip
         weightless = known and not Path(model).is_dir() and model_folder(model) is None
-        if weightless and mode not in UNTRAINED_MODES:
+        if weightless and strategy not in UNTRAINED_MODES:
             where = model_entry(model).weights
             raise _fail(source, f"models.{model}: mode {mode!r} starts from the model's "
                         f"weights, and {model} is an architecture without weights (use "
@@ -149,7 +163,16 @@ def _check_model(source: str, model: str, modes: list[str]) -> None:
                         + (f"; published weights: {where}" if where else "") + ")")  # fmt: skip
 
 
-def _models(source: str, raw: Any, modes: Any) -> dict[str, tuple[str, ...]]:
+def _model_name(model: str, base: Path) -> str:
+    """A registered name or Hub id as it is; a folder path resolved against ``base``."""
+    if model in model_names() or model.startswith(HUB_PREFIX) or Path(model).is_absolute():
+        return model
+    folder = base / model
+    return str(folder.resolve()) if folder.is_dir() else model
+
+
+def _models(source: str, raw: Any, modes: Any, recipes: dict[str, Any],
+            base: Path) -> dict[str, tuple[str, ...]]:  # fmt: skip
     if isinstance(raw, list):
         if not isinstance(modes, list) or not modes:
             raise _fail(source, "models is a list, so give the modes for all of them: "
@@ -162,8 +185,9 @@ def _models(source: str, raw: Any, modes: Any) -> dict[str, tuple[str, ...]]:
         model_modes = [model_modes] if isinstance(model_modes, str) else model_modes
         if not isinstance(model_modes, list) or not model_modes:
             raise _fail(source, f"models.{model}: expected a list of modes")
-        _check_model(source, str(model), [str(m) for m in model_modes])
-        out[str(model)] = tuple(dict.fromkeys(str(m) for m in model_modes))
+        name = _model_name(str(model), base)
+        _check_model(source, name, [str(m) for m in model_modes], recipes)
+        out[name] = tuple(dict.fromkeys(str(m) for m in model_modes))
     return out
 
 
@@ -234,8 +258,8 @@ def _transfer(source: str, raw: Any, data: dict[str, DataSource],
 
 
 def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
-    """A checked :class:`BenchmarkConfig` from a YAML file or a dict (paths in a file are
-    relative to its folder)."""
+    """A checked :class:`BenchmarkConfig` from a YAML file or a dict (data and model folder
+    paths in a file are relative to its folder)."""
     if isinstance(config, dict):
         raw, source, base = config, "the configuration", Path.cwd()
     else:
@@ -257,7 +281,7 @@ def load_config(config: str | Path | dict[str, Any]) -> BenchmarkConfig:
     if not isinstance(recipes, dict) or any(not isinstance(v, dict) for v in recipes.values()):
         raise _fail(source, "recipes: expected mode -> {field: value}")
     config_out = BenchmarkConfig(
-        models=_models(source, raw["models"], raw.get("modes")),
+        models=_models(source, raw["models"], raw.get("modes"), recipes, base),
         tasks=tuple(dict.fromkeys(_task(source, t, data) for t in tasks)),
         fractions=_numbers(source, "fractions", raw.get("fractions", [1.0]), float,
                            lambda f: 0 < f <= 1, "label fractions in (0, 1]"),

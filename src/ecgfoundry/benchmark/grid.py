@@ -119,7 +119,8 @@ def run_cell(cell: Cell, out: str | Path, *, cache_dir: str | Path | None = None
     try:
         finetune(cell.model, data=data.root if data.kind == "table" else data.kind,
                  root=None if data.kind == "table" else data.root, task=task,
-                 strategy=cell.mode, out=folder / RUN, fraction=cell.fraction, seed=cell.seed,
+                 strategy=cell.recipe["strategy"], out=folder / RUN, fraction=cell.fraction,
+                 seed=cell.seed,
                  config=cell.recipe, cache_dir=cache_dir, workers=workers,
                  progress_bar=False, allow_overlap=allow_overlap)  # fmt: skip
     except LeakageError:
