@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
@@ -31,11 +32,14 @@ from ecgfoundry.adapt.sources import task_data
 from ecgfoundry.analysis import attribution as shap
 from ecgfoundry.analysis import representation as numbers
 from ecgfoundry.analysis.embeddings import embed_split, map_figure, umap_map
+from ecgfoundry.analysis.metadata import record_metadata
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.benchmark.config import AnalysisSettings, BenchmarkConfig, TaskSpec
 from ecgfoundry.benchmark.grid import ANALYSIS, RUN, cell_status, cells
 from ecgfoundry.benchmark.transfer import transfer
 from ecgfoundry.models.registry import load_model, model_folder, resolve_model
+
+MIN_MAP_RECORDS = 40  # fewer records: no UMAP map (its neighbourhoods would mean little)
 
 
 def _sample(split: Split, count: int, seed: int) -> Split:
@@ -65,22 +69,37 @@ def _single_label(y: np.ndarray, labels: list[str]) -> np.ndarray:
     return np.array([names[row == 1][0] if row.sum() == 1 else "" for row in y], dtype=object)
 
 
+def _save(out: Path, name: str, png: bytes) -> str:
+    figure = out / ANALYSIS / "maps" / f"{_slug(name)}.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    figure.write_bytes(png)
+    return str(figure.relative_to(out))
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"  {message}", file=sys.stderr, flush=True)
+
+
 def representation(config: BenchmarkConfig, out: Path, settings: AnalysisSettings,
-                   cache_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """The representation numbers and maps of every model with weights on every task."""
-    folder = out / ANALYSIS
+                   cache_dir: str | Path | None = None,
+                   progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The representation numbers and maps of every model with weights on every task, and,
+    with several data sources, one map per model across them (by dataset and continent)."""
     models = [m for m in config.models if model_folder(m) is not None or Path(m).is_dir()]
+    cache = Path(cache_dir or out / ANALYSIS / "embeddings")
     entries, embedded = [], {}
     for task in config.tasks:
         for name in models:
+            _say(progress, f"embedding {task.name} with {name}")
             model = resolve_model(name)
             data = _data(task, model, cache_dir)
             train = _sample(data.train, settings.records, settings.seed)
             val = _sample(data.val, settings.records, settings.seed)
-            cache = Path(cache_dir or out / ANALYSIS / "embeddings")
             train_x = embed_split(model, data, train, cache_dir=cache)
             val_x = embed_split(model, data, val, cache_dir=cache)
-            embedded[(task.name, name)] = (val_x, val.ids)
+            about = record_metadata(task.data.kind, task.data.root, [str(i) for i in val.ids])
+            embedded[(task.name, name)] = (val_x, val.ids, about)
             single = _single_label(val.y, data.labels)
             entry: dict[str, Any] = {
                 "model": name, "task": task.name, "records": {"train": len(train), "val": len(val)},
@@ -92,33 +111,44 @@ def representation(config: BenchmarkConfig, out: Path, settings: AnalysisSetting
             if len(set(single[labelled])) >= 2:
                 entry["silhouette_by_label"] = numbers.silhouette(val_x[labelled],
                                                                   single[labelled])  # fmt: skip
-            if len(val_x) > 40:
+            if len(val_x) > MIN_MAP_RECORDS:
+                _say(progress, f"UMAP of {name} on {task.name}")
                 coordinates = umap_map(val_x, seed=settings.seed)
                 entry["trustworthiness"] = numbers.trustworthiness(val_x, coordinates, k=10)
-                labels = np.where(single == "", "several/none", single)
-                png = map_figure(coordinates, {"label": labels}, title=f"{name} on {task.name}")
-                figure = folder / "maps" / f"{_slug(name)}__{_slug(task.name)}.png"
-                figure.parent.mkdir(parents=True, exist_ok=True)
-                figure.write_bytes(png)
-                entry["map"] = str(figure.relative_to(out))
+                colours = {"label": np.where(single == "", "several/none", single),
+                           "sex": about["sex"].to_numpy(),
+                           "age": about["age"].to_numpy()}  # fmt: skip
+                if about["database"].nunique() > 1:
+                    colours["database"] = about["database"].to_numpy()
+                png = map_figure(coordinates, colours, title=f"{name} on {task.name}")
+                entry["map"] = _save(out, f"{name}__{task.name}", png)
             entries.append(entry)
     cka = []
     for task in config.tasks:
         for a, b in combinations(models, 2):
-            (xa, ia), (xb, ib) = embedded[(task.name, a)], embedded[(task.name, b)]
+            (xa, ia, _), (xb, ib, _) = embedded[(task.name, a)], embedded[(task.name, b)]
             if np.array_equal(ia, ib):  # the same records (the same sample of the same data)
                 cka.append({"task": task.name, "models": [a, b],
                             "linear_cka": numbers.linear_cka(xa, xb)})  # fmt: skip
-    separability = []
-    sources = {t.data.name: t for t in config.tasks}
+    across = []
+    sources = {t.data.name: t for t in config.tasks}  # one task's records per data source
     if len(sources) >= 2:
         for name in models:
-            rows = [(embedded[(t.name, name)][0], t.data.name) for t in sources.values()]
-            x = np.concatenate([r[0] for r in rows])
-            datasets = np.concatenate([np.repeat(r[1], len(r[0])) for r in rows])
-            separability.append({"model": name, **numbers.dataset_separability(x, datasets)})
-    result = {"models": entries, "cka": cka, "dataset_separability": separability}
-    atomic_write_text(folder / "representation.json", json.dumps(result, indent=1))
+            parts = [(embedded[(t.name, name)], t.data.name) for t in sources.values()]
+            x = np.concatenate([p[0][0] for p in parts])
+            datasets = np.concatenate([np.repeat(n, len(p[0][0])) for p, n in parts])
+            continents = np.concatenate([p[0][2]["continent"].to_numpy() for p in parts])
+            entry = {"model": name, "datasets": sorted(sources),
+                     **numbers.dataset_separability(x, datasets)}  # fmt: skip
+            if len(x) > MIN_MAP_RECORDS:
+                coordinates = umap_map(x, seed=settings.seed)
+                entry["trustworthiness"] = numbers.trustworthiness(x, coordinates, k=10)
+                png = map_figure(coordinates, {"dataset": datasets, "continent": continents},
+                                 title=f"{name} across datasets")  # fmt: skip
+                entry["map"] = _save(out, f"{name}__datasets", png)
+            across.append(entry)
+    result = {"models": entries, "cka": cka, "dataset_separability": across}
+    atomic_write_text(out / ANALYSIS / "representation.json", json.dumps(result, indent=1))
     return result
 
 
@@ -189,8 +219,8 @@ def _inputs(config: BenchmarkConfig, out: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def analyse(config: BenchmarkConfig, out: str | Path,
-            cache_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+def analyse(config: BenchmarkConfig, out: str | Path, cache_dir: str | Path | None = None,
+            progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Run the configured analyses (``analysis:`` and ``transfer:``) into ``out/analysis``;
     skipped when they were made from the same settings, weights and finished cells
     (``analysis/inputs.txt``)."""
@@ -201,10 +231,13 @@ def analyse(config: BenchmarkConfig, out: str | Path,
     result: dict[str, Any] = {}
     settings = config.analysis
     if settings is not None and settings.representation:
-        result["representation"] = representation(config, out, settings, cache_dir)
+        _say(progress, "representation: embeddings, numbers, UMAP maps")
+        result["representation"] = representation(config, out, settings, cache_dir, progress)
     if settings is not None and settings.attribution:
+        _say(progress, "attribution: SHAP maps and their sanity checks")
         result["attribution"] = attribution(config, out, settings, cache_dir)
     if config.transfer is not None:
+        _say(progress, "cross-dataset transfer")
         result["transfer"] = transfer(config, out, cache_dir)
     atomic_write_text(stamp, inputs)
     return result

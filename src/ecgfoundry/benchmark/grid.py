@@ -98,8 +98,8 @@ def cell_status(cell: Cell, out: str | Path) -> str:
 
 
 def run_cell(cell: Cell, out: str | Path, *, cache_dir: str | Path | None = None,
-             workers: int = 1, allow_overlap: bool = False,
-             threads: int | None = None) -> str:  # fmt: skip
+             workers: int = 1, allow_overlap: bool = False, threads: int | None = None,
+             progress_bar: bool = False) -> str:  # fmt: skip
     """Run (or resume) one cell into its folder; returns its status. A leakage refusal is a
     result (recorded in the cell's metrics.json), not an error."""
     from ecgfoundry.adapt import finetune
@@ -122,7 +122,7 @@ def run_cell(cell: Cell, out: str | Path, *, cache_dir: str | Path | None = None
                  strategy=cell.recipe["strategy"], out=folder / RUN, fraction=cell.fraction,
                  seed=cell.seed,
                  config=cell.recipe, cache_dir=cache_dir, workers=workers,
-                 progress_bar=False, allow_overlap=allow_overlap)  # fmt: skip
+                 progress_bar=progress_bar, allow_overlap=allow_overlap)  # fmt: skip
     except LeakageError:
         return "refused"
     described = cell.describe() | {"seconds": round(time.perf_counter() - start, 1)}

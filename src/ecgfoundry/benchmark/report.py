@@ -126,15 +126,22 @@ def _representation(out: Path) -> str:
             ["task", "models", "CKA"],
             [[c["task"], " vs ".join(c["models"]), _number(c["linear_cka"])] for c in data["cka"]],
             text_columns=2))  # fmt: skip
-    if data["dataset_separability"]:
-        parts.append("<h3>Dataset separability</h3>" + _table(
-            ["model", "balanced accuracy", "chance", "separability (0 none, 1 full)"],
-            [[s["model"], _number(s["balanced_accuracy"]), _number(s["chance"]),
-              _number(s["separability"])] for s in data["dataset_separability"]]))  # fmt: skip
     for entry in data["models"]:
         if "map" in entry:
             parts.append(_image((out / entry["map"]).read_bytes(),
                                 f"UMAP of {entry['model']} on {entry['task']}"))  # fmt: skip
+    if data["dataset_separability"]:
+        parts.append("<h3>Across datasets</h3>" + _table(
+            ["model", "datasets", "balanced accuracy", "chance", "separability (0 none, 1 full)",
+             "UMAP trustworthiness"],
+            [[s["model"], ", ".join(s["datasets"]), _number(s["balanced_accuracy"]),
+              _number(s["chance"]), _number(s["separability"]),
+              _number(s.get("trustworthiness"))] for s in data["dataset_separability"]],
+            text_columns=2))  # fmt: skip
+        for entry in data["dataset_separability"]:
+            if "map" in entry:
+                parts.append(_image((out / entry["map"]).read_bytes(),
+                                    f"UMAP of {entry['model']} across datasets"))  # fmt: skip
     parts.append(
         '<p class="note">k-NN (k = 10, cosine) and linear-probe AUROC: training -> '
         "validation records of the frozen model; silhouette over records with one "

@@ -106,14 +106,14 @@ def run_benchmark(
         _run_ray(pending, out, address, options, finished)
     else:
         for cell in pending:
-            run_cell(cell, out, **options)
+            run_cell(cell, out, progress_bar=progress, **options)
             finished(cell)
     table = write_results(out)
     wanted = config.analysis is not None or config.transfer is not None
     if wanted and all(cell_status(c, out) != "pending" for c in grid):
         if progress:
             print("analysing (representation, attribution, transfer) ...", file=sys.stderr)
-        analyse(config, out, cache_dir=cache_dir)
+        analyse(config, out, cache_dir=cache_dir, progress=progress)
     return table
 
 
