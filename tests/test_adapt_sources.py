@@ -228,7 +228,7 @@ def test_folder_fingerprint_is_the_weights_file_hash(backbone):
 
 
 def test_ptbxl_calls_as_before(backbone, ptbxl_root, listing, cache_dir, tmp_path):
-    ids = [int(i) for f in range(1, 9) for i in listing.index[listing.strat_fold == f][:3]]
+    ids = [int(i) for f in range(1, 9) for i in listing.index[listing.strat_fold == f][:8]]
     ids += [int(i) for i in listing.index[listing.strat_fold == 9][:10]]
     copy_records(ptbxl_root, tmp_path / "ptbxl", sorted(ids))
     metrics = finetune(backbone, root=tmp_path / "ptbxl", task="superdiagnostic",
@@ -240,7 +240,7 @@ def test_ptbxl_calls_as_before(backbone, ptbxl_root, listing, cache_dir, tmp_pat
                             "evaluate_test", "recipe"]  # fmt: skip
     assert config["data"] == "ptbxl" and config["model"] == str(backbone)
     assert metrics["run"]["folds_present"] == list(range(1, 10))
-    assert 0 < metrics["run"]["train_records"] <= 24 and "data" not in metrics["run"]
+    assert 0 < metrics["run"]["train_records"] <= 64 and "data" not in metrics["run"]
     with pytest.raises(RunConfigError, match="PTB-XL needs root"):
         finetune(backbone, task="superdiagnostic", strategy="finetune", out=tmp_path / "x")
     with pytest.raises(RunConfigError, match=r"expected ptbxl, cinc, a \.csv table"):

@@ -215,3 +215,13 @@ def test_the_post_training_grid_is_one_configuration(ptbxl_root: Path, tmp_path:
         assert cell.recipe == post_training.recipe_of(cell.mode), cell.mode
     (model,) = {c.model for c in grid}
     assert Path(model) == repo / "benchmarks/artifacts/standin-net1d-tiny-all/model"
+
+
+@pytest.mark.shared_data
+def test_a_fraction_leaving_a_label_without_positives_is_refused_first(
+    small_copy: Path, tmp_path: Path
+) -> None:
+    settings = config(small_copy, fractions=[0.05], tasks=["ptbxl:rhythm"])
+    with pytest.raises(BenchmarkConfigError, match=r"0.05 of ptbxl:rhythm's training records"):
+        run_benchmark(settings, tmp_path / "bench", progress=False)
+    assert not (tmp_path / "bench").exists()  # nothing ran, nothing was written

@@ -45,6 +45,16 @@ from ecgfoundry.pretrain.leakage import (
 RUN_FORMAT = 1
 
 
+def check_positives(labels: list[str], y: np.ndarray, fraction: float, seed: int) -> None:
+    """Refuse training data that leaves a label without a positive record (nothing to learn,
+    and its AUROC would rest on an untrained output)."""
+    absent = [label for label, count in zip(labels, y.sum(axis=0), strict=True) if count == 0]
+    if absent:
+        raise RunConfigError(f"the training records (fraction {fraction:g}, seed {seed}) have no "
+                             f"positive for label(s) {absent}: use a larger fraction, or a "
+                             "task without them")  # fmt: skip
+
+
 def build_model(model: str | Path | ECGModel, init: str) -> ECGModel:
     """The starting model: a model folder's (or object's) weights (``pretrained``), or its
     architecture (or a registry preset's) freshly initialised (``random``, seeded by the
@@ -187,6 +197,7 @@ def finetune(
                       "fraction": fraction, **run}  # fmt: skip
         claim_run_dir(out, run_config, write=dist.is_main())
         dist.barrier()
+    check_positives(task_data.labels, task_data.train.y, fraction, seed)
     evaluated = [task_data.val]
     if evaluate_test and task_data.test is not None:
         evaluated.append(task_data.test)

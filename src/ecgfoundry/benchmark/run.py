@@ -22,7 +22,7 @@ import pandas as pd
 from ecgfoundry import __version__
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.benchmark.analysis import analyse
-from ecgfoundry.benchmark.config import BenchmarkConfig, load_config
+from ecgfoundry.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
 from ecgfoundry.benchmark.grid import Cell, cell_status, cells, run_cell
 from ecgfoundry.benchmark.results import write_results
 from ecgfoundry.engine.precision import describe_hardware
@@ -64,6 +64,28 @@ def _run_ray(pending: list[Cell], out: Path, address: str | None, options: dict[
             ray.shutdown()
 
 
+def preflight(config: BenchmarkConfig) -> None:
+    """Refuse, before anything runs, a PTB-XL label fraction that leaves a label without a
+    positive training record (other sources are checked by each cell as it starts)."""
+    from ecgfoundry.data import ptbxl
+
+    loaded: dict[str, Any] = {}
+    for task in config.tasks:
+        if task.data.kind != "ptbxl":
+            continue
+        db = loaded.setdefault(task.data.root, ptbxl.load(task.data.root))
+        labelled = db.task(task.task)
+        for fraction in config.fractions:
+            for seed in config.seeds:
+                counts = labelled.y[labelled.train_subset(fraction, seed)].sum(axis=0)
+                if absent := [label for label, n in zip(labelled.labels, counts, strict=True)
+                              if n == 0]:  # fmt: skip
+                    raise BenchmarkConfigError(
+                        f"{config.source}: fractions: {fraction:g} of {task.name}'s training "
+                        f"records (seed {seed}) has no positive for {absent}; use a larger "
+                        "fraction or another task")  # fmt: skip
+
+
 def run_benchmark(
     config: str | Path | dict[str, Any] | BenchmarkConfig,
     out: str | Path,
@@ -84,6 +106,7 @@ def run_benchmark(
         raise UsageError(f"max_cells must be >= 0, got {max_cells}")
     if not isinstance(config, BenchmarkConfig):
         config = load_config(config)
+    preflight(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _provenance(config, out)
