@@ -13,21 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_ptbxl import copy_records
+from test_ptbxl import first_records_copy
 from typer.testing import CliRunner
 
 from ecgfoundry.benchmark import BenchmarkConfigError, cells, load_config, run_benchmark
 from ecgfoundry.cli import app
-from ecgfoundry.data import ptbxl
 
 
 @pytest.fixture(scope="module")
 def small_copy(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    table = ptbxl.load(ptbxl_root).table
-    ids = [int(i) for f in range(1, 10) for i in table.index[table.strat_fold == f][:10]]
-    dest = tmp_path_factory.mktemp("ptbxl-benchmark")
-    copy_records(ptbxl_root, dest, sorted(ids))
-    return dest
+    return first_records_copy(ptbxl_root, tmp_path_factory.mktemp("ptbxl-benchmark"), 10)
 
 
 def config(root: Path, **changes) -> dict:

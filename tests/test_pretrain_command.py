@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ptbxl import copy_records
+from test_ptbxl import first_records_copy
 from typer.testing import CliRunner
 
 from ecgfoundry.adapt import finetune
 from ecgfoundry.cli import app
-from ecgfoundry.data import ptbxl
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models import create_model, load_model
 from ecgfoundry.pretrain import pretrain
@@ -25,11 +24,7 @@ from ecgfoundry.pretrain.leakage import read_manifest
 
 @pytest.fixture(scope="module")
 def small_copy(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    table = ptbxl.load(ptbxl_root).table
-    ids = [int(i) for f in range(1, 10) for i in table.index[table.strat_fold == f][:6]]
-    dest = tmp_path_factory.mktemp("ptbxl-small")
-    copy_records(ptbxl_root, dest, sorted(ids))
-    return dest
+    return first_records_copy(ptbxl_root, tmp_path_factory.mktemp("ptbxl-small"), 6)
 
 
 def test_pretrain_command_then_finetune_is_checked(small_copy: Path, tmp_path: Path) -> None:

@@ -98,6 +98,13 @@ def pick_per_fold(data: ptbxl.PTBXL, per_fold: dict[int, int]) -> list[int]:
     )
 
 
+def first_records_copy(root: Path, dest: Path, per_fold: int,
+                       folds: tuple[int, ...] = tuple(range(1, 10))) -> Path:  # fmt: skip
+    """A PTB-XL copy in ``dest`` of the first ``per_fold`` records of each of ``folds``."""
+    copy_records(root, dest, pick_per_fold(ptbxl.load(root), dict.fromkeys(folds, per_fold)))
+    return dest
+
+
 def test_label_counts_per_task(data):
     for name, count in LABEL_COUNTS.items():
         task = data.task(name)
