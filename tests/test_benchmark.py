@@ -220,3 +220,23 @@ def test_a_fraction_leaving_a_label_without_positives_is_refused_first(
     with pytest.raises(BenchmarkConfigError, match=r"0.05 of ptbxl:rhythm's training records"):
         run_benchmark(settings, tmp_path / "bench", progress=False)
     assert not (tmp_path / "bench").exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.shared_data
+def test_representations_are_compared_across_data_sources(
+    small_copy: Path, ptbxl_root: Path, tmp_path: Path
+) -> None:
+    other = first_records_copy(ptbxl_root, tmp_path / "other", 12, folds=(1, 5, 7, 9))
+    settings = config(small_copy, models={"ecgfoundry-cpc": ["linear-probe"]}, fractions=[1.0],
+                      tasks=["ptbxl:superdiagnostic", "second:superdiagnostic"],
+                      recipes={"linear-probe": {"batch_size": 16}},
+                      analysis={"records": 80, "attribution": False})  # fmt: skip
+    settings["data"]["second"] = {"kind": "ptbxl", "root": str(other)}
+    run_benchmark(settings, tmp_path / "bench", cache_dir=tmp_path / "cache", progress=False)
+    result = json.loads((tmp_path / "bench/analysis/representation.json").read_text())
+    assert [e["task"] for e in result["models"]] == [
+        "ptbxl:superdiagnostic", "second:superdiagnostic"]  # fmt: skip
+    (across,) = result["dataset_separability"]
+    assert across["datasets"] == ["ptbxl", "second"] and across["chance"] == 0.5
+    assert -1 <= across["silhouette_by_dataset"] <= 1 and 0 <= across["balanced_accuracy"] <= 1
+    assert not (tmp_path / "bench/analysis/attribution.json").exists()  # switched off

@@ -134,12 +134,13 @@ def representation(config: BenchmarkConfig, out: Path, settings: AnalysisSetting
     sources = {t.data.name: t for t in config.tasks}  # one task's records per data source
     if len(sources) >= 2:
         for name in models:
-            parts = [(embedded[(t.name, name)], t.data.name) for t in sources.values()]
-            x = np.concatenate([p[0][0] for p in parts])
-            datasets = np.concatenate([np.repeat(n, len(p[0][0])) for p, n in parts])
-            continents = np.concatenate([p[0][2]["continent"].to_numpy() for p in parts])
+            parts = [(*embedded[(t.name, name)], t.data.name) for t in sources.values()]
+            x = np.concatenate([part[0] for part in parts])
+            datasets = np.concatenate([np.repeat(part[3], len(part[0])) for part in parts])
+            continents = np.concatenate([part[2]["continent"].to_numpy() for part in parts])
             entry = {"model": name, "datasets": sorted(sources),
-                     **numbers.dataset_separability(x, datasets)}  # fmt: skip
+                     **numbers.dataset_separability(x, datasets),
+                     "silhouette_by_dataset": numbers.silhouette(x, datasets)}  # fmt: skip
             if len(x) > MIN_MAP_RECORDS:
                 coordinates = umap_map(x, seed=settings.seed)
                 entry["trustworthiness"] = numbers.trustworthiness(x, coordinates, k=10)

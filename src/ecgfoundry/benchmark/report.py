@@ -133,10 +133,11 @@ def _representation(out: Path) -> str:
     if data["dataset_separability"]:
         parts.append("<h3>Across datasets</h3>" + _table(
             ["model", "datasets", "balanced accuracy", "chance", "separability (0 none, 1 full)",
-             "UMAP trustworthiness"],
+             "silhouette (dataset)", "UMAP trustworthiness"],
             [[s["model"], ", ".join(s["datasets"]), _number(s["balanced_accuracy"]),
               _number(s["chance"]), _number(s["separability"]),
-              _number(s.get("trustworthiness"))] for s in data["dataset_separability"]],
+              _number(s["silhouette_by_dataset"]), _number(s.get("trustworthiness"))]
+             for s in data["dataset_separability"]],
             text_columns=2))  # fmt: skip
         for entry in data["dataset_separability"]:
             if "map" in entry:
