@@ -37,7 +37,12 @@ class ModelConfig:
     head: str = "linear"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as plain data; ``head`` only when not ``linear`` (it came later: so the
+        configs, fingerprints and run folders of linear-head models stay as they were)."""
+        data = dataclasses.asdict(self)
+        if data.get("head") == "linear":
+            del data["head"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
