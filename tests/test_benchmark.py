@@ -3,12 +3,12 @@ resumably into one results table, and the Ray backend gives the local backend's 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -190,11 +190,10 @@ def test_the_post_training_grid_is_one_configuration(ptbxl_root: Path, tmp_path:
     """benchmarks/configs/post_training.yaml runs post_training.py's cells: the same backbone,
     tasks, fractions, seeds and, per variant, the same recipe."""
     repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo / "benchmarks"))
-    try:
-        import post_training
-    finally:
-        sys.path.remove(str(repo / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("post_training", repo / "benchmarks" /
+                                                  "post_training.py")  # fmt: skip
+    post_training = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(post_training)
     text = (repo / "benchmarks/configs/post_training.yaml").read_text()
     copy = repo / "benchmarks/configs" / f".test-{os.getpid()}.yaml"
     copy.write_text(text.replace("../../.cache/shared-data/ptbxl", str(ptbxl_root)))

@@ -33,9 +33,9 @@ QUICK = {"batch_size": 32, "stages.0.epochs": 1}
 
 @pytest.fixture(scope="module")
 def copy(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 records of each training fold and 8 of fold 9."""
+    """5 records of each training fold (every superclass has a positive) and 8 of fold 9."""
     table = ptbxl.load(ptbxl_root).table
-    ids = [int(i) for f in range(1, 9) for i in table.index[table.strat_fold == f][:4]]
+    ids = [int(i) for f in range(1, 9) for i in table.index[table.strat_fold == f][:5]]
     ids += [int(i) for i in table.index[table.strat_fold == 9][:8]]
     dest = tmp_path_factory.mktemp("ptbxl-copy")
     copy_records(ptbxl_root, dest, sorted(ids))
@@ -76,7 +76,7 @@ def corpus(copy, holter, cinc_root, cache_dir):
 def test_a_mixed_corpus_names_records_and_patients(corpus, copy):
     table = ptbxl.load(copy).table
     training = table[table.strat_fold <= 8]
-    assert corpus.description["records"] == {"ptbxl": 32, "mitdb": 2, "vfdb": 1, "cinc": 28}
+    assert corpus.description["records"] == {"ptbxl": 40, "mitdb": 2, "vfdb": 1, "cinc": 28}
     assert corpus.signals.shape[1:] == (12, 1000) and not corpus.description["unreadable_records"]
     rows = corpus.dataset == "ptbxl"
     assert set(corpus.ids[rows]) == {f"ptbxl:{i}" for i in training.index}  # no fold 9
@@ -119,7 +119,7 @@ def test_evaluation_folds_enter_only_on_request(copy, cache_dir):
 
 def test_the_manifest_round_trips_and_its_hash_follows_the_records(corpus, tmp_path):
     records = corpus.records()
-    assert len(records) == 32 + 3 + 28
+    assert len(records) == 40 + 3 + 28
     assert {"id": "cinc:E00009", "patient": None} in records
     assert {"id": "mitdb:202", "patient": "mitdb:201"} in records
     written = write_manifest(tmp_path / "a", records)
