@@ -45,16 +45,16 @@ def main() -> None:
 
         rows = (args.root / ptbxl.DATABASE_CSV).read_text().splitlines(keepends=True)
         wanted = {str(i) for i in ids}
-        add(ptbxl.DATABASE_CSV, "".join([rows[0]] + [r for r in rows[1:]
-                                                     if r.split(",", 1)[0] in wanted]).encode())  # fmt: skip
+        kept = [r for r in rows[1:] if r.split(",", 1)[0] in wanted]
+        add(ptbxl.DATABASE_CSV, "".join([rows[0], *kept]).encode())
         add(ptbxl.STATEMENTS_CSV, (args.root / ptbxl.STATEMENTS_CSV).read_bytes())
         for ecg_id in ids:
             base = table.loc[ecg_id, "filename_lr"]
             for suffix in (".hea", ".dat"):
                 add(f"{base}{suffix}", (args.root / f"{base}{suffix}").read_bytes())
     folds = table.loc[ids, "strat_fold"]
-    print(json.dumps({"archive": str(archive), "bytes": archive.stat().st_size,
-                      "train": int((folds <= 8).sum()), "val": int((folds == 9).sum())}))  # fmt: skip
+    counts = {"train": int((folds <= 8).sum()), "val": int((folds == 9).sum())}
+    print(json.dumps({"archive": str(archive), "bytes": archive.stat().st_size, **counts}))
 
 
 if __name__ == "__main__":
