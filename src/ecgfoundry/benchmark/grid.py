@@ -33,13 +33,16 @@ ANALYSIS = "analysis"  # the analyses' folder in a benchmark folder
 
 @dataclass(frozen=True)
 class Cell:
+    """One run of a benchmark: a model adapted to a task in a mode, on a share of the
+    training labels, with a seed."""
+
     model: str
     task: TaskSpec
     mode: str
     fraction: float
     seed: int
     recipe_json: str  # the recipe as it runs, as sorted JSON
-    weights: str  # the model's weights fingerprint (its name for an untrained mode)
+    weights: str  # the model's weights fingerprint (its name when it has no weights file)
 
     @property
     def recipe(self) -> dict[str, Any]:
