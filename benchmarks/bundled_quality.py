@@ -34,8 +34,7 @@ from post_training import is_current, read_rows
 from summarise_post_training import paired
 
 from ecgfoundry.adapt import recipe_for
-from ecgfoundry.models.io import model_fingerprint
-from ecgfoundry.models.registry import model_folder
+from ecgfoundry.models.registry import weights_fingerprint
 
 BUNDLED = "ecgfoundry-cpc"
 TASKS = ("superdiagnostic", "rhythm")
@@ -82,7 +81,7 @@ def side(name: str, by_seed: BySeed) -> dict[str, Any]:
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    weights = model_fingerprint(model_folder(BUNDLED) or BUNDLED)
+    weights = weights_fingerprint(BUNDLED)
     ours_rows = bundled_rows(args.post_training, weights)
     table = table_rows(args.table)
     out: list[dict[str, Any]] = []

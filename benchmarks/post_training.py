@@ -38,8 +38,7 @@ from typing import Any
 import numpy as np
 
 from ecgfoundry.adapt import finetune, recipe_for
-from ecgfoundry.models.io import model_fingerprint
-from ecgfoundry.models.registry import model_folder
+from ecgfoundry.models.registry import weights_fingerprint
 
 # Strategy variants: (strategy, recipe overrides). The ablations change one thing each.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -182,7 +181,7 @@ def main() -> None:
         for seed in args.seeds.split(",")
         for variant in chosen
     ]
-    weights = model_fingerprint(model_folder(args.backbone) or args.backbone)
+    weights = weights_fingerprint(args.backbone)
     rows = read_rows(args.results)
     finished = {(row["cell"], row["setup"]) for row in rows if is_current(row)}
     ran = 0

@@ -26,8 +26,7 @@ import numpy as np
 from post_training import SWEEP, is_current, predictions_file, read_rows
 
 from ecgfoundry.evaluate import bootstrap_difference
-from ecgfoundry.models.io import model_fingerprint
-from ecgfoundry.models.registry import model_folder
+from ecgfoundry.models.registry import weights_fingerprint
 
 Group = tuple[str, float, str]  # task, fraction, variant
 
@@ -177,9 +176,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="tabulate the validation sweep")
     args = parser.parse_args()
-    backbone = (
-        model_fingerprint(model_folder(args.backbone) or args.backbone) if args.backbone else None
-    )
+    backbone = weights_fingerprint(args.backbone) if args.backbone else None
     groups = load(args.results, args.split, backbone)
     if args.sweep:
         print(sweep_table(groups))

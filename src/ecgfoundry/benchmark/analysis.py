@@ -35,7 +35,14 @@ from ecgfoundry.analysis.embeddings import embed_split, map_figure, umap_map
 from ecgfoundry.analysis.metadata import record_metadata
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.benchmark.config import AnalysisSettings, BenchmarkConfig, TaskSpec
-from ecgfoundry.benchmark.grid import ANALYSIS, RUN, cell_status, cells
+from ecgfoundry.benchmark.grid import (
+    ANALYSIS,
+    RUN,
+    Cell,
+    cell_status,
+    cells,
+    finished_at_largest_fraction,
+)
 from ecgfoundry.benchmark.transfer import transfer
 from ecgfoundry.models.registry import load_model, model_folder, resolve_model
 
@@ -56,11 +63,8 @@ def _first_windows(split: Split, window: int) -> torch.Tensor:
 
 
 def _data(task: TaskSpec, model: Any, cache_dir: str | Path | None) -> TaskData:
-    source = task.data
-    name = None if task.task == "all" and source.kind != "ptbxl" else task.task
-    if source.kind == "table":
-        return task_data(source.root, model.spec, task=name, cache_dir=cache_dir)
-    return task_data(source.kind, model.spec, root=source.root, task=name, cache_dir=cache_dir)
+    arguments = task.source_arguments()
+    return task_data(arguments.pop("data"), model.spec, **arguments, cache_dir=cache_dir)
 
 
 def _single_label(y: np.ndarray, labels: list[str]) -> np.ndarray:
@@ -86,7 +90,7 @@ def representation(config: BenchmarkConfig, out: Path, settings: AnalysisSetting
                    progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """The representation numbers and maps of every model with weights on every task, and,
     with several data sources, one map per model across them (by dataset and continent)."""
-    models = [m for m in config.models if model_folder(m) is not None or Path(m).is_dir()]
+    models = [m for m in config.models if model_folder(m) is not None]  # those with weights
     cache = Path(cache_dir or out / ANALYSIS / "embeddings")
     entries, embedded = [], {}
     for task in config.tasks:
@@ -157,25 +161,23 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
 
 
-def _adapted(config: BenchmarkConfig, out: Path) -> dict[tuple[str, str, str], list[Path]]:
+def _adapted(grid: list[Cell], out: Path) -> dict[tuple[str, str, str], list[Path]]:
     """(model, mode, task) -> run folders of finished cells at the largest fraction, by seed."""
-    largest = max(config.fractions)
     found: dict[tuple[str, str, str], list[Path]] = {}
-    for cell in cells(config):
-        if cell.fraction == largest and cell_status(cell, out) == "done":
-            key = (cell.model, cell.mode, cell.task.name)
-            found.setdefault(key, []).append(cell.folder(out) / RUN)
+    for cell in finished_at_largest_fraction(grid, out):
+        key = (cell.model, cell.mode, cell.task.name)
+        found.setdefault(key, []).append(cell.folder(out) / RUN)
     return found
 
 
-def attribution(config: BenchmarkConfig, out: Path, settings: AnalysisSettings,
+def attribution(config: BenchmarkConfig, grid: list[Cell], out: Path, settings: AnalysisSettings,
                 cache_dir: str | Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """SHAP maps and sanity checks of the adapted models."""
     from ecgfoundry.benchmark.figures import attribution_figure
 
     entries = []
     tasks = {t.name: t for t in config.tasks}
-    for (name, mode, task_name), runs in sorted(_adapted(config, out).items()):
+    for (name, mode, task_name), runs in sorted(_adapted(grid, out).items()):
         model = load_model(runs[0] / "model")
         other = load_model(runs[1] / "model") if len(runs) > 1 else None
         data = _data(tasks[task_name], model, cache_dir)
@@ -210,10 +212,10 @@ def attribution(config: BenchmarkConfig, out: Path, settings: AnalysisSettings,
     return entries
 
 
-def _inputs(config: BenchmarkConfig, out: Path) -> str:
+def _inputs(config: BenchmarkConfig, grid: list[Cell], out: Path) -> str:
     """What the analyses depend on: their settings, the models' weights, the finished cells."""
-    finished = sorted(f"{c.name}-{c.setup}" for c in cells(config) if cell_status(c, out) == "done")
-    weights = sorted({c.weights for c in cells(config)})
+    finished = sorted(f"{c.name}-{c.setup}" for c in grid if cell_status(c, out) == "done")
+    weights = sorted({c.weights for c in grid})
     settings = {"analysis": asdict(config.analysis) if config.analysis else None,
                 "transfer": repr(config.transfer)}  # fmt: skip
     text = json.dumps({"settings": settings, "weights": weights, "cells": finished})
@@ -221,12 +223,13 @@ def _inputs(config: BenchmarkConfig, out: Path) -> str:
 
 
 def analyse(config: BenchmarkConfig, out: str | Path, cache_dir: str | Path | None = None,
-            progress: bool = False) -> dict[str, Any]:  # fmt: skip
+            progress: bool = False, grid: list[Cell] | None = None) -> dict[str, Any]:  # fmt: skip
     """Run the configured analyses (``analysis:`` and ``transfer:``) into ``out/analysis``;
     skipped when they were made from the same settings, weights and finished cells
-    (``analysis/inputs.txt``)."""
-    out = Path(out)
-    stamp, inputs = out / ANALYSIS / "inputs.txt", _inputs(config, out)
+    (``analysis/inputs.txt``). ``grid``: the configuration's cells, when already built (each
+    build hashes every model's weights file)."""
+    out, grid = Path(out), grid if grid is not None else cells(config)
+    stamp, inputs = out / ANALYSIS / "inputs.txt", _inputs(config, grid, out)
     if stamp.is_file() and stamp.read_text() == inputs:
         return {"skipped": "up to date"}
     result: dict[str, Any] = {}
@@ -236,10 +239,10 @@ def analyse(config: BenchmarkConfig, out: str | Path, cache_dir: str | Path | No
         result["representation"] = representation(config, out, settings, cache_dir, progress)
     if settings is not None and settings.attribution:
         _say(progress, "attribution: SHAP maps and their sanity checks")
-        result["attribution"] = attribution(config, out, settings, cache_dir)
+        result["attribution"] = attribution(config, grid, out, settings, cache_dir)
     if config.transfer is not None:
         _say(progress, "cross-dataset transfer")
-        result["transfer"] = transfer(config, out, cache_dir)
+        result["transfer"] = transfer(config, grid, out, cache_dir)
     atomic_write_text(stamp, inputs)
     return result
 

@@ -83,6 +83,15 @@ class TaskSpec:
     def name(self) -> str:
         return f"{self.data.name}:{self.task}"
 
+    def source_arguments(self) -> dict[str, Any]:
+        """``data``, ``root`` and ``task`` as ``finetune`` and ``adapt.sources.task_data``
+        take them (a table is its CSV path; ``all`` of a CinC folder or table: every label)."""
+        source = self.data
+        task = None if self.task == "all" and source.kind != "ptbxl" else self.task
+        if source.kind == "table":
+            return {"data": source.root, "root": None, "task": task}
+        return {"data": source.kind, "root": source.root, "task": task}
+
 
 @dataclass(frozen=True)
 class TransferSettings:
@@ -154,7 +163,7 @@ def _check_model(source: str, model: str, modes: list[str], recipes: dict[str, A
             raise _fail(source, f"models.{model}: unknown mode {mode!r}; modes: "
                         f"{sorted(STRATEGIES)}, or a variant under recipes with a "
                         "strategy")  # fmt: skip
-        weightless = known and not Path(model).is_dir() and model_folder(model) is None
+        weightless = known and model_folder(model) is None
         if weightless and strategy not in UNTRAINED_MODES:
             where = model_entry(model).weights
             raise _fail(source, f"models.{model}: mode {mode!r} starts from the model's "

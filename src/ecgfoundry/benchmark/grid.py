@@ -22,8 +22,7 @@ from typing import Any
 
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.benchmark.config import BenchmarkConfig, TaskSpec
-from ecgfoundry.models.io import model_fingerprint
-from ecgfoundry.models.registry import model_folder
+from ecgfoundry.models.registry import weights_fingerprint
 from ecgfoundry.pretrain.leakage import LeakageError
 
 CELL_FILE = "cell.json"
@@ -73,19 +72,12 @@ class Cell:
                 "seed": self.seed, "recipe": self.recipe}  # fmt: skip
 
 
-def weights_of(model: str) -> str:
-    """What identifies the model: its weights' hash, or its name for an architecture without
-    weights or a Hub repository."""
-    folder = model_folder(model)
-    return model_fingerprint(folder) if folder is not None else model
-
-
 def cells(config: BenchmarkConfig) -> list[Cell]:
     """Every cell, in running order: task, fraction, seed, model, mode (so that a short run
     covers every model and mode on the first task and seed first)."""
     recipes = {mode: json.dumps(config.recipe(mode), sort_keys=True)
                for modes in config.models.values() for mode in modes}  # fmt: skip
-    weights = {model: weights_of(model) for model in config.models}
+    weights = {model: weights_fingerprint(model) for model in config.models}
     return [Cell(model, task, mode, fraction, seed, recipes[mode], weights[model])
             for task in config.tasks for fraction in config.fractions for seed in config.seeds
             for model, modes in config.models.items() for mode in modes]  # fmt: skip
@@ -100,6 +92,13 @@ def cell_status(cell: Cell, out: str | Path) -> str:
     return "started" if (folder / CELL_FILE).is_file() else "pending"
 
 
+def finished_at_largest_fraction(grid: list[Cell], out: str | Path) -> list[Cell]:
+    """The finished cells at the grid's largest label fraction (what the analyses explain and
+    transfer), in grid order."""
+    largest = max(c.fraction for c in grid)
+    return [c for c in grid if c.fraction == largest and cell_status(c, out) == "done"]
+
+
 def run_cell(cell: Cell, out: str | Path, *, cache_dir: str | Path | None = None,
              workers: int = 1, allow_overlap: bool = False, threads: int | None = None,
              progress_bar: bool = False) -> str:  # fmt: skip
@@ -112,20 +111,16 @@ def run_cell(cell: Cell, out: str | Path, *, cache_dir: str | Path | None = None
 
         torch.set_num_threads(threads)
     folder = cell.folder(out)
-    if cell_status(cell, out) in ("done", "refused"):
-        return cell_status(cell, out)
+    if (status := cell_status(cell, out)) in ("done", "refused"):
+        return status
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / CELL_FILE, json.dumps(cell.describe(), indent=1))
-    data = cell.task.data
-    task = None if cell.task.task == "all" and data.kind != "ptbxl" else cell.task.task
     start = time.perf_counter()
     try:
-        finetune(cell.model, data=data.root if data.kind == "table" else data.kind,
-                 root=None if data.kind == "table" else data.root, task=task,
-                 strategy=cell.recipe["strategy"], out=folder / RUN, fraction=cell.fraction,
-                 seed=cell.seed,
-                 config=cell.recipe, cache_dir=cache_dir, workers=workers,
-                 progress_bar=progress_bar, allow_overlap=allow_overlap)  # fmt: skip
+        finetune(cell.model, **cell.task.source_arguments(), strategy=cell.recipe["strategy"],
+                 out=folder / RUN, fraction=cell.fraction, seed=cell.seed, config=cell.recipe,
+                 cache_dir=cache_dir, workers=workers, progress_bar=progress_bar,
+                 allow_overlap=allow_overlap)  # fmt: skip
     except LeakageError:
         return "refused"
     described = cell.describe() | {"seconds": round(time.perf_counter() - start, 1)}
@@ -133,4 +128,13 @@ def run_cell(cell: Cell, out: str | Path, *, cache_dir: str | Path | None = None
     return "done"
 
 
-__all__ = ["ANALYSIS", "CELL_FILE", "RUN", "Cell", "cell_status", "cells", "run_cell", "weights_of"]
+__all__ = [
+    "ANALYSIS",
+    "CELL_FILE",
+    "RUN",
+    "Cell",
+    "cell_status",
+    "cells",
+    "finished_at_largest_fraction",
+    "run_cell",
+]

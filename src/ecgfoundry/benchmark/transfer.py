@@ -30,7 +30,7 @@ from ecgfoundry.analysis.embeddings import embed_split
 from ecgfoundry.analysis.representation import linear_probe_scores
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.benchmark.config import BenchmarkConfig
-from ecgfoundry.benchmark.grid import ANALYSIS, RUN, cell_status, cells
+from ecgfoundry.benchmark.grid import ANALYSIS, RUN, Cell, finished_at_largest_fraction
 from ecgfoundry.evaluate.metrics import auroc_per_label
 from ecgfoundry.models.registry import load_model
 
@@ -41,17 +41,16 @@ def _value(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def transfer(config: BenchmarkConfig, out: Path,
+def transfer(config: BenchmarkConfig, grid: list[Cell], out: Path,
              cache_dir: str | Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Score the adapted models on the configured targets; returns (and writes) the rows."""
+    """Score the adapted models (``grid``: the configuration's cells) on the configured
+    targets; returns (and writes) the rows."""
     settings = config.transfer
     if settings is None:
         return []
-    largest = max(config.fractions)
     rows = []
-    for cell in cells(config):
-        if (cell.task.name not in settings.tasks or cell.fraction != largest
-                or cell_status(cell, out) != "done"):  # fmt: skip
+    for cell in finished_at_largest_fraction(grid, out):
+        if cell.task.name not in settings.tasks:
             continue
         run = cell.folder(out) / RUN
         model = load_model(run / "model")
@@ -67,8 +66,8 @@ def transfer(config: BenchmarkConfig, out: Path,
             y = np.concatenate([s.y for s in splits])
             zero_shot = auroc_per_label(y, scores)
             train, test = embed_split(model, data, data.train), embed_split(model, data, data.test)
-            probe = auroc_per_label(test_y := data.test.y,
-                                    linear_probe_scores(train, data.train.y, test))  # fmt: skip
+            test_y = data.test.y
+            probe = auroc_per_label(test_y, linear_probe_scores(train, data.train.y, test))
             for j, label in enumerate(labels):
                 rows.append({
                     "model": cell.model, "mode": cell.mode, "seed": cell.seed,

@@ -25,6 +25,7 @@ from ecgfoundry.models.io import (
     CheckpointError,
     download_from_hub,
     load_state_dict_strict,
+    model_fingerprint,
     read_model_folder,
     save_model,
 )
@@ -219,6 +220,13 @@ def model_folder(name_or_path: str | Path) -> Path | None:
     return _MODELS[text].folder if text in _MODELS else None
 
 
+def weights_fingerprint(name_or_path: str | Path) -> str:
+    """What identifies a model's weights: the hash of its folder's (or bundled) weights file,
+    else its name (an architecture without weights, a Hub repository)."""
+    folder = model_folder(name_or_path)
+    return model_fingerprint(folder) if folder is not None else str(name_or_path)
+
+
 def resolve_model(name_or_path: str | Path, *, weights: bool = True) -> ECGModel:
     """A model folder, ``hf-hub:ORG/REPO``, or a registry preset (with its bundled weights,
     if it has them).
@@ -294,4 +302,5 @@ __all__ = [
     "register_model",
     "resolve_model",
     "save_model",
+    "weights_fingerprint",
 ]
