@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ecgfoundry.adapt import finetune, recipe_for
+from ecgfoundry.engine.precision import describe_hardware
 from ecgfoundry.models.registry import weights_fingerprint
 
 # Strategy variants: (strategy, recipe overrides). The ablations change one thing each.
@@ -108,6 +110,11 @@ def is_current(row: dict[str, Any]) -> bool:
     return row["variant"] in VARIANTS and row.get("setup") == setup_id(
         recipe_of(row["variant"]), row.get("backbone_weights", "")
     )
+
+
+def hardware() -> dict[str, object]:
+    """What a cell trained on (finetune uses the GPU whenever one is visible)."""
+    return describe_hardware(torch.device("cuda") if torch.cuda.is_available() else None)
 
 
 def read_rows(results: Path) -> list[dict[str, Any]]:
@@ -203,7 +210,8 @@ def main() -> None:
                 metrics[split].pop("per_label", None)
         row = {"cell": key, **cell, "strategy": strategy, "setup": setup, "recipe": recipe,
                "backbone": str(args.backbone), "backbone_weights": weights,
-               "seconds": round(time.perf_counter() - start, 1), "metrics": metrics}  # fmt: skip
+               "seconds": round(time.perf_counter() - start, 1), "hardware": hardware(),
+               "metrics": metrics}  # fmt: skip
         keep_predictions(run_dir(args.runs, key, setup), predictions_file(args.predictions, row))
         args.results.parent.mkdir(parents=True, exist_ok=True)
         with args.results.open("a") as handle:

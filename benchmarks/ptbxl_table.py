@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from post_training import keep_predictions, read_rows
+from post_training import hardware, keep_predictions, read_rows
 
 from ecgfoundry.adapt import finetune, recipe_for
 from ecgfoundry.data.ptbxl import TASKS
@@ -100,7 +100,7 @@ def run_grid(args: argparse.Namespace) -> None:
             "cell": key, **cell, "setup": setup, "recipe": recipe,
             "published_fold10_macro_auroc": PUBLISHED[cell["model"]][cell["task"]],
             "precision": config["precision"], "torch_threads": torch.get_num_threads(),
-            "seconds": round(time.perf_counter() - start, 1),
+            "seconds": round(time.perf_counter() - start, 1), "hardware": hardware(),
             "train_seconds": round(sum(h["seconds"] for h in log), 1), "metrics": metrics,
         }  # fmt: skip
         keep_predictions(run, args.predictions / f"{key.replace('/', '__')}__{setup}.npz")
