@@ -17,6 +17,7 @@ from test_ptbxl import first_records_copy
 from typer.testing import CliRunner
 
 from ecgfoundry.benchmark import BenchmarkConfigError, cells, load_config, run_benchmark
+from ecgfoundry.benchmark.results import summary
 from ecgfoundry.cli import app
 
 
@@ -82,6 +83,19 @@ def test_cells_are_keyed_by_what_they_depend_on(tmp_path: Path) -> None:
     changed = cells(load_config(config(tmp_path, recipes=recipes)))
     same = [a.folder(tmp_path) == b.folder(tmp_path) for a, b in zip(grid, changed, strict=True)]
     assert same == [True, False, True, False]  # only the scratch cells depend on its recipe
+
+
+def test_the_summary_keeps_each_task_its_own_ci() -> None:
+    rows = [{"model": "m", "data": "ptbxl", "task": task, "mode": "probe", "fraction": 0.1,
+             "seed": seed, "status": "done", "split": "val", "macro_auroc": auroc + seed / 100,
+             "macro_auroc_low": auroc - 0.01, "macro_auroc_high": auroc + 0.03,
+             "macro_auprc": 0.5, "macro_auprc_low": 0.4, "macro_auprc_high": 0.6}
+            for task, auroc in (("rhythm", 0.9), ("superdiagnostic", 0.7)) for seed in (0, 1)]
+    by_task = {r["task"]: r for r in summary(pd.DataFrame(rows))}
+    assert by_task["rhythm"]["macro_auroc"] == pytest.approx(0.905)
+    assert (by_task["rhythm"]["macro_auroc_low"], by_task["rhythm"]["macro_auroc_high"]) == (
+        pytest.approx(0.89), pytest.approx(0.93))
+    assert by_task["superdiagnostic"]["macro_auroc_high"] == pytest.approx(0.73)
 
 
 @pytest.mark.shared_data

@@ -76,14 +76,11 @@ def _performance(table: pd.DataFrame) -> str:
         return (
             '<p class="note">No finished cell yet: run <code>ecgfoundry benchmark run</code>.</p>'
         )
-    done = table[(table["status"] == "done") & (table["split"] == "val")]
     out = []
     for task in sorted({f"{r['data']}:{r['task']}" for r in rows}):
         lines = []
         for r in (r for r in rows if f"{r['data']}:{r['task']}" == task):
-            cells = done[(done["model"] == r["model"]) & (done["mode"] == r["mode"])
-                         & (done["fraction"] == r["fraction"])]  # fmt: skip
-            low, high = cells["macro_auroc_low"].mean(), cells["macro_auroc_high"].mean()
+            low, high = r["macro_auroc_low"], r["macro_auroc_high"]
             sd = f" ± {r['macro_auroc_sd']:.3f}" if r["macro_auroc_sd"] is not None else ""
             lines.append([r["model"], r["mode"], f"{r['fraction']:.0%}", len(r["seeds"]),
                           f"{r['macro_auroc']:.3f}{sd}", f"[{_number(low)}, {_number(high)}]",

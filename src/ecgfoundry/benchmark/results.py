@@ -74,7 +74,8 @@ def write_results(out: str | Path, table: pd.DataFrame | None = None) -> pd.Data
 
 
 def summary(table: pd.DataFrame, split: str = "val") -> list[dict[str, Any]]:
-    """Mean (and sd over seeds) macro AUROC and AUPRC per model, task, mode and fraction."""
+    """Mean (and sd over seeds) macro AUROC and AUPRC per model, task, mode and fraction, with
+    the mean over seeds of each cell's bootstrap CI bounds (``_low``/``_high``)."""
     done = table[(table["status"] == "done") & (table["split"] == split)]
     out = []
     keys = ["model", "data", "task", "mode", "fraction"]
@@ -84,6 +85,8 @@ def summary(table: pd.DataFrame, split: str = "val") -> list[dict[str, Any]]:
             values = group[metric].astype(float)
             entry[metric] = float(values.mean())
             entry[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+            for bound in ("low", "high"):
+                entry[f"{metric}_{bound}"] = float(group[f"{metric}_{bound}"].astype(float).mean())
         out.append(entry)
     return json.loads(json.dumps(out))
 
