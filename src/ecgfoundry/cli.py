@@ -19,6 +19,7 @@ from ecgfoundry.data.download import DATASETS
 from ecgfoundry.data.ptbxl import TASKS
 from ecgfoundry.errors import ReportedError, UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
+from ecgfoundry.export import FORMATS
 
 if TYPE_CHECKING:
     from ecgfoundry.inference import Inputs
@@ -50,6 +51,8 @@ SummaryDataset = _choices("SummaryDataset", ("ptbxl", "mitdb", "vfdb"))  # what 
 CacheDataset = _choices("CacheDataset", ("ptbxl",))
 DownloadDataset = _choices("DownloadDataset", DATASETS)
 AggregateName = _choices("AggregateName", get_args(Aggregate))
+ExportFormat = _choices("ExportFormat", FORMATS)
+ONNX = ExportFormat("onnx")
 EVALUATION_AGGREGATE = AggregateName(DEFAULT_AGGREGATE)
 
 
@@ -353,6 +356,42 @@ def predict(
     probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
     labels = inference.label_names(network)
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
+
+
+@app.command()
+def export(
+    model: ModelArgument,
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file (.onnx); what was checked goes to NAME.json.")
+    ],
+    format: Annotated[ExportFormat, typer.Option("--format")] = ONNX,
+    seconds: Annotated[
+        float | None, typer.Option(help="Input length in seconds (default: the model's).")
+    ] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write a dynamically int8-quantised NAME.int8.onnx.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export a model for devices, checked against onnxruntime on the same inputs."""
+    from ecgfoundry.export import export_onnx
+    from ecgfoundry.models.registry import resolve_model
+
+    report = export_onnx(resolve_model(model), out, seconds=seconds, quantize=int8)
+    if as_json:
+        _print_json(report)
+        return
+    size = report["bytes"] / 1e6
+    line = (
+        f"{report['path']}: {format.value}, input {report['input']}, {size:.2f} MB, max abs "
+        f"error vs PyTorch {report['max_abs_error']:.1e}"
+    )
+    if "int8" in report:
+        line += (
+            f"; int8 {report['int8']['path']} {report['int8']['bytes'] / 1e6:.2f} MB, max "
+            f"abs error {report['int8']['max_abs_error']:.1e} (measure its accuracy)"
+        )
+    typer.echo(line)
 
 
 @app.command()

@@ -205,9 +205,38 @@ class S4Layer(nn.Module):
         y = self.output_linear(self.dropout(F.gelu(y)))
         return F.glu(y, dim=1)
 
+    def fixed_length(self, length: int) -> FixedLengthS4Layer:
+        """This layer for inputs of exactly ``length`` steps, with no complex numbers or FFTs
+        (what ONNX can express): see :class:`FixedLengthS4Layer`."""
+        return FixedLengthS4Layer(self, length)
+
+
+class FixedLengthS4Layer(nn.Module):
+    """An :class:`S4Layer` whose kernel is computed once for inputs of ``length`` steps and
+    applied as a causal depthwise convolution. Same outputs as the layer for that length (up
+    to float rounding); shares the layer's ``D`` and output projection. For export: ONNX has
+    no complex tensors, and a direct convolution of a 2-10 s input costs little."""
+
+    def __init__(self, layer: S4Layer, length: int):
+        super().__init__()
+        with torch.no_grad():
+            taps = layer.kernel(length).float()  # [H, length]
+        self.register_buffer("taps", taps.flip(-1)[:, None, :])  # conv1d correlates
+        self.length = length
+        self.D, self.dropout, self.output_linear = layer.D, layer.dropout, layer.output_linear
+
+    def forward(self, u: Tensor) -> Tensor:
+        if u.shape[-1] != self.length:
+            raise ValueError(f"this S4 layer was fixed for {self.length} steps, got {u.shape[-1]}")
+        u = u.float()
+        y = F.conv1d(F.pad(u, (self.length - 1, 0)), self.taps, groups=u.shape[1])
+        y = self.output_linear(self.dropout(F.gelu(y + self.D[0, :, None] * u)))
+        return F.glu(y, dim=1)
+
 
 __all__ = [
     "ChannelLinear",
+    "FixedLengthS4Layer",
     "S4Kernel",
     "S4Layer",
     "as_complex",

@@ -1,0 +1,95 @@
+"""ONNX export of every family, checked against onnxruntime; S4's fixed-length form."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ecgfoundry.cli import app
+from ecgfoundry.export import ExportError, example_input, export_onnx, exportable, run_onnx
+from ecgfoundry.models import create_model
+from ecgfoundry.models.registry import list_models
+from ecgfoundry.nn.s4 import S4Layer
+
+# The smallest preset of every family.
+PRESETS = {"s4": "s4-tiny", "net1d": "net1d-tiny", "ecgfm": "ecgfm-tiny",
+           "hubert-ecg": "hubert-ecg-tiny", "resnet1d": "resnet1d-wang",
+           "xresnet1d": "xresnet1d50", "inception1d": "inception1d"}  # fmt: skip
+
+
+def trained_like(name: str) -> torch.nn.Module:
+    """A random model whose BatchNorm statistics are those of its inputs (as training leaves
+    them), so that its outputs are of the size a trained model's are."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # running statistics = the mean over the batches below
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, len(model.spec.leads), model.spec.samples))
+    return model.eval()
+
+
+def test_every_family_has_a_preset_here() -> None:
+    assert {row["family"] for row in list_models()} == set(PRESETS)
+
+
+@pytest.mark.parametrize("family", sorted(PRESETS))
+def test_every_family_exports_and_matches_onnxruntime(family: str, tmp_path: Path) -> None:
+    model = trained_like(PRESETS[family])
+    report = export_onnx(model, tmp_path / "model.onnx")
+    assert report["max_abs_error"] <= 1e-4
+    assert report["input"] == ["batch", len(model.spec.leads), model.spec.samples]
+    assert report["fixed_length_layers"] == (model.config.n_layers if family == "s4" else 0)
+    inputs = example_input(model, batch=3, seed=7)  # another batch size: the batch is dynamic
+    with torch.no_grad():
+        expected = model(inputs).numpy()
+    assert np.abs(run_onnx(tmp_path / "model.onnx", inputs.numpy()) - expected).max() <= 1e-4
+    assert json.loads((tmp_path / "model.json").read_text())["max_abs_error"] == pytest.approx(
+        report["max_abs_error"])  # fmt: skip
+
+
+def test_int8_is_written_beside_and_smaller(tmp_path: Path) -> None:
+    report = export_onnx(trained_like("net1d-tiny"), tmp_path / "m.onnx", quantize=True)
+    assert report["int8"]["path"] == str(tmp_path / "m.int8.onnx")
+    assert report["int8"]["bytes"] < report["bytes"] / 2
+    assert np.isfinite(report["int8"]["max_abs_error"])
+
+
+def test_a_fixed_length_s4_layer_computes_what_the_fft_layer_does() -> None:
+    torch.manual_seed(0)
+    layer = S4Layer(channels=8, state=16, length=64).eval()
+    u = torch.randn(2, 8, 40)
+    fixed = layer.fixed_length(40)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(u), layer(u), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="fixed for 40 steps, got 50"):
+        fixed(torch.randn(2, 8, 50))
+
+
+def test_exportable_fixes_only_the_s4_layers_and_leaves_the_model_alone() -> None:
+    model = trained_like("s4-tiny")
+    copy = exportable(model, example_input(model))
+    assert all(type(m) is S4Layer for m in model.modules() if "S4Layer" in type(m).__name__)
+    assert sum("FixedLength" in type(m).__name__ for m in copy.modules()) == model.config.n_layers
+
+
+def test_the_cli_exports_the_bundled_model(tmp_path: Path) -> None:
+    out = tmp_path / "cpc.onnx"
+    result = CliRunner().invoke(app, ["export", "ecgfoundry-cpc", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["path"] == str(out) and out.is_file() and report["max_abs_error"] <= 1e-4
+    assert report["input"] == ["batch", 12, 1000] and report["outputs"] > 0
+
+
+def test_a_bad_output_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"model\.bin: expected a \.onnx file name"):
+        export_onnx(trained_like("net1d-tiny"), tmp_path / "model.bin")
