@@ -86,15 +86,32 @@ def test_cells_are_keyed_by_what_they_depend_on(tmp_path: Path) -> None:
 
 
 def test_the_summary_keeps_each_task_its_own_ci() -> None:
-    rows = [{"model": "m", "data": "ptbxl", "task": task, "mode": "probe", "fraction": 0.1,
-             "seed": seed, "status": "done", "split": "val", "macro_auroc": auroc + seed / 100,
-             "macro_auroc_low": auroc - 0.01, "macro_auroc_high": auroc + 0.03,
-             "macro_auprc": 0.5, "macro_auprc_low": 0.4, "macro_auprc_high": 0.6}
-            for task, auroc in (("rhythm", 0.9), ("superdiagnostic", 0.7)) for seed in (0, 1)]
+    rows = [
+        {
+            "model": "m",
+            "data": "ptbxl",
+            "task": task,
+            "mode": "probe",
+            "fraction": 0.1,
+            "seed": seed,
+            "status": "done",
+            "split": "val",
+            "macro_auroc": auroc + seed / 100,
+            "macro_auroc_low": auroc - 0.01,
+            "macro_auroc_high": auroc + 0.03,
+            "macro_auprc": 0.5,
+            "macro_auprc_low": 0.4,
+            "macro_auprc_high": 0.6,
+        }
+        for task, auroc in (("rhythm", 0.9), ("superdiagnostic", 0.7))
+        for seed in (0, 1)
+    ]
     by_task = {r["task"]: r for r in summary(pd.DataFrame(rows))}
     assert by_task["rhythm"]["macro_auroc"] == pytest.approx(0.905)
     assert (by_task["rhythm"]["macro_auroc_low"], by_task["rhythm"]["macro_auroc_high"]) == (
-        pytest.approx(0.89), pytest.approx(0.93))
+        pytest.approx(0.89),
+        pytest.approx(0.93),
+    )
     assert by_task["superdiagnostic"]["macro_auroc_high"] == pytest.approx(0.73)
 
 
