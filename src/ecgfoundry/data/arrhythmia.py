@@ -14,7 +14,10 @@ Rhythm episodes (:func:`rhythm_episodes`)
     is ``UNANNOTATED``. A ``'['`` ... ``']'`` span (start/end of ventricular flutter or
     fibrillation; in these files only mitdb 207 has them, vfdb has none) is laid over the
     '+' episodes as a VA episode named after the VA rhythm it overlaps most (``VFL`` in 207),
-    else ``VF``; a ``'['`` never closed runs to the end of the record.
+    else ``VF``. Unpaired markers (CUDB has some, as published): a ``'['`` never closed runs
+    to the end of the record; a ``']'`` before any ``'['`` closes an episode that began before
+    the recording (it spans from the record's start); any other unpaired ``'['`` or ``']'``
+    (a second opening, a closing with nothing open) is ignored.
     VA rhythms: ``VT``, ``VF``, ``VFL`` and ``VFIB`` (vfdb's other spelling of VF). Not VA:
     ``IVR``/``VER`` (ventricular escape rhythms), ``HGEA``, bigeminy/trigeminy (``B``/``T``).
     Unknown rhythm: ``NOISE`` (vfdb marks stretches too noisy to read, which may hide VF) and
@@ -145,12 +148,16 @@ def rhythm_episodes(annotations: Annotations, n_samples: int) -> list[Episode]:
     episodes = _merge([Episode(s, e, n) for s, e, n in zip(starts, ends, names, strict=True)])
     opened: int | None = None
     spans: list[tuple[int, int]] = []
+    seen_bracket = False
     for s, sym in zip(samples, annotations.symbol, strict=True):
         if sym == "[" and opened is None:
             opened = int(s)
         elif sym == "]" and opened is not None:
             spans.append((opened, int(s)))
             opened = None
+        elif sym == "]" and not seen_bracket:  # the record starts inside an episode
+            spans.append((0, int(s)))
+        seen_bracket = seen_bracket or sym in "[]"
     if opened is not None:
         spans.append((opened, n_samples))
     for start, end in spans:
@@ -313,6 +320,7 @@ def _va_part(
     min_overlap: float,
     unknown: UnknownPolicy,
     materialise: bool,
+    va_stride: int | None = None,
 ) -> tuple[_Part, np.ndarray]:
     n = len(signal)
     episodes = rhythm_episodes(ann, n)
@@ -327,6 +335,10 @@ def _va_part(
         per_sample = np.repeat(np.asarray(flags, dtype=np.int64), lengths)
         cum[key] = np.concatenate([[0], np.cumsum(per_sample)])
     ws = np.arange(0, n - size + 1, stride, dtype=np.int64)
+    if va_stride is not None:  # more windows inside VA: the fine grid's windows labelled VA
+        fine = np.arange(0, n - size + 1, va_stride, dtype=np.int64)
+        fine = fine[(cum["va"][fine + size] - cum["va"][fine]) / size >= min_overlap]
+        ws = np.union1d(ws, fine)
     va = (cum["va"][ws + size] - cum["va"][ws]) / size
     unk = (cum["unk"][ws + size] - cum["unk"][ws]) / size
     other = 1.0 - va - unk
@@ -435,6 +447,7 @@ def _parts(
     min_overlap: float,
     unknown: UnknownPolicy,
     materialise: bool,
+    va_stride: float | None = None,
 ) -> _Part | str:
     """Windows of a prepared record, or the reason it has none."""
     size = round(seconds * prep.fs)
@@ -446,7 +459,9 @@ def _parts(
         )
     if label == "va":
         step = max(1, round((stride if stride is not None else seconds) * prep.fs))
-        part, _ = _va_part(prep.signal, prep.ann, size, step, min_overlap, unknown, materialise)
+        fine = None if va_stride is None else max(1, round(va_stride * prep.fs))
+        part, _ = _va_part(prep.signal, prep.ann, size, step, min_overlap, unknown, materialise,
+                           fine)  # fmt: skip
     elif label == "beat":
         part = _beat_part(prep.signal, prep.ann, prep.original, size, materialise)
     else:
@@ -616,17 +631,21 @@ def load_windows(
     unknown: UnknownPolicy = "drop",
     records: Sequence[str] | None = None,
     missing_lead: MissingLeadPolicy = "skip",
+    va_stride: float | None = None,
 ) -> WindowSet:
     """Windows of every record of a dataset: ``load_windows("vfdb", root)`` or
     ``load_windows(root)`` (the folder name is the dataset name).
 
     ``lead``: name (any spelling) or index; None is MLII for mitdb, else the first lead.
     ``seconds``/``stride``: window length and step (stride defaults to ``seconds``; beat
-    windows have no stride). ``fs``: resample each record once (polyphase) to this rate;
+    windows have no stride). ``va_stride``: also the VA windows on a finer grid of this step
+    (MetaVA oversamples the rare VA windows this way: 0.1 s). ``fs``: resample each record once (polyphase) to this rate;
     None keeps the record's own. ``records``: names to load instead of all. Labels, problems
     and their policies are in the module doc.
     """
     _check_options(seconds, stride, fs, min_overlap)
+    if va_stride is not None and not va_stride > 0:
+        raise ValueError(f"va_stride seconds must be positive, got {va_stride}")
     dataset, path = _dataset_and_root(name_or_root, root)
     unreadable: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -635,7 +654,8 @@ def load_windows(
         dataset, path, lead=lead, fs=fs, records=records, missing_lead=missing_lead,
         unreadable=unreadable, skipped=skipped,
     ):  # fmt: skip
-        part = _parts(prep, label, seconds, stride, min_overlap, unknown, materialise=True)
+        part = _parts(prep, label, seconds, stride, min_overlap, unknown, materialise=True,
+                      va_stride=va_stride)  # fmt: skip
         if isinstance(part, str):
             skipped[prep.name] = part
         else:

@@ -1,0 +1,20 @@
+"""Personalised ventricular-arrhythmia detection: per-subject windows, leak-free and MetaVA
+protocols, MAML with curriculum learning and pre-fine-tuning, baselines, evaluation."""
+
+from ecgfoundry.personalize.data import Subject, load_subjects
+from ecgfoundry.personalize.maml import Curriculum, MAMLConfig
+from ecgfoundry.personalize.protocol import PROTOCOLS, SubjectSkipped, split_names, split_subject
+from ecgfoundry.personalize.run import (
+    METHODS,
+    REFERENCE,
+    backbone,
+    evaluate,
+    meta_train,
+    scorers,
+    summarise,
+    train_global,
+)
+
+__all__ = ["METHODS", "PROTOCOLS", "REFERENCE", "Curriculum", "MAMLConfig", "Subject",
+           "SubjectSkipped", "backbone", "evaluate", "load_subjects", "meta_train", "scorers",
+           "split_names", "split_subject", "summarise", "train_global"]  # fmt: skip

@@ -1,0 +1,284 @@
+"""Personalisation end to end: meta-train an initialisation, adapt it to a person, evaluate the
+whole protocol over held-out subjects against the baselines, in one harness.
+
+Methods (:data:`METHODS`), all scored on the same test subjects, support sets and windows:
+
+- ``global``: one model trained on every meta-training window (no personalisation);
+- ``global-finetune``: the global model adapted on the person's support set (the same
+  ``adapt_steps`` SGD steps at ``inner_lr`` as MAML's adaptation);
+- ``scratch``: the architecture trained on the support set alone (Adam, 100 full-batch steps,
+  BatchNorm statistics from the support windows);
+- ``maml``: second-order MAML, subjects drawn uniformly, no pre-fine-tuning;
+- ``maml-curriculum``: with the curriculum, no pre-fine-tuning;
+- ``maml-curriculum-prefinetune``: MetaVA's full method (the reference of the comparisons);
+- ``fomaml-curriculum-prefinetune``: the same with first-order MAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score, roc_auc_score
+from torch import nn
+
+from ecgfoundry.atomic import atomic_write_text
+from ecgfoundry.engine.engine import Engine
+from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
+from ecgfoundry.engine.run_dir import JsonlLog
+from ecgfoundry.models import create_model, save_model
+from ecgfoundry.personalize.data import Subject
+from ecgfoundry.personalize.maml import (
+    MAMLConfig,
+    MetaObjective,
+    adapt_subject,
+    calibrate_batchnorm,
+    detached,
+    difficulties,
+    predict,
+)
+from ecgfoundry.personalize.protocol import SubjectSkipped, normalised, split_subject
+from ecgfoundry.spec import InputSpec
+
+METHODS = ("global", "global-finetune", "scratch", "maml", "maml-curriculum",
+           "maml-curriculum-prefinetune", "fomaml-curriculum-prefinetune")  # fmt: skip
+REFERENCE = "maml-curriculum-prefinetune"
+# Which meta-training each MAML method adapts from: (first order, curriculum).
+META_RUNS = {"maml": (False, False), "maml-curriculum": (False, True),
+             "fomaml-curriculum-prefinetune": (True, True)}  # fmt: skip
+
+
+def backbone(
+    name: str = "net1d-tiny",
+    fs: float = 200.0,
+    seconds: float = 2.0,
+    seed: int = 0,
+    **overrides: Any,
+) -> nn.Module:
+    """A one-lead, one-output model of the zoo for ``seconds`` windows at ``fs`` (the lead is
+    called II: MLII and vfdb's/CUDB's ECG lead). ``overrides`` set other config fields."""
+    torch.manual_seed(seed)
+    spec = InputSpec(fs=fs, seconds=seconds, leads=("II",), normalisation="none")
+    if name.startswith("net1d"):
+        overrides.setdefault("in_channels", 1)
+    return create_model(name, num_classes=1, spec=spec.to_dict(), **overrides)
+
+
+def _all_windows(subjects: Sequence[Subject]) -> tuple[np.ndarray, np.ndarray]:
+    """Every window, each subject z-scored with its own statistics (meta-training subjects
+    only: their test windows are never scored)."""
+    xs = [(s.x - s.x.mean()) / (s.x.std() or 1.0) for s in subjects]
+    return np.concatenate(xs).astype(np.float32), np.concatenate([s.y for s in subjects])
+
+
+def meta_train(
+    model: nn.Module,
+    train: list[Subject],
+    val: list[Subject],
+    config: MAMLConfig,
+    out: str | Path,
+    seed: int = 0,
+    progress_bar: bool = False,
+) -> nn.Module:
+    """Meta-train ``model`` into ``out`` (resumable: the same call continues a killed run);
+    writes ``out/model`` and ``out/personalize.json`` (settings, subjects, difficulties)."""
+    out = Path(out)
+    usable = [s for s in train if s.counts["va"] >= 2 and s.counts["other"] >= 2]
+    x, _ = _all_windows(usable)
+    calibrate_batchnorm(model, x)
+    order = np.arange(len(usable))
+    scores = None
+    if config.curriculum is not None:
+        scores = difficulties(model, usable, config, seed)
+        order = np.argsort(scores, kind="stable")
+    objective = MetaObjective(model, usable, val, config, seed=seed, order=order)
+    out.mkdir(parents=True, exist_ok=True)
+    Engine(out, seed=seed, precision="fp32", log=JsonlLog(out / "log.jsonl"),
+           progress_bar=progress_bar).fit(objective)  # fmt: skip
+    save_model(model, out / "model")
+    summary = {"config": config.to_dict(), "seed": seed,
+               "meta_train": [s.name for s in usable], "meta_val": [s.name for s in val],
+               "left_out": sorted({s.name for s in train} - {s.name for s in usable}),
+               "difficulty": None if scores is None else
+               {usable[i].name: float(scores[i]) for i in order}}  # fmt: skip
+    atomic_write_text(out / "personalize.json", json.dumps(summary, indent=1))
+    return model
+
+
+class WindowObjective:
+    """The ``global`` baseline on the engine: BCE on every meta-training window."""
+
+    def __init__(self, model: nn.Module, x: np.ndarray, y: np.ndarray, val: list[Subject],
+                 epochs: int, seed: int, batch: int = 128, lr: float = 1e-3):  # fmt: skip
+        self.model, self.x, self.y, self.val = model, x, y, val
+        self.epochs, self.seed, self.batch, self.lr = epochs, seed, batch, lr
+
+    def stages(self) -> list[StagePlan]:
+        return [StagePlan(name="global", epochs=self.epochs, monitor="val_auroc", mode="max")]
+
+    def setup_stage(self, index: int) -> StageSetup:
+        return StageSetup([{"params": list(self.model.parameters()), "lr": self.lr}],
+                          steps_per_epoch=-(-len(self.y) // self.batch))  # fmt: skip
+
+    def train_batches(self, index: int, epoch: int, skip: int) -> list[np.ndarray]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+        return [order[i : i + self.batch] for i in range(0, len(order), self.batch)][skip:]
+
+    def training_step(self, net: nn.Module, batch: np.ndarray, index: int) -> StepOutput:
+        net.eval()  # calibrated BatchNorm, as the MAML models
+        logits = net(torch.from_numpy(self.x[batch])).reshape(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(self.y[batch]).float())
+        return StepOutput(loss=loss, size=len(batch))
+
+    def evaluate(self, index: int) -> dict[str, float]:
+        x, y = _all_windows(self.val)
+        params, buffers = detached(self.model)
+        return {"val_auroc": float(roc_auc_score(y, predict(self.model, params, buffers,
+                                                            torch.from_numpy(x))))}  # fmt: skip
+
+
+def train_global(
+    model: nn.Module,
+    train: list[Subject],
+    val: list[Subject],
+    out: str | Path,
+    epochs: int = 5,
+    seed: int = 0,
+) -> nn.Module:
+    x, y = _all_windows(train)
+    calibrate_batchnorm(model, x)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    Engine(out, seed=seed, precision="fp32", log=JsonlLog(out / "log.jsonl"),
+           progress_bar=False).fit(WindowObjective(model, x, y, val, epochs, seed))  # fmt: skip
+    save_model(model, out / "model")
+    return model
+
+
+def scratch_on_support(
+    architecture: Callable[[], nn.Module],
+    subject: Subject,
+    shots: int,
+    protocol: str,
+    seed: int,
+    steps: int = 100,
+    lr: float = 1e-3,
+) -> tuple[np.ndarray, np.ndarray]:
+    split = split_subject(subject, shots, protocol, np.random.default_rng([seed, 11]))  # type: ignore[arg-type]
+    x = torch.from_numpy(normalised(subject, split, split.support))
+    y = torch.from_numpy(subject.y[split.support]).float()
+    model = architecture()
+    calibrate_batchnorm(model, x.numpy())
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.binary_cross_entropy_with_logits(model(x).reshape(-1), y).backward()
+        optimizer.step()
+    params, buffers = detached(model)
+    test = torch.from_numpy(normalised(subject, split, split.test))
+    return subject.y[split.test], predict(model, params, buffers, test)
+
+
+Scorer = Callable[[Subject, int, str], tuple[np.ndarray, np.ndarray]]
+
+
+def scorers(
+    models: dict[str, nn.Module],
+    config: MAMLConfig,
+    architecture: Callable[[], nn.Module],
+    seed: int = 0,
+    scratch_steps: int = 100,
+) -> dict[str, Scorer]:
+    """Each method as ``score(subject, shots, protocol) -> (labels, probabilities)``; ``models``
+    holds the trained ``global`` and the meta-trained ``maml``, ``maml-curriculum`` and
+    ``fomaml-curriculum-prefinetune`` initialisations."""
+
+    def adapting(model: nn.Module, steps: int, pre: bool) -> Scorer:
+        c = dataclasses.replace(config, adapt_steps=steps)
+        return lambda s, k, p: adapt_subject(model, s, k, c, p, seed, pre_finetuning=pre)
+
+    return {
+        "global": adapting(models["global"], 0, False),
+        "global-finetune": adapting(models["global"], config.adapt_steps, False),
+        "scratch": lambda s, k, p: scratch_on_support(architecture, s, k, p, seed, scratch_steps),
+        "maml": adapting(models["maml"], config.adapt_steps, False),
+        "maml-curriculum": adapting(models["maml-curriculum"], config.adapt_steps, False),
+        REFERENCE: adapting(models["maml-curriculum"], config.adapt_steps, True),
+        "fomaml-curriculum-prefinetune": adapting(models["fomaml-curriculum-prefinetune"],
+                                                  config.adapt_steps, True),
+    }  # fmt: skip
+
+
+def evaluate(
+    subjects: list[Subject],
+    methods: dict[str, Scorer],
+    shots: Sequence[int] = (1, 5, 10),
+    protocols: Sequence[str] = ("leak-free", "metava"),
+) -> tuple[list[dict], list[dict]]:
+    """Score every method on every subject, shot count and protocol: one row per (method,
+    protocol, shots, subject) with its AUROC and F1 (threshold 0.5) and its labels and
+    probabilities; and the subjects skipped, with the reason (the rest go on)."""
+    rows, skipped = [], []
+    for protocol in protocols:
+        for k in shots:
+            for subject in subjects:
+                try:
+                    split_subject(subject, k, protocol)  # type: ignore[arg-type]
+                except SubjectSkipped as error:
+                    skipped.append({"subject": subject.name, "protocol": protocol, "shots": k,
+                                    "problem": error.problem})  # fmt: skip
+                    continue
+                for method, score in methods.items():
+                    y, p = score(subject, k, protocol)
+                    rows.append({"method": method, "protocol": protocol, "shots": k,
+                                 "subject": subject.name, "windows": len(y),
+                                 "va": int(y.sum()), "auroc": float(roc_auc_score(y, p)),
+                                 "f1": float(f1_score(y, p >= 0.5, zero_division=0)),
+                                 "y": y, "p": p})  # fmt: skip
+    return rows, skipped
+
+
+def summarise(
+    rows: list[dict], reference: str = REFERENCE, resamples: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Per (method, protocol, shots): pooled AUROC and F1 over all test windows, per-subject
+    median and worst decile (10th percentile), and the mean per-subject AUROC difference to
+    ``reference`` with its paired bootstrap 95 % CI over subjects."""
+    out = []
+    keys = sorted({(r["protocol"], r["shots"]) for r in rows})
+    rng = np.random.default_rng(seed)
+    for protocol, k in keys:
+        mine = [r for r in rows if r["protocol"] == protocol and r["shots"] == k]
+        subjects = sorted({r["subject"] for r in mine})
+        picks = rng.integers(0, len(subjects), size=(resamples, len(subjects)))
+        per = {(r["method"], r["subject"]): r for r in mine}
+        for method in [m for m in METHODS if any(r["method"] == m for r in mine)]:
+            group = [per[(method, s)] for s in subjects]
+            y = np.concatenate([r["y"] for r in group])
+            p = np.concatenate([r["p"] for r in group])
+            auc = np.array([r["auroc"] for r in group])
+            f1 = np.array([r["f1"] for r in group])
+            entry = {"method": method, "protocol": protocol, "shots": k, "subjects": len(group),
+                     "pooled_auroc": float(roc_auc_score(y, p)),
+                     "pooled_f1": float(f1_score(y, p >= 0.5, zero_division=0)),
+                     "median_auroc": float(np.median(auc)),
+                     "worst_decile_auroc": float(np.percentile(auc, 10)),
+                     "median_f1": float(np.median(f1)),
+                     "worst_decile_f1": float(np.percentile(f1, 10))}  # fmt: skip
+            if method != reference and all((reference, s) in per for s in subjects):
+                diff = auc - np.array([per[(reference, s)]["auroc"] for s in subjects])
+                boots = diff[picks].mean(axis=1)
+                entry["auroc_minus_reference"] = float(diff.mean())
+                entry["ci"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+            out.append(entry)
+    return out
+
+
+__all__ = ["METHODS", "REFERENCE", "backbone", "evaluate", "meta_train", "scorers", "summarise",
+           "train_global"]  # fmt: skip

@@ -1,0 +1,179 @@
+"""Personalisation: protocols, MAML, curriculum, pre-fine-tuning, evaluation, on synthetic
+subjects and tiny models; the data on mitdb."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ecgfoundry.data import arrhythmia as A
+from ecgfoundry.data.record import Annotations
+from ecgfoundry.personalize import (
+    METHODS,
+    REFERENCE,
+    Curriculum,
+    MAMLConfig,
+    Subject,
+    SubjectSkipped,
+    backbone,
+    evaluate,
+    load_subjects,
+    meta_train,
+    scorers,
+    split_names,
+    split_subject,
+    summarise,
+    train_global,
+)
+from ecgfoundry.personalize.maml import (
+    detached,
+    inner_adapt,
+    loss_of,
+    pre_finetune,
+)
+from ecgfoundry.personalize.run import META_RUNS
+
+FS, SECONDS = 50.0, 2.0
+
+
+def synthetic(name: str, seed: int, n_other: int = 60, n_va: int = 30, va_at: float = 0.3,
+              shift: float = 0.0) -> Subject:  # fmt: skip
+    """Windows of a sine: VA faster than the rest, with a person-specific amplitude and offset;
+    the VA windows form one episode that starts ``va_at`` into the recording."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(FS * SECONDS)) / FS
+    n = n_other + n_va
+    y = np.zeros(n, dtype=np.int64)
+    first = int(va_at * n)
+    y[first : first + n_va] = 1
+    freq = np.where(y == 1, 6.0, 1.5)[:, None]
+    amplitude = rng.uniform(0.5, 2.0)
+    x = amplitude * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6, (n, 1))) + shift
+    x = (x + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)[:, None]
+    return Subject(name=name, dataset="synthetic", x=x, y=y, time=np.arange(n) * SECONDS,
+                   fs=FS, seconds=SECONDS)  # fmt: skip
+
+
+def test_the_leak_free_split_takes_the_earliest_support_and_scores_after_a_gap() -> None:
+    subject = synthetic("s", 0, shift=3.0)
+    split = split_subject(subject, 5, "leak-free")
+    assert (subject.y[split.support] == 1).sum() == (subject.y[split.support] == 0).sum() == 5
+    assert list(split.support[subject.y[split.support] == 1]) == list(
+        np.flatnonzero(subject.y == 1)[:5])  # fmt: skip
+    support_end = subject.time[split.support].max() + SECONDS
+    assert subject.time[split.test].min() >= support_end + SECONDS  # a one-window gap
+    assert split.mean == pytest.approx(subject.x[split.support].mean(), rel=1e-5)
+    metava = split_subject(subject, 5, "metava", np.random.default_rng(0))
+    assert len(metava.support) + len(metava.test) == len(subject)
+    assert metava.mean == pytest.approx(subject.x.mean(), rel=1e-5)  # test windows included
+
+
+@pytest.mark.parametrize(
+    ("subject", "shots", "problem"),
+    [
+        (dataclasses.replace(synthetic("a", 0), y=np.zeros(90, dtype=np.int64)), 5,
+         "a: no VA windows: fewer than 5 support windows per class plus one to score"),
+        (synthetic("b", 0, n_va=4), 5, "b: 4 va windows: fewer than 5"),
+        (synthetic("c", 0, n_va=6, va_at=0.5), 5, "c: no va windows after its first 5 per class"),
+    ],
+)  # fmt: skip
+def test_unusable_subjects_are_named_with_the_problem(subject, shots, problem) -> None:
+    with pytest.raises(SubjectSkipped, match=problem):
+        split_subject(subject, shots, "leak-free")
+
+
+def test_subjects_never_cross_splits() -> None:
+    names = [f"s{i}" for i in range(20)]
+    parts = split_names(names, seed=3)
+    assert sorted(n for part in parts.values() for n in part) == sorted(names)
+    assert len(parts["test"]) == 6 and len(parts["meta-val"]) == 4
+
+
+def test_the_curriculum_opens_from_the_easiest_share_to_all() -> None:
+    c = Curriculum(start=0.3, full_at=0.5)
+    assert [c.available(p, 10) for p in (0.0, 0.25, 0.5, 0.9)] == [3, 7, 10, 10]
+
+
+def test_second_order_differs_from_first_order() -> None:
+    model = backbone("net1d-tiny", fs=FS, seconds=SECONDS).eval()
+    s = synthetic("s", 1)
+    x, y = torch.from_numpy(s.x[:20]), torch.from_numpy(s.y[:20])
+    grads = []
+    for second in (True, False):
+        params = dict(model.named_parameters())
+        buffers = dict(model.named_buffers())
+        adapted = inner_adapt(model, params, buffers, x, y, 2, 0.1, create_graph=second)
+        grads.append(torch.autograd.grad(loss_of(model, adapted, buffers, x, y),
+                                         params["head.weight"])[0])  # fmt: skip
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_pre_finetuning_needs_two_windows_per_class() -> None:
+    model = backbone("net1d-tiny", fs=FS, seconds=SECONDS).eval()
+    s = synthetic("s", 2)
+    params, buffers = detached(model)
+    config = MAMLConfig(inner_steps=1, pre_finetune_steps=2)
+    one = np.array([0, int(np.flatnonzero(s.y == 1)[0])])
+    same = pre_finetune(model, params, buffers, torch.from_numpy(s.x[one]),
+                        torch.from_numpy(s.y[one]), config)  # fmt: skip
+    assert all(torch.equal(same[k], params[k]) for k in params)
+    four = np.concatenate([np.flatnonzero(s.y == 0)[:2], np.flatnonzero(s.y == 1)[:2]])
+    moved = pre_finetune(model, params, buffers, torch.from_numpy(s.x[four]),
+                         torch.from_numpy(s.y[four]), config)  # fmt: skip
+    assert any(not torch.equal(moved[k], params[k]) for k in params)
+
+
+def test_meta_training_then_evaluation_of_every_method(tmp_path: Path) -> None:
+    subjects = [synthetic(f"s{i}", i, shift=float(i % 3)) for i in range(12)]
+    subjects.append(dataclasses.replace(synthetic("novapeople", 99), y=np.zeros(90, np.int64)))
+    train, val, test = subjects[:6], subjects[6:8], subjects[10:]
+    config = MAMLConfig(shots=3, query=3, inner_steps=1, adapt_steps=3, iterations=2, epochs=2,
+                        meta_batch=2, pre_finetune_steps=1, val_shots=3)  # fmt: skip
+
+    def architecture() -> torch.nn.Module:
+        return backbone("net1d-tiny", fs=FS, seconds=SECONDS)
+
+    models = {"global": train_global(architecture(), train, val, tmp_path / "global", epochs=1)}
+    for name, (first, curriculum) in META_RUNS.items():
+        c = dataclasses.replace(config, first_order=first,
+                                curriculum=Curriculum() if curriculum else None)  # fmt: skip
+        models[name] = meta_train(architecture(), train, val, c, tmp_path / name)
+    assert (tmp_path / "maml-curriculum" / "personalize.json").is_file()
+    assert (tmp_path / "maml" / "log.jsonl").read_text().count("val_auroc") == 2
+    rows, skipped = evaluate(test, scorers(models, config, architecture, scratch_steps=3),
+                             shots=(1, 3))  # fmt: skip
+    assert {r["method"] for r in rows} == set(METHODS)
+    assert {s["subject"] for s in skipped} == {"novapeople"}
+    assert all("no VA windows" in s["problem"] for s in skipped)
+    table = summarise(rows, resamples=50)
+    assert len(table) == len(METHODS) * 2 * 2  # methods x protocols x shots
+    for entry in table:
+        assert 0 <= entry["worst_decile_auroc"] <= entry["median_auroc"] <= 1
+        assert ("ci" in entry) == (entry["method"] != REFERENCE)
+
+
+def test_unpaired_brackets_follow_the_stated_rules() -> None:
+    def episodes(symbols: list[str], samples: list[int]) -> list[tuple[int, int, str]]:
+        ann = Annotations(sample=np.array(samples), symbol=tuple(symbols),
+                          aux_note=tuple("" for _ in symbols), fs=100.0)  # fmt: skip
+        return [(e.start, e.end, e.rhythm) for e in A.rhythm_episodes(ann, 1000) if e.is_va]
+
+    assert episodes(["]", "[", "]"], [100, 300, 400]) == [(0, 100, "VF"), (300, 400, "VF")]
+    assert episodes(["[", "[", "]", "]"], [100, 200, 500, 600]) == [(100, 500, "VF")]
+    assert episodes(["[", "]", "]"], [100, 200, 700]) == [(100, 200, "VF")]
+    assert episodes(["["], [900]) == [(900, 1000, "VF")]
+
+
+@pytest.mark.shared_data
+def test_mitdb_subjects_keep_metavas_counts(mitdb_root: Path) -> None:
+    plain, problems = load_subjects([mitdb_root], va_stride=None)
+    assert sum(s.counts["va"] for s in plain) == 185  # MetaVA's 2-s/2-s count
+    assert set(problems) == {"mitdb/102", "mitdb/104"}  # no MLII
+    oversampled, _ = load_subjects([mitdb_root])
+    assert sum(s.counts["va"] for s in oversampled) > 10 * 185
+    one = next(s for s in oversampled if s.name == "mitdb/201")
+    assert np.all(np.diff(one.time) >= 0)  # time order, records 201 then 202
