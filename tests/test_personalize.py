@@ -4,6 +4,7 @@ subjects and tiny models; the data on mitdb."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,51 @@ def test_mitdb_subjects_keep_metavas_counts(mitdb_root: Path) -> None:
     assert sum(s.counts["va"] for s in oversampled) > 10 * 185
     one = next(s for s in oversampled if s.name == "mitdb/201")
     assert np.all(np.diff(one.time) >= 0)  # time order, records 201 then 202
+
+
+def write_wfdb_people(folder: Path, people: int = 8, fs: int = 100, seconds: int = 240) -> Path:
+    """WFDB records with rhythm annotations: a slow sine, and a fast one (VT) from 100 to 140 s."""
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(fs * seconds) / fs
+    for i in range(people):
+        rng = np.random.default_rng(i)
+        fast = (t >= 100) & (t < 140)
+        signal = rng.uniform(0.5, 1.5) * np.sin(2 * np.pi * np.where(fast, 3.0, 1.2) * t)
+        signal += 0.05 * rng.standard_normal(len(t))
+        name = f"p{i}"
+        wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["ECG"], p_signal=signal[:, None],
+                    fmt=["16"], write_dir=str(folder))  # fmt: skip
+        wfdb.wrann(name, "atr", np.array([0, 100 * fs, 140 * fs]), symbol=["+", "+", "+"],
+                   aux_note=["(N", "(VT", "(N"], write_dir=str(folder))  # fmt: skip
+    return folder
+
+
+def test_the_cli_meta_trains_and_adapts_to_a_person(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ecgfoundry.cli import app
+    from ecgfoundry.models import load_model
+
+    data = write_wfdb_people(tmp_path / "people")
+    run = tmp_path / "run"
+    arguments = ["--data", str(data), "--out", str(run), "--epochs", "1", "--iterations", "2"]
+    result = CliRunner().invoke(app, ["personalize", "meta-train", *arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    split = json.loads(result.stdout)["subjects"]
+    assert len(split["test"]) == 2 and not set(split["test"]) & set(split["meta-train"])
+    person = split["test"][0].split("/")[1]
+    mine = tmp_path / "mine"
+    result = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",
+                                      str(data), "--subject", person, "--shots", "5", "--out",
+                                      str(mine), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    support = json.loads((mine / "support.json").read_text())
+    assert len(support["support_seconds"]) == 10 and support["normalise"]["sd"] > 0
+    assert support["scored_from_seconds"] > max(support["support_seconds"])
+    assert load_model(mine).spec.samples == 400
+    missing = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",
+                                       str(data), "--subject", "nobody", "--out",
+                                       str(tmp_path / "x")])  # fmt: skip
+    assert "--subject nobody: not in" in str(missing.exception)

@@ -40,6 +40,12 @@ benchmark_app = typer.Typer(
     no_args_is_help=True, help="Benchmark models: grids of tasks, modes, fractions, seeds."
 )
 app.add_typer(benchmark_app, name="benchmark")
+personalize_app = typer.Typer(
+    no_args_is_help=True,
+    help="Personalised VA detection: meta-train an initialisation, adapt it to a person, "
+    "evaluate the protocol.",
+)
+app.add_typer(personalize_app, name="personalize")
 
 
 def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
@@ -517,6 +523,126 @@ def benchmark_report(
     from ecgfoundry.benchmark.report import write_report
 
     typer.echo(str(write_report(folder, out)))
+
+
+DataFolders = Annotated[
+    list[Path],
+    typer.Option("--data", help="WFDB folders with rhythm or episode annotations (mitdb, vfdb, "
+                 "cudb, yours); repeat for several."),
+]  # fmt: skip
+SeedOption = Annotated[int, typer.Option(help="Splits subjects and seeds training.")]
+
+
+@personalize_app.command("meta-train")
+def personalize_meta_train(
+    data: DataFolders,
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists).")],
+    backbone: Annotated[
+        str, typer.Option(help="A registry preset (made one-lead).")
+    ] = "net1d-tiny",
+    seed: SeedOption = 0,
+    epochs: Annotated[int | None, typer.Option(help="Meta-training epochs.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Meta-steps per epoch.")] = None,
+    first_order: Annotated[bool, typer.Option("--first-order")] = False,
+    curriculum: Annotated[bool, typer.Option(help="Easy subjects first.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Meta-train an initialisation on the training subjects of --data (subjects with VA split
+    by --seed into meta-train / meta-val / test; the test subjects are recorded, never seen)."""
+    from ecgfoundry import personalize as P
+
+    subjects, problems = P.load_subjects(data)
+    parts = P.split_subjects(subjects, seed)
+    by_name = {s.name: s for s in subjects}
+    settings = {"epochs": epochs, "iterations": iterations}
+    config = P.MAMLConfig(first_order=first_order,
+                          **{k: v for k, v in settings.items() if v is not None},
+                          **({} if curriculum else {"curriculum": None}))  # fmt: skip
+    P.meta_train(P.backbone(backbone, seed=seed), [by_name[n] for n in parts["meta-train"]],
+                 [by_name[n] for n in parts["meta-val"]], config, out, seed=seed,
+                 progress_bar=not as_json)  # fmt: skip
+    summary = {"model": str(out / "model"), "subjects": parts, "records_left_out": problems}
+    (out / "subjects.json").write_text(json.dumps(summary, indent=1))
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(f"{out / 'model'}: meta-trained on {len(parts['meta-train'])} subjects; "
+                   f"test subjects (held out): {', '.join(parts['test'])}")  # fmt: skip
+
+
+@personalize_app.command("adapt")
+def personalize_adapt(
+    model: ModelArgument,
+    data: Annotated[Path, typer.Option("--data", help="The WFDB folder holding the person.")],
+    subject: Annotated[str, typer.Option(help="The person: a record name (e.g. 418).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the person's model.")],
+    shots: Annotated[int, typer.Option(help="Support windows per class: the earliest.")] = 10,
+    pre_finetune: Annotated[bool, typer.Option(help="MetaVA's pre-fine-tuning first.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Adapt a meta-trained model to one person from their earliest labelled windows; writes
+    the person's model and support.json (its windows and the normalisation to apply)."""
+    import torch
+
+    from ecgfoundry import personalize as P
+    from ecgfoundry.models import load_model, save_model
+    from ecgfoundry.personalize.maml import personalised
+    from ecgfoundry.personalize.protocol import normalised
+
+    subjects, _ = P.load_subjects([data])
+    found = [s for s in subjects if s.name.split("/", 1)[1] == subject or s.name == subject]
+    if not found:
+        names = ", ".join(s.name.split("/", 1)[1] for s in subjects)
+        raise UsageError(f"--subject {subject}: not in {data} (subjects: {names})")
+    person = found[0]
+    split = P.split_subject(person, shots, "leak-free")
+    x = torch.from_numpy(normalised(person, split, split.support))
+    y = torch.from_numpy(person.y[split.support])
+    mine = personalised(load_model(model), x, y, P.MAMLConfig(), pre_finetuning=pre_finetune)
+    save_model(mine, out)
+    support = {"subject": person.name, "shots": shots, "pre_finetune": pre_finetune,
+               "normalise": {"mean": split.mean, "sd": split.sd},
+               "support_seconds": [float(t) for t in person.time[split.support]],
+               "scored_from_seconds": float(person.time[split.test].min())}  # fmt: skip
+    (out / "support.json").write_text(json.dumps(support, indent=1))
+    if as_json:
+        _print_json(support | {"model": str(out)})
+    else:
+        typer.echo(f"{out}: {person.name} from {2 * shots} windows; inputs z-scored with mean "
+                   f"{split.mean:.4g} mV, sd {split.sd:.4g} mV (support.json)")  # fmt: skip
+
+
+@personalize_app.command("evaluate")
+def personalize_evaluate(
+    data: DataFolders,
+    runs: Annotated[Path, typer.Option("--runs", help="Folder of the trainings (resumable).")],
+    out: Annotated[Path, typer.Option("--out", help="Results .json.")],
+    backbone: Annotated[
+        str, typer.Option(help="A registry preset (made one-lead).")
+    ] = "net1d-tiny",
+    seed: SeedOption = 0,
+    shots: Annotated[
+        str, typer.Option(help="Support windows per class, comma-separated.")
+    ] = "1,5,10",
+    epochs: Annotated[int | None, typer.Option(help="Meta-training epochs.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The whole protocol: every method (global, fine-tuned, scratch, MAML variants) on the
+    held-out subjects, leak-free and MetaVA's, pooled and per subject."""
+    from ecgfoundry import personalize as P
+    from ecgfoundry.atomic import atomic_write_text
+
+    config = P.MAMLConfig(**({"epochs": epochs} if epochs else {}))
+    result = P.run_protocol(data, runs, backbone_name=backbone, seed=seed,
+                            shots=[int(k) for k in shots.split(",")], config=config,
+                            log=lambda line: typer.echo(line, err=True))  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=1))
+    if as_json:
+        _print_json(result["summary"])
+    else:
+        typer.echo(P.summary_markdown(result["summary"]))
+        typer.echo(f"{out}; skipped: {len(result['skipped'])} subject/shot cases (listed there)")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ paper describes the within-subject, earlier-to-later form used here.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -189,6 +190,20 @@ def difficulties(
     return np.asarray(out)
 
 
+def personalised(model: nn.Module, x: Tensor, y: Tensor, config: MAMLConfig,
+                 pre_finetuning: bool = True) -> nn.Module:  # fmt: skip
+    """A copy of ``model`` adapted to one person's support windows ``x`` [n, 1, samples]
+    (z-scored, in time order) with labels ``y`` (1 = VA): optional pre-fine-tuning, then
+    ``adapt_steps`` SGD steps at ``inner_lr``. In eval mode, ready to predict or export."""
+    params, buffers = detached(model)
+    if pre_finetuning:
+        params = pre_finetune(model, params, buffers, x, y, config)
+    params = inner_adapt(model, params, buffers, x, y, config.adapt_steps, config.inner_lr)
+    out = copy.deepcopy(model).eval()
+    out.load_state_dict({**{k: p.detach() for k, p in params.items()}, **buffers})
+    return out
+
+
 def adapt_subject(
     model: nn.Module,
     subject: Subject,
@@ -203,13 +218,11 @@ def adapt_subject(
     rng = np.random.default_rng([seed, 11])
     split = split_subject(subject, shots, protocol, rng)  # type: ignore[arg-type]
     x = torch.from_numpy(normalised(subject, split, split.support))
-    y = torch.from_numpy(subject.y[split.support])
-    params, buffers = detached(model)
-    if pre_finetuning:
-        params = pre_finetune(model, params, buffers, x, y, config)
-    params = inner_adapt(model, params, buffers, x, y, config.adapt_steps, config.inner_lr)
-    test = torch.from_numpy(normalised(subject, split, split.test))
-    return subject.y[split.test], predict(model, params, buffers, test)
+    mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config,
+                        pre_finetuning)  # fmt: skip
+    with torch.no_grad():
+        logits = mine(torch.from_numpy(normalised(subject, split, split.test))).reshape(-1)
+    return subject.y[split.test], torch.sigmoid(logits).numpy()
 
 
 class MetaObjective:
@@ -274,5 +287,15 @@ class MetaObjective:
         return {"val_auroc": float(roc_auc_score(np.concatenate(labels), np.concatenate(scores)))}
 
 
-__all__ = ["Curriculum", "MAMLConfig", "MetaObjective", "adapt_subject", "calibrate_batchnorm",
-           "difficulties", "episode", "inner_adapt", "pre_finetune"]  # fmt: skip
+__all__ = [
+    "Curriculum",
+    "MAMLConfig",
+    "MetaObjective",
+    "adapt_subject",
+    "calibrate_batchnorm",
+    "difficulties",
+    "episode",
+    "inner_adapt",
+    "personalised",
+    "pre_finetune",
+]  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from ecgfoundry.engine.engine import Engine
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.run_dir import JsonlLog
 from ecgfoundry.models import create_model, save_model
-from ecgfoundry.personalize.data import Subject
+from ecgfoundry.personalize.data import Subject, load_subjects
 from ecgfoundry.personalize.maml import (
+    Curriculum,
     MAMLConfig,
     MetaObjective,
     adapt_subject,
@@ -43,7 +45,7 @@ from ecgfoundry.personalize.maml import (
     difficulties,
     predict,
 )
-from ecgfoundry.personalize.protocol import SubjectSkipped, normalised, split_subject
+from ecgfoundry.personalize.protocol import SubjectSkipped, normalised, split_names, split_subject
 from ecgfoundry.spec import InputSpec
 
 METHODS = ("global", "global-finetune", "scratch", "maml", "maml-curriculum",
@@ -280,5 +282,82 @@ def summarise(
     return out
 
 
-__all__ = ["METHODS", "REFERENCE", "backbone", "evaluate", "meta_train", "scorers", "summarise",
-           "train_global"]  # fmt: skip
+def summary_markdown(table: list[dict[str, Any]]) -> str:
+    """The summary as a Markdown table (the README's)."""
+    lines = ["| protocol | shots | method | subjects | pooled AUROC | pooled F1 | median AUROC "
+             "| worst-decile AUROC | median F1 | AUROC - reference [95 % CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for e in table:
+        diff = (f"{e['auroc_minus_reference']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]"
+                if "ci" in e else "reference")  # fmt: skip
+        numbers = [e["pooled_auroc"], e["pooled_f1"], e["median_auroc"], e["worst_decile_auroc"],
+                   e["median_f1"]]  # fmt: skip
+        lines.append(f"| {e['protocol']} | {e['shots']} | {e['method']} | {e['subjects']} | "
+                     + " | ".join(f"{v:.3f}" for v in numbers) + f" | {diff} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def split_subjects(subjects: list[Subject], seed: int = 0) -> dict[str, list[str]]:
+    """Subjects with VA windows split by ``seed`` into meta-train / meta-val / test; those
+    without join meta-train (their windows still train the global model)."""
+    with_va = [s.name for s in subjects if s.counts["va"] > 0]
+    parts = split_names(with_va, seed=seed)
+    parts["meta-train"] += sorted({s.name for s in subjects} - set(with_va))
+    return parts
+
+
+def run_protocol(
+    data: Sequence[str | Path],
+    runs: str | Path,
+    *,
+    backbone_name: str = "net1d-tiny",
+    seed: int = 0,
+    shots: Sequence[int] = (1, 5, 10),
+    config: MAMLConfig | None = None,
+    protocols: Sequence[str] = ("leak-free", "metava"),
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """The whole evaluation: load the subjects of ``data``, split them by subject, train the
+    global model and the three meta-trainings under ``runs`` (resumable), score every method
+    on the test subjects; returns the settings, the splits, the skipped subjects, the summary
+    (:func:`summarise`) and the per-subject rows."""
+    start = time.perf_counter()
+    config = config or MAMLConfig()
+    subjects, problems = load_subjects(data)
+    by_name = {s.name: s for s in subjects}
+    parts = split_subjects(subjects, seed)
+    train, val, test = ([by_name[n] for n in parts[k]] for k in ("meta-train", "meta-val", "test"))
+
+    def architecture() -> nn.Module:
+        return backbone(backbone_name, seed=seed)
+
+    models = {"global": train_global(architecture(), train, val, Path(runs) / "global", seed=seed)}
+    for name, (first, curriculum) in META_RUNS.items():
+        schedule = (config.curriculum or Curriculum()) if curriculum else None
+        c = dataclasses.replace(config, first_order=first, curriculum=schedule)
+        models[name] = meta_train(architecture(), train, val, c, Path(runs) / name, seed=seed)
+        log(f"{name}: meta-trained ({(time.perf_counter() - start) / 60:.1f} min)")
+    rows, skipped = evaluate(test, scorers(models, config, architecture, seed=seed), shots,
+                             protocols)  # fmt: skip
+    return {
+        "config": config.to_dict(), "backbone": backbone_name, "seed": seed,
+        "data": [str(p) for p in data], "records_left_out": problems, "subjects": parts,
+        "windows": {s.name: s.counts for s in subjects}, "skipped": skipped,
+        "minutes": round((time.perf_counter() - start) / 60, 1), "summary": summarise(rows),
+        "per_subject": [{k: v for k, v in r.items() if k not in ("y", "p")} for r in rows],
+    }  # fmt: skip
+
+
+__all__ = [
+    "METHODS",
+    "REFERENCE",
+    "backbone",
+    "evaluate",
+    "meta_train",
+    "run_protocol",
+    "scorers",
+    "split_subjects",
+    "summarise",
+    "summary_markdown",
+    "train_global",
+]

@@ -1,0 +1,149 @@
+"""Deploying a personalised VA detector (issue 17, points 6-7): latency per 2-s window at batch
+1 on one thread (PyTorch eager, onnxruntime float32 and int8), and what int8 costs: each test
+subject's personalised model (meta-trained initialisation + pre-fine-tuning + adaptation on its
+first 10 windows per class, leak-free) exported to ONNX, float32 and dynamically int8
+quantised, scored on the subject's test windows by onnxruntime.
+
+    python benchmarks/personalize_deploy.py --data DIR/mitdb DIR/vfdb \
+        --model runs/personalize/maml-curriculum/model \
+        --subjects benchmarks/results/personalize.json \
+        --out benchmarks/results/personalize_deploy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from ecgfoundry.engine.precision import describe_hardware
+from ecgfoundry.export import export_onnx, run_onnx
+from ecgfoundry.models import load_model
+from ecgfoundry.personalize import MAMLConfig, load_subjects, split_subject
+from ecgfoundry.personalize.maml import personalised
+from ecgfoundry.personalize.protocol import SubjectSkipped, normalised
+
+
+def timed(run, repeats: int = 2000, warmup: int = 200) -> dict[str, float]:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * len(times))]}
+
+
+def latency(model: torch.nn.Module, folder: Path) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(1)
+    x = torch.randn(1, 1, model.spec.samples)
+    with torch.no_grad():
+        eager = timed(lambda: model(x))
+    report = export_onnx(model, folder / "m.onnx", quantize=True)
+    import onnxruntime as ort
+
+    out = {"pytorch_eager": eager}
+    for name, path in (
+        ("onnxruntime_fp32", report["path"]),
+        ("onnxruntime_int8", report["int8"]["path"]),
+    ):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        out[name] = timed(lambda s=session, f=feed: s.run(None, f))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="a meta-trained model folder")
+    parser.add_argument("--subjects", type=Path, required=True, help="personalize.py's results")
+    parser.add_argument("--shots", type=int, default=10)
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/personalize_deploy.json")
+    )
+    args = parser.parse_args()
+    model = load_model(args.model).eval()
+    test_names = json.loads(args.subjects.read_text())["subjects"]["test"]
+    subjects = {s.name: s for s in load_subjects(args.data)[0]}
+    config = MAMLConfig()
+    per_subject, labels, scores = [], {"fp32": [], "int8": [], "eager": []}, {}
+    scores = {k: [] for k in labels}
+    with tempfile.TemporaryDirectory() as tmp:
+        speed = latency(model, Path(tmp))
+        for name in test_names:
+            subject = subjects[name]
+            try:
+                split = split_subject(subject, args.shots, "leak-free")
+            except SubjectSkipped as error:
+                per_subject.append({"subject": name, "skipped": error.problem})
+                continue
+            x = torch.from_numpy(normalised(subject, split, split.support))
+            mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config)
+            report = export_onnx(mine, Path(tmp) / "p.onnx", quantize=True)
+            test = normalised(subject, split, split.test)
+            y = subject.y[split.test]
+            with torch.no_grad():
+                eager = torch.sigmoid(mine(torch.from_numpy(test))).reshape(-1).numpy()
+            probs = {
+                "eager": eager,
+                "fp32": 1 / (1 + np.exp(-run_onnx(report["path"], test).reshape(-1))),
+                "int8": 1 / (1 + np.exp(-run_onnx(report["int8"]["path"], test).reshape(-1))),
+            }
+            for k, p in probs.items():
+                labels[k].append(y)
+                scores[k].append(p)
+            per_subject.append(
+                {
+                    "subject": name,
+                    "windows": len(y),
+                    **{f"auroc_{k}": float(roc_auc_score(y, p)) for k, p in probs.items()},
+                    "max_abs_error_fp32": report["max_abs_error"],
+                }
+            )
+    pooled = {
+        k: float(roc_auc_score(np.concatenate(labels[k]), np.concatenate(scores[k])))
+        for k in labels
+    }
+    result = {
+        "model": str(args.model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input": [1, 1, model.spec.samples],
+        "latency_batch1_one_thread": speed,
+        "pooled_auroc": pooled,
+        "int8_minus_fp32_auroc": pooled["int8"] - pooled["fp32"],
+        "per_subject": per_subject,
+        "hardware": describe_hardware(),
+        "python": platform.python_version(),
+    }
+    args.out.write_text(json.dumps(result, indent=1))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "parameters",
+                    "latency_batch1_one_thread",
+                    "pooled_auroc",
+                    "int8_minus_fp32_auroc",
+                )
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
