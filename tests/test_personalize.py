@@ -226,3 +226,15 @@ def test_the_cli_meta_trains_and_adapts_to_a_person(tmp_path: Path) -> None:
                                        str(data), "--subject", "nobody", "--out",
                                        str(tmp_path / "x")])  # fmt: skip
     assert "--subject nobody: not in" in str(missing.exception)
+
+
+def test_bad_people_are_skipped_with_the_reason_and_the_rest_load(tmp_path: Path) -> None:
+    import shutil
+
+    data = write_wfdb_people(tmp_path / "people", people=3)
+    for suffix in ("hea", "dat"):  # p1's signal is now shorter than its annotations say
+        shutil.copy(write_wfdb_people(tmp_path / "short", people=2, seconds=60) / f"p1.{suffix}",
+                    data / f"p1.{suffix}")  # fmt: skip
+    subjects, problems = load_subjects([data])
+    assert [s.name for s in subjects] == ["people/p0", "people/p2"]
+    assert "annotations do not match the record" in problems["people/p1"]

@@ -50,7 +50,9 @@ Problems
     in ``WindowSet.unreadable`` with the reason and the rest load. A record without the
     requested lead is listed in ``WindowSet.skipped`` (``missing_lead="skip"``, the default:
     mitdb 102 and 104 have no MLII) or raises :class:`ECGInputError` naming the file
-    (``missing_lead="raise"``). A record shorter than one window is listed in ``skipped``.
+    (``missing_lead="raise"``). A record shorter than one window, or whose annotations reach past
+    its end (an annotation file from another record), is listed in ``skipped``. A record at
+    another sampling rate is resampled (``fs``).
 """
 
 from __future__ import annotations
@@ -420,6 +422,10 @@ def _prepare(
     """The prepared record, or the reason to skip it."""
     if record.annotations is None:
         raise ECGInputError(record.source, "record has no annotations to label windows with")
+    if len(record.annotations) and int(np.max(record.annotations.sample)) >= record.n_samples:
+        return (f"annotations do not match the record: one at sample "
+                f"{int(np.max(record.annotations.sample))}, but the record has "
+                f"{record.n_samples} samples (another record's annotation file?)")  # fmt: skip
     index = _resolve_lead(record, lead)
     if index is None:
         problem = f"no lead {lead!r}; leads are {list(record.leads)}"
