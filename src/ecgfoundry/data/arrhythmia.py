@@ -646,8 +646,8 @@ def load_windows(
     ``seconds``/``stride``: window length and step (stride defaults to ``seconds``; beat
     windows have no stride). ``va_stride``: also the VA windows on a finer grid of this step
     (MetaVA oversamples the rare VA windows this way: 0.1 s). ``fs``: resample each record
-    once (polyphase) to this rate; None keeps the record's own. ``records``: names to load instead of all. Labels, problems
-    and their policies are in the module doc.
+    once (polyphase) to this rate; None keeps the record's own. ``records``: names to load
+    instead of all. Labels, problems and their policies are in the module doc.
     """
     _check_options(seconds, stride, fs, min_overlap)
     if va_stride is not None and not va_stride > 0:
