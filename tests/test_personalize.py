@@ -13,6 +13,7 @@ import torch
 
 from ecgfoundry.data import arrhythmia as A
 from ecgfoundry.data.record import Annotations
+from ecgfoundry.errors import UsageError
 from ecgfoundry.personalize import (
     METHODS,
     REFERENCE,
@@ -39,6 +40,8 @@ from ecgfoundry.personalize.maml import (
 from ecgfoundry.personalize.run import META_RUNS
 
 FS, SECONDS = 50.0, 2.0
+QUICK = ("epochs: 1\niterations: 1\ninner_steps: 1\nadapt_steps: 3\npre_finetune_steps: 1\n"
+         "scratch_steps: 3\nval_shots: 3\ncurriculum: {start: 0.5, full_at: 0.5}\n")  # fmt: skip
 
 
 def synthetic(name: str, seed: int, n_other: int = 60, n_va: int = 30, va_at: float = 0.3,
@@ -133,7 +136,8 @@ def test_meta_training_then_evaluation_of_every_method(tmp_path: Path) -> None:
     subjects.append(dataclasses.replace(synthetic("novapeople", 99), y=np.zeros(90, np.int64)))
     train, val, test = subjects[:6], subjects[6:8], subjects[10:]
     config = MAMLConfig(shots=3, query=3, inner_steps=1, adapt_steps=3, iterations=2, epochs=2,
-                        meta_batch=2, pre_finetune_steps=1, val_shots=3)  # fmt: skip
+                        meta_batch=2, pre_finetune_steps=1, val_shots=3,
+                        scratch_steps=3)  # fmt: skip
 
     def architecture() -> torch.nn.Module:
         return backbone("net1d-tiny", fs=FS, seconds=SECONDS)
@@ -145,7 +149,7 @@ def test_meta_training_then_evaluation_of_every_method(tmp_path: Path) -> None:
         models[name] = meta_train(architecture(), train, val, c, tmp_path / name)
     assert (tmp_path / "maml-curriculum" / "personalize.json").is_file()
     assert (tmp_path / "maml" / "log.jsonl").read_text().count("val_auroc") == 2
-    rows, skipped = evaluate(test, scorers(models, config, architecture, scratch_steps=3),
+    rows, skipped = evaluate(test, scorers(models, config, architecture),
                              shots=(1, 3))  # fmt: skip
     assert {r["method"] for r in rows} == set(METHODS)
     assert {s["subject"] for s in skipped} == {"novapeople"}
@@ -207,7 +211,8 @@ def test_the_cli_meta_trains_and_adapts_to_a_person(tmp_path: Path) -> None:
 
     data = write_wfdb_people(tmp_path / "people")
     run = tmp_path / "run"
-    arguments = ["--data", str(data), "--out", str(run), "--epochs", "1", "--iterations", "2"]
+    (tmp_path / "quick.yaml").write_text(QUICK)
+    arguments = ["--data", str(data), "--out", str(run), "--config", str(tmp_path / "quick.yaml")]
     result = CliRunner().invoke(app, ["personalize", "meta-train", *arguments, "--json"])
     assert result.exit_code == 0, result.output
     split = json.loads(result.stdout)["subjects"]
@@ -238,3 +243,28 @@ def test_bad_people_are_skipped_with_the_reason_and_the_rest_load(tmp_path: Path
     subjects, problems = load_subjects([data])
     assert [s.name for s in subjects] == ["people/p0", "people/p2"]
     assert "annotations do not match the record" in problems["people/p1"]
+
+
+def test_the_cli_evaluates_every_method_on_held_out_people(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ecgfoundry.cli import app
+
+    data = write_wfdb_people(tmp_path / "people", seconds=150)
+    out = tmp_path / "results.json"
+    (tmp_path / "quick.yaml").write_text(QUICK)
+    arguments = ["--data", str(data), "--runs", str(tmp_path / "runs"), "--out", str(out),
+                 "--config", str(tmp_path / "quick.yaml"), "--shots", "5", "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, ["personalize", "evaluate", *arguments])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert {e["method"] for e in json.loads(result.stdout)} == set(METHODS)
+    assert {(e["protocol"], e["shots"]) for e in saved["summary"]} == {("leak-free", 5),
+                                                                     ("metava", 5)}  # fmt: skip
+    assert not set(saved["subjects"]["test"]) & set(saved["subjects"]["meta-train"])
+
+
+def test_a_config_with_an_unknown_field_is_refused_by_name() -> None:
+    with pytest.raises(UsageError, match=r"quick: unknown field\(s\) \['inner_rate'\]"):
+        MAMLConfig.from_dict({"inner_rate": 0.1}, source="quick")
+    assert MAMLConfig.from_dict({"curriculum": None}).curriculum is None

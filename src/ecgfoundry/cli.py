@@ -6,6 +6,7 @@ Conventions: the model is the first argument; outputs go to ``--out``; ``--fs`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterable
@@ -531,6 +532,24 @@ DataFolders = Annotated[
                  "cudb, yours); repeat for several."),
 ]  # fmt: skip
 SeedOption = Annotated[int, typer.Option(help="Splits subjects and seeds training.")]
+MAMLConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML of MAMLConfig fields (epochs, iterations, inner_lr, "
+                 "adapt_steps, curriculum: {start, full_at}, ...); unset ones keep defaults."),
+]  # fmt: skip
+
+
+def _maml_config(path: Path | None) -> Any:
+    from ecgfoundry.personalize import MAMLConfig
+
+    if path is None:
+        return MAMLConfig()
+    import yaml
+
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: expected a mapping of MAMLConfig fields")
+    return MAMLConfig.from_dict(values, source=f"--config {path}")
 
 
 @personalize_app.command("meta-train")
@@ -541,8 +560,7 @@ def personalize_meta_train(
         str, typer.Option(help="A registry preset (made one-lead).")
     ] = "net1d-tiny",
     seed: SeedOption = 0,
-    epochs: Annotated[int | None, typer.Option(help="Meta-training epochs.")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Meta-steps per epoch.")] = None,
+    config: MAMLConfigOption = None,
     first_order: Annotated[bool, typer.Option("--first-order")] = False,
     curriculum: Annotated[bool, typer.Option(help="Easy subjects first.")] = True,
     as_json: JsonFlag = False,
@@ -554,12 +572,11 @@ def personalize_meta_train(
     subjects, problems = P.load_subjects(data)
     parts = P.split_subjects(subjects, seed)
     by_name = {s.name: s for s in subjects}
-    settings = {"epochs": epochs, "iterations": iterations}
-    config = P.MAMLConfig(first_order=first_order,
-                          **{k: v for k, v in settings.items() if v is not None},
-                          **({} if curriculum else {"curriculum": None}))  # fmt: skip
+    settings = dataclasses.replace(_maml_config(config), first_order=first_order)
+    if not curriculum:
+        settings = dataclasses.replace(settings, curriculum=None)
     P.meta_train(P.backbone(backbone, seed=seed), [by_name[n] for n in parts["meta-train"]],
-                 [by_name[n] for n in parts["meta-val"]], config, out, seed=seed,
+                 [by_name[n] for n in parts["meta-val"]], settings, out, seed=seed,
                  progress_bar=not as_json)  # fmt: skip
     summary = {"model": str(out / "model"), "subjects": parts, "records_left_out": problems}
     (out / "subjects.json").write_text(json.dumps(summary, indent=1))
@@ -624,7 +641,7 @@ def personalize_evaluate(
     shots: Annotated[
         str, typer.Option(help="Support windows per class, comma-separated.")
     ] = "1,5,10",
-    epochs: Annotated[int | None, typer.Option(help="Meta-training epochs.")] = None,
+    config: MAMLConfigOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The whole protocol: every method (global, fine-tuned, scratch, MAML variants) on the
@@ -632,9 +649,8 @@ def personalize_evaluate(
     from ecgfoundry import personalize as P
     from ecgfoundry.atomic import atomic_write_text
 
-    config = P.MAMLConfig(**({"epochs": epochs} if epochs else {}))
     result = P.run_protocol(data, runs, backbone_name=backbone, seed=seed,
-                            shots=[int(k) for k in shots.split(",")], config=config,
+                            shots=[int(k) for k in shots.split(",")], config=_maml_config(config),
                             log=lambda line: typer.echo(line, err=True))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=1))

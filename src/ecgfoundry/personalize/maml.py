@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
+from ecgfoundry.errors import UsageError
 from ecgfoundry.personalize.data import Subject
 from ecgfoundry.personalize.protocol import SubjectSkipped, normalised, split_subject
 
@@ -76,9 +77,23 @@ class MAMLConfig:
     pre_finetune_steps: int = 5  # 0: off
     pre_finetune_lr: float = 0.01
     val_shots: int = 5
+    scratch_steps: int = 100  # the scratch baseline's Adam steps on the support set
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> MAMLConfig:
+        """From a mapping of field names (``curriculum``: a mapping, or null for none); an
+        unknown field is a :class:`UsageError` naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        if isinstance(values.get("curriculum"), dict):
+            values["curriculum"] = Curriculum(**values["curriculum"])
+        return cls(**values)
 
 
 def loss_of(model: nn.Module, params: Params, buffers: Params, x: Tensor, y: Tensor) -> Tensor:

@@ -195,7 +195,6 @@ def scorers(
     config: MAMLConfig,
     architecture: Callable[[], nn.Module],
     seed: int = 0,
-    scratch_steps: int = 100,
 ) -> dict[str, Scorer]:
     """Each method as ``score(subject, shots, protocol) -> (labels, probabilities)``; ``models``
     holds the trained ``global`` and the meta-trained ``maml``, ``maml-curriculum`` and
@@ -208,7 +207,9 @@ def scorers(
     return {
         "global": adapting(models["global"], 0, False),
         "global-finetune": adapting(models["global"], config.adapt_steps, False),
-        "scratch": lambda s, k, p: scratch_on_support(architecture, s, k, p, seed, scratch_steps),
+        "scratch": lambda s, k, p: scratch_on_support(
+            architecture, s, k, p, seed, config.scratch_steps
+        ),
         "maml": adapting(models["maml"], config.adapt_steps, False),
         "maml-curriculum": adapting(models["maml-curriculum"], config.adapt_steps, False),
         REFERENCE: adapting(models["maml-curriculum"], config.adapt_steps, True),
