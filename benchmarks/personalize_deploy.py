@@ -28,7 +28,7 @@ from ecgfoundry.engine.precision import describe_hardware
 from ecgfoundry.export import export_onnx, run_onnx
 from ecgfoundry.models import load_model
 from ecgfoundry.personalize import MAMLConfig, load_subjects, split_subject
-from ecgfoundry.personalize.maml import personalised
+from ecgfoundry.personalize.maml import personalised, probabilities
 from ecgfoundry.personalize.protocol import SubjectSkipped, normalised
 
 
@@ -95,8 +95,7 @@ def main() -> None:
             report = export_onnx(mine, Path(tmp) / "p.onnx", quantize=True)
             test = normalised(subject, split, split.test)
             y = subject.y[split.test]
-            with torch.no_grad():
-                eager = torch.sigmoid(mine(torch.from_numpy(test))).reshape(-1).numpy()
+            eager = probabilities(mine, torch.from_numpy(test))
             probs = {
                 "eager": eager,
                 "fp32": 1 / (1 + np.exp(-run_onnx(report["path"], test).reshape(-1))),

@@ -40,7 +40,7 @@ from torch.func import functional_call
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.errors import UsageError
 from ecgfoundry.personalize.data import Subject
-from ecgfoundry.personalize.protocol import SubjectSkipped, normalised, split_subject
+from ecgfoundry.personalize.protocol import Split, SubjectSkipped, normalised, split_subject
 
 Params = dict[str, Tensor]
 
@@ -152,10 +152,10 @@ def pre_finetune(
     return params
 
 
-def predict(model: nn.Module, params: Params, buffers: Params, x: Tensor) -> np.ndarray:
+def probabilities(model: nn.Module, x: Tensor) -> np.ndarray:
+    """P(VA) for each window of ``x`` (the model in eval mode, one output)."""
     with torch.no_grad():
-        logits = functional_call(model, (params, buffers), (x,)).reshape(-1)
-    return torch.sigmoid(logits).numpy()
+        return torch.sigmoid(model.eval()(x).reshape(-1)).numpy()
 
 
 def calibrate_batchnorm(model: nn.Module, windows: np.ndarray, batch: int = 256) -> None:
@@ -219,25 +219,16 @@ def personalised(model: nn.Module, x: Tensor, y: Tensor, config: MAMLConfig,
     return out
 
 
-def adapt_subject(
-    model: nn.Module,
-    subject: Subject,
-    shots: int,
-    config: MAMLConfig,
-    protocol: str = "leak-free",
-    seed: int = 0,
-    pre_finetuning: bool = False,
+def adapt_split(
+    model: nn.Module, subject: Subject, split: Split, config: MAMLConfig, pre_finetuning: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Adapt ``model`` to one subject's support set and score its test windows: (labels,
-    probabilities). Raises :class:`SubjectSkipped`."""
-    rng = np.random.default_rng([seed, 11])
-    split = split_subject(subject, shots, protocol, rng)  # type: ignore[arg-type]
+    """Adapt ``model`` to the split's support windows and score its test windows: (labels,
+    probabilities)."""
     x = torch.from_numpy(normalised(subject, split, split.support))
     mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config,
                         pre_finetuning)  # fmt: skip
-    with torch.no_grad():
-        logits = mine(torch.from_numpy(normalised(subject, split, split.test))).reshape(-1)
-    return subject.y[split.test], torch.sigmoid(logits).numpy()
+    test = torch.from_numpy(normalised(subject, split, split.test))
+    return subject.y[split.test], probabilities(mine, test)
 
 
 class MetaObjective:
@@ -291,10 +282,10 @@ class MetaObjective:
         labels, scores = [], []
         for subject in self.val:
             try:
-                y, p = adapt_subject(self.model, subject, self.config.val_shots, self.config,
-                                     seed=self.seed)  # fmt: skip
+                split = split_subject(subject, self.config.val_shots)
             except SubjectSkipped:
                 continue
+            y, p = adapt_split(self.model, subject, split, self.config, pre_finetuning=False)
             labels.append(y)
             scores.append(p)
         if not labels:
@@ -306,11 +297,12 @@ __all__ = [
     "Curriculum",
     "MAMLConfig",
     "MetaObjective",
-    "adapt_subject",
+    "adapt_split",
     "calibrate_batchnorm",
     "difficulties",
     "episode",
     "inner_adapt",
     "personalised",
     "pre_finetune",
+    "probabilities",
 ]  # fmt: skip

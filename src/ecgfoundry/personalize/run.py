@@ -39,13 +39,18 @@ from ecgfoundry.personalize.maml import (
     Curriculum,
     MAMLConfig,
     MetaObjective,
-    adapt_subject,
+    adapt_split,
     calibrate_batchnorm,
-    detached,
     difficulties,
-    predict,
+    probabilities,
 )
-from ecgfoundry.personalize.protocol import SubjectSkipped, normalised, split_names, split_subject
+from ecgfoundry.personalize.protocol import (
+    Split,
+    SubjectSkipped,
+    normalised,
+    split_names,
+    split_subject,
+)
 from ecgfoundry.spec import InputSpec
 
 METHODS = ("global", "global-finetune", "scratch", "maml", "maml-curriculum",
@@ -118,7 +123,8 @@ class WindowObjective:
 
     def __init__(self, model: nn.Module, x: np.ndarray, y: np.ndarray, val: list[Subject],
                  epochs: int, seed: int, batch: int = 128, lr: float = 1e-3):  # fmt: skip
-        self.model, self.x, self.y, self.val = model, x, y, val
+        self.model, self.x, self.y = model, x, y
+        self.val_x, self.val_y = _all_windows(val)
         self.epochs, self.seed, self.batch, self.lr = epochs, seed, batch, lr
 
     def stages(self) -> list[StagePlan]:
@@ -139,10 +145,8 @@ class WindowObjective:
         return StepOutput(loss=loss, size=len(batch))
 
     def evaluate(self, index: int) -> dict[str, float]:
-        x, y = _all_windows(self.val)
-        params, buffers = detached(self.model)
-        return {"val_auroc": float(roc_auc_score(y, predict(self.model, params, buffers,
-                                                            torch.from_numpy(x))))}  # fmt: skip
+        p = probabilities(self.model, torch.from_numpy(self.val_x))
+        return {"val_auroc": float(roc_auc_score(self.val_y, p))}
 
 
 def train_global(
@@ -166,13 +170,12 @@ def train_global(
 def scratch_on_support(
     architecture: Callable[[], nn.Module],
     subject: Subject,
-    shots: int,
-    protocol: str,
-    seed: int,
+    split: Split,
     steps: int = 100,
     lr: float = 1e-3,
 ) -> tuple[np.ndarray, np.ndarray]:
-    split = split_subject(subject, shots, protocol, np.random.default_rng([seed, 11]))  # type: ignore[arg-type]
+    """The architecture trained on the split's support windows alone; its test windows
+    scored."""
     x = torch.from_numpy(normalised(subject, split, split.support))
     y = torch.from_numpy(subject.y[split.support]).float()
     model = architecture()
@@ -182,33 +185,29 @@ def scratch_on_support(
         optimizer.zero_grad()
         F.binary_cross_entropy_with_logits(model(x).reshape(-1), y).backward()
         optimizer.step()
-    params, buffers = detached(model)
     test = torch.from_numpy(normalised(subject, split, split.test))
-    return subject.y[split.test], predict(model, params, buffers, test)
+    return subject.y[split.test], probabilities(model, test)
 
 
-Scorer = Callable[[Subject, int, str], tuple[np.ndarray, np.ndarray]]
+Scorer = Callable[[Subject, Split], tuple[np.ndarray, np.ndarray]]
 
 
 def scorers(
-    models: dict[str, nn.Module],
-    config: MAMLConfig,
-    architecture: Callable[[], nn.Module],
-    seed: int = 0,
+    models: dict[str, nn.Module], config: MAMLConfig, architecture: Callable[[], nn.Module]
 ) -> dict[str, Scorer]:
-    """Each method as ``score(subject, shots, protocol) -> (labels, probabilities)``; ``models``
-    holds the trained ``global`` and the meta-trained ``maml``, ``maml-curriculum`` and
+    """Each method as ``score(subject, split) -> (labels, probabilities)``; ``models`` holds
+    the trained ``global`` and the meta-trained ``maml``, ``maml-curriculum`` and
     ``fomaml-curriculum-prefinetune`` initialisations."""
 
     def adapting(model: nn.Module, steps: int, pre: bool) -> Scorer:
         c = dataclasses.replace(config, adapt_steps=steps)
-        return lambda s, k, p: adapt_subject(model, s, k, c, p, seed, pre_finetuning=pre)
+        return lambda subject, split: adapt_split(model, subject, split, c, pre_finetuning=pre)
 
     return {
         "global": adapting(models["global"], 0, False),
         "global-finetune": adapting(models["global"], config.adapt_steps, False),
-        "scratch": lambda s, k, p: scratch_on_support(
-            architecture, s, k, p, seed, config.scratch_steps
+        "scratch": lambda subject, split: scratch_on_support(
+            architecture, subject, split, config.scratch_steps
         ),
         "maml": adapting(models["maml"], config.adapt_steps, False),
         "maml-curriculum": adapting(models["maml-curriculum"], config.adapt_steps, False),
@@ -223,22 +222,25 @@ def evaluate(
     methods: dict[str, Scorer],
     shots: Sequence[int] = (1, 5, 10),
     protocols: Sequence[str] = ("leak-free", "metava"),
+    seed: int = 0,
 ) -> tuple[list[dict], list[dict]]:
-    """Score every method on every subject, shot count and protocol: one row per (method,
-    protocol, shots, subject) with its AUROC and F1 (threshold 0.5) and its labels and
-    probabilities; and the subjects skipped, with the reason (the rest go on)."""
+    """Score every method on every subject, shot count and protocol, all methods on the same
+    split (``seed`` draws MetaVA's random support): one row per (method, protocol, shots,
+    subject) with its AUROC and F1 (threshold 0.5) and its labels and probabilities; and the
+    subjects skipped, with the reason (the rest go on)."""
     rows, skipped = [], []
     for protocol in protocols:
         for k in shots:
             for subject in subjects:
+                rng = np.random.default_rng([seed, 11])
                 try:
-                    split_subject(subject, k, protocol)  # type: ignore[arg-type]
+                    split = split_subject(subject, k, protocol, rng)  # type: ignore[arg-type]
                 except SubjectSkipped as error:
                     skipped.append({"subject": subject.name, "protocol": protocol, "shots": k,
                                     "problem": error.problem})  # fmt: skip
                     continue
                 for method, score in methods.items():
-                    y, p = score(subject, k, protocol)
+                    y, p = score(subject, split)
                     rows.append({"method": method, "protocol": protocol, "shots": k,
                                  "subject": subject.name, "windows": len(y),
                                  "va": int(y.sum()), "auroc": float(roc_auc_score(y, p)),
@@ -338,8 +340,7 @@ def run_protocol(
         c = dataclasses.replace(config, first_order=first, curriculum=schedule)
         models[name] = meta_train(architecture(), train, val, c, Path(runs) / name, seed=seed)
         log(f"{name}: meta-trained ({(time.perf_counter() - start) / 60:.1f} min)")
-    rows, skipped = evaluate(test, scorers(models, config, architecture, seed=seed), shots,
-                             protocols)  # fmt: skip
+    rows, skipped = evaluate(test, scorers(models, config, architecture), shots, protocols, seed)
     return {
         "config": config.to_dict(), "backbone": backbone_name, "seed": seed,
         "data": [str(p) for p in data], "records_left_out": problems, "subjects": parts,
