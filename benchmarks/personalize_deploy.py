@@ -25,7 +25,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ecgfoundry.engine.precision import describe_hardware
-from ecgfoundry.export import export_onnx, run_onnx
+from ecgfoundry.export import export_onnx, onnx_session, run_onnx
 from ecgfoundry.models import load_model
 from ecgfoundry.personalize import MAMLConfig, load_subjects, split_subject
 from ecgfoundry.personalize.maml import personalised, probabilities
@@ -50,16 +50,10 @@ def latency(model: torch.nn.Module, folder: Path) -> dict[str, dict[str, float]]
     with torch.no_grad():
         eager = timed(lambda: model(x))
     report = export_onnx(model, folder / "m.onnx", quantize=True)
-    import onnxruntime as ort
-
     out = {"pytorch_eager": eager}
-    for name, path in (
-        ("onnxruntime_fp32", report["path"]),
-        ("onnxruntime_int8", report["int8"]["path"]),
-    ):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    for name, path in (("onnxruntime_fp32", report["path"]),
+                       ("onnxruntime_int8", report["int8"]["path"])):  # fmt: skip
+        session = onnx_session(path, threads=1)
         feed = {session.get_inputs()[0].name: x.numpy()}
         out[name] = timed(lambda s=session, f=feed: s.run(None, f))
     return out
@@ -79,8 +73,9 @@ def main() -> None:
     test_names = json.loads(args.subjects.read_text())["subjects"]["test"]
     subjects = {s.name: s for s in load_subjects(args.data)[0]}
     config = MAMLConfig()
-    per_subject, labels, scores = [], {"fp32": [], "int8": [], "eager": []}, {}
-    scores = {k: [] for k in labels}
+    per_subject: list[dict] = []
+    labels: dict[str, list] = {k: [] for k in ("eager", "fp32", "int8")}
+    scores: dict[str, list] = {k: [] for k in labels}
     with tempfile.TemporaryDirectory() as tmp:
         speed = latency(model, Path(tmp))
         for name in test_names:

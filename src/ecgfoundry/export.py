@@ -110,14 +110,19 @@ def exportable(model: nn.Module, example: Tensor) -> nn.Module:
     return model
 
 
-def run_onnx(path: str | Path, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """The ONNX model's outputs on ``inputs`` [batch, leads, samples] (onnxruntime, CPU)."""
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session of the ONNX file (``threads``: intra- and inter-op)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = options.inter_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: str | Path, inputs: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """The ONNX model's outputs on ``inputs`` [batch, leads, samples] (onnxruntime, CPU)."""
+    session = onnx_session(path, threads)
     return session.run(None, {session.get_inputs()[0].name: inputs.astype(np.float32)})[0]
 
 
@@ -183,5 +188,5 @@ def export_onnx(
     return report
 
 
-__all__ = ["FORMATS", "ExportError", "example_input", "export_onnx", "exportable",
+__all__ = ["FORMATS", "ExportError", "example_input", "export_onnx", "exportable", "onnx_session",
            "quantize_int8", "run_onnx"]  # fmt: skip
