@@ -173,8 +173,7 @@ def export_onnx(
         "input": ["batch", len(model.spec.leads), int(example.shape[-1])],
         "fs": model.spec.fs, "leads": list(model.spec.leads), "outputs": int(expected.shape[1]),
         "bytes": out.stat().st_size, "max_abs_error": error, "checked_on": check_batch,
-        "fixed_length_layers": sum(1 for m in network.modules() if m.__class__.__name__
-                                   .startswith("FixedLength")),
+        "fixed_length_layers": sum(hasattr(m, "fixed_length") for m in model.modules()),
     }  # fmt: skip
     if error > tolerance:
         raise ExportError(f"{out}: onnxruntime differs from PyTorch by {error:.2e} "
