@@ -1,6 +1,7 @@
 """Personalised VA detection, the whole protocol (issue 17): subjects with VA windows split by
 subject into meta-train / meta-val / test (those without VA join meta-train), a global model
-and three meta-trainings (MAML; MAML + curriculum; first-order MAML + curriculum), then every
+and three meta-trainings (MAML; MAML + curriculum; first-order MAML + curriculum), the bundled
+foundation model's post-training steps chosen on the meta-validation subjects, then every
 method scored on the test subjects at 1, 5 and 10 support windows per class under the
 leak-free protocol and MetaVA's. Settings are the defaults of ``MAMLConfig``, fixed before any
 test number existed (meta-val only picks each meta-training's best epoch).
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ecgfoundry.atomic import atomic_write_text
-from ecgfoundry.personalize import MAMLConfig, run_protocol, summary_markdown
+from ecgfoundry.personalize import FoundationConfig, MAMLConfig, run_protocol, summary_markdown
 
 
 def main() -> None:
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shots", default="1,5,10")
     parser.add_argument("--epochs", type=int, default=None, help="override MAMLConfig.epochs")
+    parser.add_argument("--foundation", default="ecgfoundry-cpc",
+                        help="pretrained model for the foundation-post-train baseline ('none')")
     parser.add_argument("--markdown", action="store_true", help="print the table of --results")
     args = parser.parse_args()
     if args.markdown:
@@ -41,6 +44,8 @@ def main() -> None:
     config = MAMLConfig() if args.epochs is None else MAMLConfig(epochs=args.epochs)
     result = run_protocol(args.data, args.runs, backbone_name=args.backbone, seed=args.seed,
                           shots=[int(k) for k in args.shots.split(",")], config=config,
+                          foundation=None if args.foundation == "none" else
+                          FoundationConfig(model=args.foundation),
                           log=lambda line: print(line, flush=True))  # fmt: skip
     table = result["summary"]
     args.results.parent.mkdir(parents=True, exist_ok=True)

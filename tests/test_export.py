@@ -93,3 +93,22 @@ def test_the_cli_exports_the_bundled_model(tmp_path: Path) -> None:
 def test_a_bad_output_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"model\.bin: expected a \.onnx file name"):
         export_onnx(trained_like("net1d-tiny"), tmp_path / "model.bin")
+
+
+def test_a_persons_support_normalisation_is_exported_inside_the_graph(tmp_path: Path) -> None:
+    from ecgfoundry.models import save_model
+
+    model = trained_like("net1d-tiny")
+    save_model(model, tmp_path / "mine")
+    (tmp_path / "mine" / "support.json").write_text(
+        json.dumps({"normalise": {"mean": 0.25, "sd": 0.5}}))  # fmt: skip
+    out = tmp_path / "mine.onnx"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "mine"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "inputs in mV, z-scored in the graph" in result.stdout
+    millivolts = example_input(model, batch=2, seed=3)
+    with torch.no_grad():
+        expected = model((millivolts - 0.25) / 0.5).numpy()
+    assert np.abs(run_onnx(out, millivolts.numpy()) - expected).max() <= 1e-4
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["input_normalisation"] == {"mean": 0.25, "sd": 0.5}

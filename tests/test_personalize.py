@@ -18,6 +18,7 @@ from ecgfoundry.personalize import (
     METHODS,
     REFERENCE,
     Curriculum,
+    FoundationConfig,
     MAMLConfig,
     Subject,
     SubjectSkipped,
@@ -37,6 +38,7 @@ from ecgfoundry.personalize.maml import (
     loss_of,
     pre_finetune,
 )
+from ecgfoundry.personalize.foundation import model_input, post_train, select_config
 from ecgfoundry.personalize.run import META_RUNS
 
 FS, SECONDS = 50.0, 2.0
@@ -149,7 +151,8 @@ def test_meta_training_then_evaluation_of_every_method(tmp_path: Path) -> None:
         models[name] = meta_train(architecture(), train, val, c, tmp_path / name)
     assert (tmp_path / "maml-curriculum" / "personalize.json").is_file()
     assert (tmp_path / "maml" / "log.jsonl").read_text().count("val_auroc") == 2
-    rows, skipped = evaluate(test, scorers(models, config, architecture),
+    quick = FoundationConfig(preview_steps=3, finetune_steps=2)
+    rows, skipped = evaluate(test, scorers(models, config, architecture, quick),
                              shots=(1, 3))  # fmt: skip
     assert {r["method"] for r in rows} == set(METHODS)
     assert {s["subject"] for s in skipped} == {"novapeople"}
@@ -254,11 +257,13 @@ def test_the_cli_evaluates_every_method_on_held_out_people(tmp_path: Path) -> No
     out = tmp_path / "results.json"
     (tmp_path / "quick.yaml").write_text(QUICK)
     arguments = ["--data", str(data), "--runs", str(tmp_path / "runs"), "--out", str(out),
-                 "--config", str(tmp_path / "quick.yaml"), "--shots", "5", "--json"]  # fmt: skip
+                 "--config", str(tmp_path / "quick.yaml"), "--shots", "5", "--foundation", "none",
+                 "--json"]  # fmt: skip
     result = CliRunner().invoke(app, ["personalize", "evaluate", *arguments])
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
-    assert {e["method"] for e in json.loads(result.stdout)} == set(METHODS)
+    assert {e["method"] for e in json.loads(result.stdout)} == set(METHODS) - {
+        "foundation-post-train"} and saved["foundation"] is None  # fmt: skip
     assert {(e["protocol"], e["shots"]) for e in saved["summary"]} == {("leak-free", 5),
                                                                      ("metava", 5)}  # fmt: skip
     assert not set(saved["subjects"]["test"]) & set(saved["subjects"]["meta-train"])
@@ -268,3 +273,55 @@ def test_a_config_with_an_unknown_field_is_refused_by_name() -> None:
     with pytest.raises(UsageError, match=r"quick: unknown field\(s\) \['inner_rate'\]"):
         MAMLConfig.from_dict({"inner_rate": 0.1}, source="quick")
     assert MAMLConfig.from_dict({"curriculum": None}).curriculum is None
+
+
+def test_a_one_lead_window_becomes_the_foundation_models_input_in_lead_ii() -> None:
+    from ecgfoundry.spec import STANDARD_LEADS, InputSpec
+
+    subject = synthetic("s", 0, shift=3.0)
+    split = split_subject(subject, 5)
+    twelve = InputSpec(fs=25.0, seconds=2.0, leads=STANDARD_LEADS, normalisation="none")
+    x = model_input(subject, split, split.test[:4], twelve).numpy()
+    assert x.shape == (4, 12, 50)  # 2 s at 25 Hz
+    lead_ii = twelve.leads.index("II")
+    assert not np.delete(x, lead_ii, axis=1).any()  # the other leads are zero
+    assert abs(x[:, lead_ii].mean()) < 0.5  # centred on the support mean (the offset is 3)
+    assert x[:, lead_ii].std() > 0.3  # millivolts, not z-scored, for a "none" spec
+    z = model_input(subject, split, split.test[:4], dataclasses.replace(twelve, leads=("V1",),
+                                                                         normalisation="zscore"))
+    assert z.shape == (4, 1, 50)
+    with pytest.raises(UsageError, match="no lead II"):
+        model_input(subject, split, split.test, dataclasses.replace(twelve, leads=("V1", "V2")))
+
+
+def test_post_training_on_a_support_set_keeps_the_pretrained_batchnorm() -> None:
+    from ecgfoundry.models import resolve_model
+
+    pretrained = resolve_model("ecgfoundry-cpc")
+    subject = synthetic("s", 0)
+    split = split_subject(subject, 5)
+    x = model_input(subject, split, split.support, pretrained.spec)
+    y = torch.from_numpy(subject.y[split.support])
+    probe = post_train(pretrained, x, y, FoundationConfig(preview_steps=5, finetune_steps=0))
+    tuned = post_train(pretrained, x, y, FoundationConfig(preview_steps=5, finetune_steps=3))
+    before = pretrained.state_dict()
+    assert probe.num_classes == tuned.num_classes == 1 and pretrained.num_classes == 0
+    for name, value in tuned.state_dict().items():
+        if "running" in name:  # BatchNorm statistics: the pretrained ones
+            assert torch.equal(value, before[name])
+    body = [n for n, _ in pretrained.named_parameters()]
+    assert all(torch.equal(probe.state_dict()[n], before[n]) for n in body)  # probe: frozen
+    assert any(not torch.equal(tuned.state_dict()[n], before[n]) for n in body)
+    assert not probe.training and not tuned.training
+
+
+def test_the_foundation_steps_are_chosen_by_validation_auroc() -> None:
+    val = [synthetic(f"v{i}", 20 + i) for i in range(2)]
+    base = FoundationConfig(preview_steps=3)
+    candidates = ({"finetune_steps": 0}, {"finetune_steps": 2, "finetune_lr": 1e-3})
+    chosen, table = select_config(val, base, shots=3, candidates=candidates)
+    assert [set(row) - {"val_auroc"} for row in table] == [set(c) for c in candidates]
+    best = max(table, key=lambda row: row["val_auroc"])
+    assert chosen.finetune_steps == best["finetune_steps"] and chosen.preview_steps == 3
+    with pytest.raises(UsageError, match="no validation subject"):
+        select_config(val, base, shots=500, candidates=candidates)

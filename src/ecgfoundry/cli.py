@@ -380,11 +380,20 @@ def export(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Export a model for devices, checked against onnxruntime on the same inputs."""
+    """Export a model for devices, checked against onnxruntime on the same inputs. A person's
+    model from `personalize adapt` takes its support.json z-scoring into the graph (inputs in
+    mV)."""
     from ecgfoundry.export import export_onnx
-    from ecgfoundry.models.registry import resolve_model
+    from ecgfoundry.models.registry import model_folder, resolve_model
 
-    report = export_onnx(resolve_model(model), out, seconds=seconds, quantize=int8)
+    folder = model_folder(model)
+    support = None if folder is None else folder / "support.json"
+    normalise = None
+    if support is not None and support.is_file():
+        stats = json.loads(support.read_text())["normalise"]
+        normalise = (float(stats["mean"]), float(stats["sd"]))
+    report = export_onnx(resolve_model(model), out, seconds=seconds, quantize=int8,
+                         normalise=normalise)  # fmt: skip
     if as_json:
         _print_json(report)
         return
@@ -393,6 +402,8 @@ def export(
         f"{report['path']}: {format.value}, input {report['input']}, {size:.2f} MB, max abs "
         f"error vs PyTorch {report['max_abs_error']:.1e}"
     )
+    if normalise is not None:
+        line += f"; inputs in mV, z-scored in the graph with {support}'s mean and sd"
     if "int8" in report:
         line += (
             f"; int8 {report['int8']['path']} {report['int8']['bytes'] / 1e6:.2f} MB, max "
@@ -642,16 +653,23 @@ def personalize_evaluate(
         str, typer.Option(help="Support windows per class, comma-separated.")
     ] = "1,5,10",
     config: MAMLConfigOption = None,
+    foundation: Annotated[
+        str, typer.Option(help="A pretrained model post-trained on each support set as one more "
+                          "baseline (its steps chosen on the meta-validation subjects); "
+                          "'none' leaves it out.")
+    ] = "ecgfoundry-cpc",
     as_json: JsonFlag = False,
 ) -> None:
-    """The whole protocol: every method (global, fine-tuned, scratch, MAML variants) on the
-    held-out subjects, leak-free and MetaVA's, pooled and per subject."""
+    """The whole protocol: every method (global, fine-tuned, scratch, MAML variants, a
+    post-trained foundation model) on the held-out subjects, leak-free and MetaVA's, pooled
+    and per subject."""
     from ecgfoundry import personalize as P
     from ecgfoundry.atomic import atomic_write_text
 
+    fm = None if foundation == "none" else P.FoundationConfig(model=foundation)
     result = P.run_protocol(data, runs, backbone_name=backbone, seed=seed,
                             shots=[int(k) for k in shots.split(",")], config=_maml_config(config),
-                            log=lambda line: typer.echo(line, err=True))  # fmt: skip
+                            foundation=fm, log=lambda line: typer.echo(line, err=True))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=1))
     if as_json:

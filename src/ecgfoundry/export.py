@@ -7,7 +7,10 @@ ONNX cannot express; its layers are replaced by :class:`ecgfoundry.nn.s4.FixedLe
 (the kernel computed once for the export length, applied as a direct causal convolution).
 
 Each export is checked: the ONNX file run by onnxruntime against the PyTorch model on the
-same inputs (``max_abs_error``). Dynamic int8 quantisation (``quantize=True``,
+same inputs (``max_abs_error``). ``normalise=(mean, sd)`` makes a fixed input z-scoring part
+of the graph (:class:`ecgfoundry.nn.layers.Standardised`): a personalised model's support-set
+statistics, so the device feeds millivolts; the CLI takes them from the model folder's
+``support.json`` when there is one. Dynamic int8 quantisation (``quantize=True``,
 onnxruntime's ``quantize_dynamic``: int8 weights of MatMul/Gemm/Conv, activations quantised
 on the fly) shrinks the file; how much it costs in accuracy must be measured on held-out
 data, not assumed — ECG classifiers have been seen to collapse under int8.
@@ -141,15 +144,19 @@ def export_onnx(
     *,
     seconds: float | None = None,
     quantize: bool = False,
+    normalise: tuple[float, float] | None = None,
     check_batch: int = 4,
     tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
     """Write ``model`` as ONNX to ``out`` (and, with ``quantize``, an int8 copy beside it,
-    ``NAME.int8.onnx``); check it against PyTorch on ``check_batch`` random inputs. Returns
-    what was written and the check's errors; raises :class:`ExportError` when the float
-    export differs from PyTorch by more than ``tolerance``."""
+    ``NAME.int8.onnx``), with ``normalise`` (mean, sd) applied to its input inside the graph;
+    check it against PyTorch on ``check_batch`` random inputs. Returns what was written and
+    the check's errors; raises :class:`ExportError` when the float export differs from
+    PyTorch by more than ``tolerance``."""
     _require_onnx()
     import torch
+
+    from ecgfoundry.nn.layers import Standardised
 
     out = Path(out)
     if out.suffix != ".onnx":
@@ -157,6 +164,10 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     example = example_input(model, seconds)
     network = exportable(model, example)
+    reference: nn.Module = model.eval()
+    if normalise is not None:
+        mean, sd = normalise
+        network, reference = Standardised(network, mean, sd), Standardised(model, mean, sd)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with _quiet():
         program = torch.onnx.export(
@@ -166,7 +177,7 @@ def export_onnx(
     program.save(str(out))
     inputs = example_input(model, seconds, batch=check_batch, seed=1)
     with torch.no_grad():
-        expected = model.eval()(inputs).float().numpy()
+        expected = reference(inputs).float().numpy()
     error = float(np.abs(run_onnx(out, inputs.numpy()) - expected).max())
     report: dict[str, Any] = {
         "family": model.family, "format": "onnx", "path": str(out), "opset": OPSET,
@@ -174,6 +185,8 @@ def export_onnx(
         "fs": model.spec.fs, "leads": list(model.spec.leads), "outputs": int(expected.shape[1]),
         "bytes": out.stat().st_size, "max_abs_error": error, "checked_on": check_batch,
         "fixed_length_layers": sum(hasattr(m, "fixed_length") for m in model.modules()),
+        "input_normalisation": None if normalise is None else dict(zip(("mean", "sd"),
+                                                                       normalise, strict=True)),
     }  # fmt: skip
     if error > tolerance:
         raise ExportError(f"{out}: onnxruntime differs from PyTorch by {error:.2e} "

@@ -1,4 +1,5 @@
-"""Shared layers: stochastic depth (DropPath), SamePad for even kernels, non-zero mean pooling."""
+"""Shared layers: stochastic depth (DropPath), SamePad for even kernels, non-zero mean pooling,
+a fixed input standardisation (Standardised)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,20 @@ def nonzero_mean(x: Tensor, dim: int = 1) -> Tensor:
     """Mean over ``dim`` of the non-zero entries (ECG-FM's pooling: padded steps are zeros)."""
     count = (x != 0).sum(dim=dim).clamp_min(1)
     return x.sum(dim=dim) / count
+
+
+class Standardised(nn.Module):
+    """``model((x - mean) / sd)``: a fixed input normalisation made part of the network (a
+    personalised model's support-set statistics, exported with it)."""
+
+    def __init__(self, model: nn.Module, mean: float, sd: float):
+        super().__init__()
+        if not sd > 0:
+            raise ValueError(f"sd must be > 0, got {sd}")
+        self.model, self.mean, self.sd = model, float(mean), float(sd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model((x - self.mean) / self.sd)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean:.6g}, sd={self.sd:.6g}"

@@ -2,6 +2,7 @@
 protocols, MAML with curriculum learning and pre-fine-tuning, baselines, evaluation."""
 
 from ecgfoundry.personalize.data import Subject, load_subjects
+from ecgfoundry.personalize.foundation import FoundationConfig
 from ecgfoundry.personalize.maml import Curriculum, MAMLConfig
 from ecgfoundry.personalize.protocol import PROTOCOLS, SubjectSkipped, split_names, split_subject
 from ecgfoundry.personalize.run import (
@@ -23,6 +24,7 @@ __all__ = [
     "PROTOCOLS",
     "REFERENCE",
     "Curriculum",
+    "FoundationConfig",
     "MAMLConfig",
     "Subject",
     "SubjectSkipped",

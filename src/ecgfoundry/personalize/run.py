@@ -11,7 +11,10 @@ Methods (:data:`METHODS`), all scored on the same test subjects, support sets an
 - ``maml``: second-order MAML, subjects drawn uniformly, no pre-fine-tuning;
 - ``maml-curriculum``: with the curriculum, no pre-fine-tuning;
 - ``maml-curriculum-prefinetune``: MetaVA's full method (the reference of the comparisons);
-- ``fomaml-curriculum-prefinetune``: the same with first-order MAML.
+- ``fomaml-curriculum-prefinetune``: the same with first-order MAML;
+- ``foundation-post-train`` (when a foundation model is given): a pretrained model of the zoo
+  (the bundled ``ecgfoundry-cpc`` by default) post-trained on the support set
+  (:mod:`ecgfoundry.personalize.foundation`; its steps chosen on the meta-validation subjects).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.run_dir import JsonlLog
 from ecgfoundry.models import create_model, save_model
 from ecgfoundry.personalize.data import Subject, load_subjects
+from ecgfoundry.personalize.foundation import FoundationConfig, FoundationScorer, select_config
 from ecgfoundry.personalize.maml import (
     Curriculum,
     MAMLConfig,
@@ -54,7 +58,8 @@ from ecgfoundry.personalize.protocol import (
 from ecgfoundry.spec import InputSpec
 
 METHODS = ("global", "global-finetune", "scratch", "maml", "maml-curriculum",
-           "maml-curriculum-prefinetune", "fomaml-curriculum-prefinetune")  # fmt: skip
+           "maml-curriculum-prefinetune", "fomaml-curriculum-prefinetune",
+           "foundation-post-train")  # fmt: skip
 REFERENCE = "maml-curriculum-prefinetune"
 # Which meta-training each MAML method adapts from: (first order, curriculum).
 META_RUNS = {"maml": (False, False), "maml-curriculum": (False, True),
@@ -193,17 +198,22 @@ Scorer = Callable[[Subject, Split], tuple[np.ndarray, np.ndarray]]
 
 
 def scorers(
-    models: dict[str, nn.Module], config: MAMLConfig, architecture: Callable[[], nn.Module]
+    models: dict[str, nn.Module],
+    config: MAMLConfig,
+    architecture: Callable[[], nn.Module],
+    foundation: FoundationConfig | None = None,
+    seed: int = 0,
 ) -> dict[str, Scorer]:
     """Each method as ``score(subject, split) -> (labels, probabilities)``; ``models`` holds
     the trained ``global`` and the meta-trained ``maml``, ``maml-curriculum`` and
-    ``fomaml-curriculum-prefinetune`` initialisations."""
+    ``fomaml-curriculum-prefinetune`` initialisations; ``foundation`` adds
+    ``foundation-post-train``."""
 
     def adapting(model: nn.Module, steps: int, pre: bool) -> Scorer:
         c = dataclasses.replace(config, adapt_steps=steps)
         return lambda subject, split: adapt_split(model, subject, split, c, pre_finetuning=pre)
 
-    return {
+    methods: dict[str, Scorer] = {
         "global": adapting(models["global"], 0, False),
         "global-finetune": adapting(models["global"], config.adapt_steps, False),
         "scratch": lambda subject, split: scratch_on_support(
@@ -215,6 +225,9 @@ def scorers(
         "fomaml-curriculum-prefinetune": adapting(models["fomaml-curriculum-prefinetune"],
                                                   config.adapt_steps, True),
     }  # fmt: skip
+    if foundation is not None:
+        methods["foundation-post-train"] = FoundationScorer(foundation, seed=seed)
+    return methods
 
 
 def evaluate(
@@ -318,12 +331,14 @@ def run_protocol(
     shots: Sequence[int] = (1, 5, 10),
     config: MAMLConfig | None = None,
     protocols: Sequence[str] = ("leak-free", "metava"),
+    foundation: FoundationConfig | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """The whole evaluation: load the subjects of ``data``, split them by subject, train the
-    global model and the three meta-trainings under ``runs`` (resumable), score every method
-    on the test subjects; returns the settings, the splits, the skipped subjects, the summary
-    (:func:`summarise`) and the per-subject rows."""
+    global model and the three meta-trainings under ``runs`` (resumable), choose the
+    ``foundation`` model's steps on the meta-validation subjects (if given), score every
+    method on the test subjects; returns the settings, the splits, the skipped subjects, the
+    summary (:func:`summarise`) and the per-subject rows."""
     start = time.perf_counter()
     config = config or MAMLConfig()
     subjects, problems = load_subjects(data)
@@ -340,9 +355,16 @@ def run_protocol(
         c = dataclasses.replace(config, first_order=first, curriculum=schedule)
         models[name] = meta_train(architecture(), train, val, c, Path(runs) / name, seed=seed)
         log(f"{name}: meta-trained ({(time.perf_counter() - start) / 60:.1f} min)")
-    rows, skipped = evaluate(test, scorers(models, config, architecture), shots, protocols, seed)
+    chosen, grid = None, None
+    if foundation is not None:
+        chosen, grid = select_config(val, foundation, shots=config.shots, seed=seed)
+        log(f"foundation-post-train: chose {chosen.to_dict()} on the meta-validation subjects")
+    methods = scorers(models, config, architecture, chosen, seed)
+    rows, skipped = evaluate(test, methods, shots, protocols, seed)
     return {
         "config": config.to_dict(), "backbone": backbone_name, "seed": seed,
+        "foundation": None if chosen is None else {"chosen": chosen.to_dict(),
+                                                   "validation_grid": grid},
         "data": [str(p) for p in data], "records_left_out": problems, "subjects": parts,
         "windows": {s.name: s.counts for s in subjects}, "skipped": skipped,
         "minutes": round((time.perf_counter() - start) / 60, 1), "summary": summarise(rows),
