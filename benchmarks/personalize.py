@@ -33,8 +33,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shots", default="1,5,10")
     parser.add_argument("--epochs", type=int, default=None, help="override MAMLConfig.epochs")
-    parser.add_argument("--foundation", default="ecgfoundry-cpc",
-                        help="pretrained model for the foundation-post-train baseline ('none')")
+    parser.add_argument(
+        "--foundation",
+        default="ecgfoundry-cpc",
+        help="pretrained model for the foundation-post-train baseline ('none')",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table of --results")
     args = parser.parse_args()
     if args.markdown:

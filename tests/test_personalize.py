@@ -32,13 +32,13 @@ from ecgfoundry.personalize import (
     summarise,
     train_global,
 )
+from ecgfoundry.personalize.foundation import model_input, post_train, select_config
 from ecgfoundry.personalize.maml import (
     detached,
     inner_adapt,
     loss_of,
     pre_finetune,
 )
-from ecgfoundry.personalize.foundation import model_input, post_train, select_config
 from ecgfoundry.personalize.run import META_RUNS
 
 FS, SECONDS = 50.0, 2.0
@@ -287,8 +287,12 @@ def test_a_one_lead_window_becomes_the_foundation_models_input_in_lead_ii() -> N
     assert not np.delete(x, lead_ii, axis=1).any()  # the other leads are zero
     assert abs(x[:, lead_ii].mean()) < 0.5  # centred on the support mean (the offset is 3)
     assert x[:, lead_ii].std() > 0.3  # millivolts, not z-scored, for a "none" spec
-    z = model_input(subject, split, split.test[:4], dataclasses.replace(twelve, leads=("V1",),
-                                                                         normalisation="zscore"))
+    z = model_input(
+        subject,
+        split,
+        split.test[:4],
+        dataclasses.replace(twelve, leads=("V1",), normalisation="zscore"),
+    )
     assert z.shape == (4, 1, 50)
     with pytest.raises(UsageError, match="no lead II"):
         model_input(subject, split, split.test, dataclasses.replace(twelve, leads=("V1", "V2")))

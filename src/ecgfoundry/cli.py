@@ -654,9 +654,12 @@ def personalize_evaluate(
     ] = "1,5,10",
     config: MAMLConfigOption = None,
     foundation: Annotated[
-        str, typer.Option(help="A pretrained model post-trained on each support set as one more "
-                          "baseline (its steps chosen on the meta-validation subjects); "
-                          "'none' leaves it out.")
+        str,
+        typer.Option(
+            help="A pretrained model post-trained on each support set as one more "
+            "baseline (its steps chosen on the meta-validation subjects); "
+            "'none' leaves it out."
+        ),
     ] = "ecgfoundry-cpc",
     as_json: JsonFlag = False,
 ) -> None:
