@@ -698,6 +698,15 @@ register_model(
     m_blocks_list=[1, 1, 1, 2, 2, 2],
     spec=SMALL_SPEC,
 )
+register_model(
+    "net1d-micro",
+    Net1D,
+    description="Net1D, 6 stages x 1 block, 16-160 channels: per-window inference on a device",
+    base_filters=16,
+    filter_list=[16, 32, 32, 80, 80, 160],
+    m_blocks_list=[1, 1, 1, 1, 1, 1],
+    spec=SMALL_SPEC,
+)
 register_converter(
     "ecgfounder",
     convert_checkpoint,
