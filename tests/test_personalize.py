@@ -329,3 +329,30 @@ def test_the_foundation_steps_are_chosen_by_validation_auroc() -> None:
     assert chosen.finetune_steps == best["finetune_steps"] and chosen.preview_steps == 3
     with pytest.raises(UsageError, match="no validation subject"):
         select_config(val, base, shots=500, candidates=candidates)
+
+
+def test_cudb_shaped_records_with_bracketed_vf_episodes_load_as_subjects(tmp_path: Path) -> None:
+    """CUDB's layout: 250 Hz, one lead named ECG, beat labels and VF episodes marked only by
+    '[' ... ']' (cu02 opens with an unpaired ']': VF from the start of the recording)."""
+    import wfdb
+
+    folder, fs, seconds = tmp_path / "cudb", 250, 120
+    folder.mkdir()
+    t = np.arange(fs * seconds) / fs
+    brackets = {"cu01": ([40, 60], ["[", "]"]), "cu02": ([30], ["]"])}
+    for name, (at, symbols) in brackets.items():
+        signal = np.sin(2 * np.pi * 1.2 * t)[:, None]
+        wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["ECG"], fmt=["16"], p_signal=signal,
+                    write_dir=str(folder))  # fmt: skip
+        beats = [s for s in range(1, seconds) if not any(abs(s - a) < 1 for a in at)]
+        samples = np.array(sorted([b * fs for b in beats] + [a * fs for a in at]))
+        labels = {a * fs: s for a, s in zip(at, symbols, strict=True)}
+        wfdb.wrann(name, "atr", samples, symbol=[labels.get(s, "N") for s in samples],
+                   write_dir=str(folder))  # fmt: skip
+    subjects, problems = load_subjects([folder], va_stride=None)
+    assert not problems and [s.name for s in subjects] == ["cudb/cu01", "cudb/cu02"]
+    assert subjects[0].fs == 200.0  # resampled from 250 Hz
+    for subject, (start, end) in zip(subjects, [(40, 60), (0, 30)], strict=True):
+        va_starts = subject.time[subject.y == 1]
+        assert va_starts.min() >= start - 2 and va_starts.max() <= end  # inside the episode
+        assert len(va_starts) >= (end - start) // 2 - 1  # and it is covered
