@@ -1,8 +1,9 @@
 """Deploying a personalised VA detector (issue 17, points 6-7): latency per 2-s window at batch
 1 on one thread (PyTorch eager, onnxruntime float32 and int8), and what int8 costs: each test
 subject's personalised model (meta-trained initialisation + pre-fine-tuning + adaptation on its
-first 10 windows per class, leak-free) exported to ONNX, float32 and dynamically int8
-quantised, scored on the subject's test windows by onnxruntime.
+first 10 windows per class, leak-free) exported to ONNX with its support-set z-scoring inside
+the graph, float32 and dynamically int8 quantised, and scored by onnxruntime on the subject's
+test windows in mV, as a device would feed them. The latency is that of such a graph.
 
     python benchmarks/personalize_deploy.py --data DIR/mitdb DIR/vfdb \
         --model runs/personalize/maml-curriculum/model \
@@ -27,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 from ecgfoundry.engine.precision import describe_hardware
 from ecgfoundry.export import export_onnx, onnx_session, run_onnx
 from ecgfoundry.models import load_model
+from ecgfoundry.nn.layers import Standardised
 from ecgfoundry.personalize import MAMLConfig, load_subjects, split_subject
 from ecgfoundry.personalize.maml import personalised, probabilities
 from ecgfoundry.personalize.protocol import SubjectSkipped, normalised
@@ -45,11 +47,14 @@ def timed(run, repeats: int = 2000, warmup: int = 200) -> dict[str, float]:
 
 
 def latency(model: torch.nn.Module, folder: Path) -> dict[str, dict[str, float]]:
+    """Per window at batch 1 on one thread, the input z-scoring included (its values do not
+    change the time)."""
     torch.set_num_threads(1)
     x = torch.randn(1, 1, model.spec.samples)
+    deployed = Standardised(model, 0.0, 1.0)
     with torch.no_grad():
-        eager = timed(lambda: model(x))
-    report = export_onnx(model, folder / "m.onnx", quantize=True)
+        eager = timed(lambda: deployed(x))
+    report = export_onnx(model, folder / "m.onnx", quantize=True, normalise=(0.0, 1.0))
     out = {"pytorch_eager": eager}
     for name, path in (("onnxruntime_fp32", report["path"]),
                        ("onnxruntime_int8", report["int8"]["path"])):  # fmt: skip
@@ -87,14 +92,15 @@ def main() -> None:
                 continue
             x = torch.from_numpy(normalised(subject, split, split.support))
             mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config)
-            report = export_onnx(mine, Path(tmp) / "p.onnx", quantize=True)
-            test = normalised(subject, split, split.test)
+            report = export_onnx(mine, Path(tmp) / "p.onnx", quantize=True,
+                                 normalise=(split.mean, split.sd))  # fmt: skip
+            millivolts = subject.x[split.test]
             y = subject.y[split.test]
-            eager = probabilities(mine, torch.from_numpy(test))
+            eager = probabilities(mine, torch.from_numpy(normalised(subject, split, split.test)))
             probs = {
                 "eager": eager,
-                "fp32": 1 / (1 + np.exp(-run_onnx(report["path"], test).reshape(-1))),
-                "int8": 1 / (1 + np.exp(-run_onnx(report["int8"]["path"], test).reshape(-1))),
+                "fp32": 1 / (1 + np.exp(-run_onnx(report["path"], millivolts).reshape(-1))),
+                "int8": 1 / (1 + np.exp(-run_onnx(report["int8"]["path"], millivolts).reshape(-1))),
             }
             for k, p in probs.items():
                 labels[k].append(y)
