@@ -112,3 +112,14 @@ def test_a_persons_support_normalisation_is_exported_inside_the_graph(tmp_path: 
     assert np.abs(run_onnx(out, millivolts.numpy()) - expected).max() <= 1e-4
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["input_normalisation"] == {"mean": 0.25, "sd": 0.5}
+
+
+def test_a_broken_support_file_is_named(tmp_path: Path) -> None:
+    from ecgfoundry.models import save_model
+
+    save_model(trained_like("net1d-tiny"), tmp_path / "mine")
+    (tmp_path / "mine" / "support.json").write_text("{}")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "mine"), "--out",
+                                      str(tmp_path / "m.onnx")])  # fmt: skip
+    assert result.exit_code != 0
+    assert "support.json: expected" in str(result.exception)

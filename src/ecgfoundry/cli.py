@@ -390,8 +390,14 @@ def export(
     support = None if folder is None else folder / "support.json"
     normalise = None
     if support is not None and support.is_file():
-        stats = json.loads(support.read_text())["normalise"]
-        normalise = (float(stats["mean"]), float(stats["sd"]))
+        try:
+            stats = json.loads(support.read_text())["normalise"]
+            normalise = (float(stats["mean"]), float(stats["sd"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise UsageError(
+                f'{support}: expected {{"normalise": {{"mean": M, "sd": S}}}} '
+                f"as `personalize adapt` writes it ({error!r})"
+            ) from error
     report = export_onnx(resolve_model(model), out, seconds=seconds, quantize=int8,
                          normalise=normalise)  # fmt: skip
     if as_json:

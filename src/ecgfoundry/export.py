@@ -176,6 +176,8 @@ def export_onnx(
         )  # fmt: skip
     program.save(str(out))
     inputs = example_input(model, seconds, batch=check_batch, seed=1)
+    if normalise is not None:  # inputs of the scale the graph expects (mean, sd)
+        inputs = inputs * normalise[1] + normalise[0]
     with torch.no_grad():
         expected = reference(inputs).float().numpy()
     error = float(np.abs(run_onnx(out, inputs.numpy()) - expected).max())
