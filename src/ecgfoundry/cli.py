@@ -384,20 +384,10 @@ def export(
     model from `personalize adapt` takes its support.json z-scoring into the graph (inputs in
     mV)."""
     from ecgfoundry.export import export_onnx
-    from ecgfoundry.models.registry import model_folder, resolve_model
+    from ecgfoundry.models.registry import resolve_model
+    from ecgfoundry.personalize import person_normalisation
 
-    folder = model_folder(model)
-    support = None if folder is None else folder / "support.json"
-    normalise = None
-    if support is not None and support.is_file():
-        try:
-            stats = json.loads(support.read_text())["normalise"]
-            normalise = (float(stats["mean"]), float(stats["sd"]))
-        except (ValueError, KeyError, TypeError) as error:
-            raise UsageError(
-                f'{support}: expected {{"normalise": {{"mean": M, "sd": S}}}} '
-                f"as `personalize adapt` writes it ({error!r})"
-            ) from error
+    normalise = person_normalisation(model)
     report = export_onnx(resolve_model(model), out, seconds=seconds, quantize=int8,
                          normalise=normalise)  # fmt: skip
     if as_json:
@@ -409,7 +399,7 @@ def export(
         f"error vs PyTorch {report['max_abs_error']:.1e}"
     )
     if normalise is not None:
-        line += f"; inputs in mV, z-scored in the graph with {support}'s mean and sd"
+        line += "; inputs in mV, z-scored in the graph with the person's support.json"
     if "int8" in report:
         line += (
             f"; int8 {report['int8']['path']} {report['int8']['bytes'] / 1e6:.2f} MB, max "
@@ -619,7 +609,7 @@ def personalize_adapt(
     import torch
 
     from ecgfoundry import personalize as P
-    from ecgfoundry.models import load_model, save_model
+    from ecgfoundry.models import load_model
     from ecgfoundry.personalize.maml import personalised
     from ecgfoundry.personalize.protocol import normalised
 
@@ -633,12 +623,7 @@ def personalize_adapt(
     x = torch.from_numpy(normalised(person, split, split.support))
     y = torch.from_numpy(person.y[split.support])
     mine = personalised(load_model(model), x, y, P.MAMLConfig(), pre_finetuning=pre_finetune)
-    save_model(mine, out)
-    support = {"subject": person.name, "shots": shots, "pre_finetune": pre_finetune,
-               "normalise": {"mean": split.mean, "sd": split.sd},
-               "support_seconds": [float(t) for t in person.time[split.support]],
-               "scored_from_seconds": float(person.time[split.test].min())}  # fmt: skip
-    (out / "support.json").write_text(json.dumps(support, indent=1))
+    support = P.save_person(mine, person, split, out, pre_finetune=pre_finetune)
     if as_json:
         _print_json(support | {"model": str(out)})
     else:

@@ -36,7 +36,9 @@ from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.engine.engine import Engine
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.run_dir import JsonlLog
+from ecgfoundry.errors import UsageError
 from ecgfoundry.models import create_model, save_model
+from ecgfoundry.models.registry import model_folder
 from ecgfoundry.personalize.data import Subject, load_subjects
 from ecgfoundry.personalize.foundation import FoundationConfig, FoundationScorer, select_config
 from ecgfoundry.personalize.maml import (
@@ -313,6 +315,38 @@ def summary_markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def save_person(model: nn.Module, subject: Subject, split: Split, out: str | Path, *,
+                pre_finetune: bool) -> dict[str, Any]:  # fmt: skip
+    """Write a person's adapted model to the folder ``out`` with ``support.json``: the windows
+    it learned from, where scoring may start, and the z-scoring of its inputs (the support
+    set's statistics; ``export`` puts it in the graph). Returns what support.json holds."""
+    out = Path(out)
+    save_model(model, out)
+    support = {"subject": subject.name, "shots": len(split.support) // 2,
+               "pre_finetune": pre_finetune, "normalise": {"mean": split.mean, "sd": split.sd},
+               "support_seconds": [float(t) for t in subject.time[split.support]],
+               "scored_from_seconds": float(subject.time[split.test].min())}  # fmt: skip
+    atomic_write_text(out / "support.json", json.dumps(support, indent=1))
+    return support
+
+
+def person_normalisation(model: str | Path) -> tuple[float, float] | None:
+    """The (mean, sd) a person's model folder z-scores its inputs with (its support.json), or
+    None for a model without one."""
+    folder = model_folder(model)
+    support = None if folder is None else folder / "support.json"
+    if support is None or not support.is_file():
+        return None
+    try:
+        stats = json.loads(support.read_text())["normalise"]
+        return float(stats["mean"]), float(stats["sd"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(
+            f'{support}: expected {{"normalise": {{"mean": M, "sd": S}}}} as '
+            f"`personalize adapt` writes it ({error!r})"
+        ) from error
+
+
 def split_subjects(subjects: list[Subject], seed: int = 0) -> dict[str, list[str]]:
     """Subjects with VA windows split by ``seed`` into meta-train / meta-val / test; those
     without join meta-train (their windows still train the global model)."""
@@ -378,7 +412,9 @@ __all__ = [
     "backbone",
     "evaluate",
     "meta_train",
+    "person_normalisation",
     "run_protocol",
+    "save_person",
     "scorers",
     "split_subjects",
     "summarise",
