@@ -22,6 +22,7 @@ import torch
 
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.personalize import FoundationConfig, MAMLConfig, run_protocol, summary_markdown
+from ecgfoundry.personalize.run import per_subject_markdown
 
 
 def main() -> None:
@@ -39,9 +40,19 @@ def main() -> None:
         help="pretrained model for the foundation-post-train baseline ('none')",
     )
     parser.add_argument("--markdown", action="store_true", help="print the table of --results")
+    parser.add_argument(
+        "--per-subject",
+        metavar="PROTOCOL:SHOTS",
+        help="with --markdown: each subject's AUROC / F1 per method instead",
+    )
     args = parser.parse_args()
     if args.markdown:
-        print(summary_markdown(json.loads(args.results.read_text())["summary"]))
+        saved = json.loads(args.results.read_text())
+        if args.per_subject:
+            protocol, shots = args.per_subject.split(":")
+            print(per_subject_markdown(saved["per_subject"], protocol, int(shots)))
+        else:
+            print(summary_markdown(saved["summary"]))
         return
     torch.set_num_threads(1)
     config = MAMLConfig() if args.epochs is None else MAMLConfig(epochs=args.epochs)

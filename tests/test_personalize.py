@@ -39,7 +39,7 @@ from ecgfoundry.personalize.maml import (
     loss_of,
     pre_finetune,
 )
-from ecgfoundry.personalize.run import META_RUNS
+from ecgfoundry.personalize.run import META_RUNS, per_subject_markdown
 
 FS, SECONDS = 50.0, 2.0
 QUICK = ("epochs: 1\niterations: 1\ninner_steps: 1\nadapt_steps: 3\npre_finetune_steps: 1\n"
@@ -159,6 +159,9 @@ def test_meta_training_then_evaluation_of_every_method(tmp_path: Path) -> None:
     assert all("no VA windows" in s["problem"] for s in skipped)
     table = summarise(rows, resamples=50)
     assert len(table) == len(METHODS) * 2 * 2  # methods x protocols x shots
+    lines = per_subject_markdown(rows, "leak-free", 3).splitlines()
+    scored = {r["subject"] for r in rows if r["protocol"] == "leak-free" and r["shots"] == 3}
+    assert len(lines) == 2 + len(scored) and all(m in lines[0] for m in METHODS)
     for entry in table:
         assert 0 <= entry["worst_decile_auroc"] <= entry["median_auroc"] <= 1
         assert ("ci" in entry) == (entry["method"] != REFERENCE)

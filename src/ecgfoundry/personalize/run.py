@@ -347,6 +347,23 @@ def person_normalisation(model: str | Path) -> tuple[float, float] | None:
         ) from error
 
 
+def per_subject_markdown(rows: list[dict[str, Any]], protocol: str, shots: int) -> str:
+    """Per-subject AUROC / F1 of every method (columns) at one protocol and shot count, as a
+    Markdown table (rows: the results file's ``per_subject``)."""
+    mine = [r for r in rows if r["protocol"] == protocol and r["shots"] == shots]
+    methods = [m for m in METHODS if any(r["method"] == m for r in mine)]
+    cells = {(r["subject"], r["method"]): r for r in mine}
+    lines = ["| subject | windows | VA | " + " | ".join(methods) + " |",
+             "|---|---|---|" + "---|" * len(methods)]  # fmt: skip
+    for subject in sorted({r["subject"] for r in mine}):
+        first = cells[(subject, methods[0])]
+        values = [f"{cells[(subject, m)]['auroc']:.3f} / {cells[(subject, m)]['f1']:.3f}"
+                  if (subject, m) in cells else "-" for m in methods]  # fmt: skip
+        lines.append(f"| {subject} | {first['windows']} | {first['va']} | "
+                     + " | ".join(values) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def split_subjects(subjects: list[Subject], seed: int = 0) -> dict[str, list[str]]:
     """Subjects with VA windows split by ``seed`` into meta-train / meta-val / test; those
     without join meta-train (their windows still train the global model)."""
@@ -412,6 +429,7 @@ __all__ = [
     "backbone",
     "evaluate",
     "meta_train",
+    "per_subject_markdown",
     "person_normalisation",
     "run_protocol",
     "save_person",
