@@ -359,3 +359,12 @@ def test_cudb_shaped_records_with_bracketed_vf_episodes_load_as_subjects(tmp_pat
         va_starts = subject.time[subject.y == 1]
         assert va_starts.min() >= start - 2 and va_starts.max() <= end  # inside the episode
         assert len(va_starts) >= (end - start) // 2 - 1  # and it is covered
+
+
+def test_a_method_whose_meta_training_failed_is_left_out() -> None:
+    def architecture() -> torch.nn.Module:
+        return backbone("net1d-tiny", fs=FS, seconds=SECONDS)
+
+    model = architecture()
+    methods = scorers({"global": model, "maml-curriculum": model}, MAMLConfig(), architecture)
+    assert set(methods) == {"global", "global-finetune", "scratch", "maml-curriculum", REFERENCE}

@@ -33,7 +33,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
 from ecgfoundry.atomic import atomic_write_text
-from ecgfoundry.engine.engine import Engine
+from ecgfoundry.engine.engine import Engine, TrainingError
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.run_dir import JsonlLog
 from ecgfoundry.errors import UsageError
@@ -208,25 +208,28 @@ def scorers(
 ) -> dict[str, Scorer]:
     """Each method as ``score(subject, split) -> (labels, probabilities)``; ``models`` holds
     the trained ``global`` and the meta-trained ``maml``, ``maml-curriculum`` and
-    ``fomaml-curriculum-prefinetune`` initialisations; ``foundation`` adds
-    ``foundation-post-train``."""
+    ``fomaml-curriculum-prefinetune`` initialisations (a method whose model is missing, e.g.
+    a meta-training that failed, is left out); ``foundation`` adds ``foundation-post-train``."""
 
-    def adapting(model: nn.Module, steps: int, pre: bool) -> Scorer:
-        c = dataclasses.replace(config, adapt_steps=steps)
+    def adapting(source: str, steps: int, pre: bool) -> Scorer | None:
+        if source not in models:
+            return None
+        model, c = models[source], dataclasses.replace(config, adapt_steps=steps)
         return lambda subject, split: adapt_split(model, subject, split, c, pre_finetuning=pre)
 
-    methods: dict[str, Scorer] = {
-        "global": adapting(models["global"], 0, False),
-        "global-finetune": adapting(models["global"], config.adapt_steps, False),
+    candidates: dict[str, Scorer | None] = {
+        "global": adapting("global", 0, False),
+        "global-finetune": adapting("global", config.adapt_steps, False),
         "scratch": lambda subject, split: scratch_on_support(
             architecture, subject, split, config.scratch_steps
         ),
-        "maml": adapting(models["maml"], config.adapt_steps, False),
-        "maml-curriculum": adapting(models["maml-curriculum"], config.adapt_steps, False),
-        REFERENCE: adapting(models["maml-curriculum"], config.adapt_steps, True),
-        "fomaml-curriculum-prefinetune": adapting(models["fomaml-curriculum-prefinetune"],
+        "maml": adapting("maml", config.adapt_steps, False),
+        "maml-curriculum": adapting("maml-curriculum", config.adapt_steps, False),
+        REFERENCE: adapting("maml-curriculum", config.adapt_steps, True),
+        "fomaml-curriculum-prefinetune": adapting("fomaml-curriculum-prefinetune",
                                                   config.adapt_steps, True),
     }  # fmt: skip
+    methods = {name: score for name, score in candidates.items() if score is not None}
     if foundation is not None:
         methods["foundation-post-train"] = FoundationScorer(foundation, seed=seed)
     return methods
@@ -386,7 +389,8 @@ def run_protocol(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """The whole evaluation: load the subjects of ``data``, split them by subject, train the
-    global model and the three meta-trainings under ``runs`` (resumable), choose the
+    global model and the three meta-trainings under ``runs`` (resumable; one that stops on a
+    non-finite loss is reported in ``trainings_failed`` and its methods are left out), choose the
     ``foundation`` model's steps on the meta-validation subjects (if given), score every
     method on the test subjects; returns the settings, the splits, the skipped subjects, the
     summary (:func:`summarise`) and the per-subject rows."""
@@ -401,11 +405,16 @@ def run_protocol(
         return backbone(backbone_name, seed=seed)
 
     models = {"global": train_global(architecture(), train, val, Path(runs) / "global", seed=seed)}
+    failed: dict[str, str] = {}
     for name, (first, curriculum) in META_RUNS.items():
         schedule = (config.curriculum or Curriculum()) if curriculum else None
         c = dataclasses.replace(config, first_order=first, curriculum=schedule)
-        models[name] = meta_train(architecture(), train, val, c, Path(runs) / name, seed=seed)
-        log(f"{name}: meta-trained ({(time.perf_counter() - start) / 60:.1f} min)")
+        try:
+            models[name] = meta_train(architecture(), train, val, c, Path(runs) / name, seed=seed)
+        except TrainingError as error:  # reported; the other methods are still scored
+            failed[name] = str(error)
+        log(f"{name}: {failed.get(name, 'meta-trained')} "
+            f"({(time.perf_counter() - start) / 60:.1f} min)")  # fmt: skip
     chosen, grid = None, None
     if foundation is not None:
         chosen, grid = select_config(val, foundation, shots=config.shots, seed=seed)
@@ -417,6 +426,7 @@ def run_protocol(
         "foundation": None if chosen is None else {"chosen": chosen.to_dict(),
                                                    "validation_grid": grid},
         "data": [str(p) for p in data], "records_left_out": problems, "subjects": parts,
+        "trainings_failed": failed,
         "windows": {s.name: s.counts for s in subjects}, "skipped": skipped,
         "minutes": round((time.perf_counter() - start) / 60, 1), "summary": summarise(rows),
         "per_subject": [{k: v for k, v in r.items() if k not in ("y", "p")} for r in rows],
