@@ -1,9 +1,10 @@
 """Deploying a personalised VA detector (issue 17, points 6-7): latency per 2-s window at batch
 1 on one thread (PyTorch eager, onnxruntime float32 and int8), and what int8 costs: each test
-subject's personalised model (meta-trained initialisation + pre-fine-tuning + adaptation on its
-first 10 windows per class, leak-free) exported to ONNX with its support-set z-scoring inside
-the graph, float32 and dynamically int8 quantised, and scored by onnxruntime on the subject's
-test windows in mV, as a device would feed them. The latency is that of such a graph.
+subject's personalised model (``--model``'s initialisation + pre-fine-tuning unless
+``--no-pre-finetune`` + adaptation on its first 10 windows per class, leak-free) exported to
+ONNX with its support-set z-scoring inside the graph, float32 and dynamically int8 quantised,
+and scored by onnxruntime on the subject's test windows in mV, as a device would feed them.
+The latency is that of such a graph.
 
     python benchmarks/personalize_deploy.py --data DIR/mitdb DIR/vfdb \
         --model runs/personalize/maml-curriculum/model \
@@ -71,6 +72,12 @@ def main() -> None:
     parser.add_argument("--subjects", type=Path, required=True, help="personalize.py's results")
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument(
+        "--no-pre-finetune",
+        action="store_true",
+        help="adapt without pre-fine-tuning (with the global model as --model: "
+        "the global-finetune method)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/personalize_deploy.json")
     )
     args = parser.parse_args()
@@ -91,7 +98,8 @@ def main() -> None:
                 per_subject.append({"subject": name, "skipped": error.problem})
                 continue
             x = torch.from_numpy(normalised(subject, split, split.support))
-            mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config)
+            mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config,
+                                pre_finetuning=not args.no_pre_finetune)  # fmt: skip
             report = export_onnx(mine, Path(tmp) / "p.onnx", quantize=True,
                                  normalise=(split.mean, split.sd))  # fmt: skip
             millivolts = subject.x[split.test]
@@ -119,6 +127,7 @@ def main() -> None:
     }
     result = {
         "model": str(args.model),
+        "pre_finetune": not args.no_pre_finetune,
         "parameters": sum(p.numel() for p in model.parameters()),
         "input": [1, 1, model.spec.samples],
         "latency_batch1_one_thread": speed,
