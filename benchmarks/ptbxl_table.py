@@ -13,6 +13,7 @@ run folder's checkpoint (written every epoch and every ``--checkpoint-minutes``)
     python benchmarks/ptbxl_table.py --root DIR/ptbxl [--models ...] [--tasks ...]
         [--max-cells N] [--cache-dir DIR]
     python benchmarks/ptbxl_table.py --summary [--markdown]    # the table so far
+    python benchmarks/ptbxl_table.py --per-label form [--markdown]  # per label, seed 0
 
 ``--fraction 0.1 --seeds 0,1,2`` trains on a share of the training folds instead (the label-
 scarce baseline the bundled model is compared with, ``bundled_quality.py``); such cells are
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from post_training import hardware, keep_predictions, read_rows
+from sklearn.metrics import roc_auc_score
 
 from ecgfoundry.adapt import finetune, recipe_for
 from ecgfoundry.data.ptbxl import TASKS
@@ -144,6 +146,41 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
     return table
 
 
+def per_label(args: argparse.Namespace, task: str, rare: int = 10) -> dict[str, Any]:
+    """Each label of ``task``: its fold-9 positives and each model's fold-9 AUROC (seed 0's
+    kept probabilities), and each model's macro AUROC over the labels with at least ``rare``
+    positives and over the others: where a shortfall comes from."""
+    setup = setup_id(recipe_for("supervised").to_dict())
+    out: dict[str, Any] = {"task": task, "rare_below": rare, "labels": {}, "macro": {}}
+    for model in MODELS:
+        path = args.predictions / f"{model}__{task}__s0__{setup}.npz"
+        if not path.is_file():
+            continue
+        kept = np.load(path, allow_pickle=False)
+        y, p = kept["val_y"], kept["val_probabilities"]
+        positives = y.sum(axis=0).astype(int)
+        scores = np.array([roc_auc_score(y[:, j], p[:, j]) for j in range(y.shape[1])])
+        for label, n, score in zip(kept["labels"].tolist(), positives, scores, strict=True):
+            out["labels"].setdefault(label, {"positives": int(n)})[model] = float(score)
+        out["macro"][model] = {"all": float(scores.mean()),
+                               f">={rare}": float(scores[positives >= rare].mean()),
+                               f"<{rare}": float(scores[positives < rare].mean())}  # fmt: skip
+    return out
+
+
+def per_label_markdown(result: dict[str, Any]) -> str:
+    models = list(result["macro"])
+    lines = ["| label | fold-9 positives | " + " | ".join(models) + " |",
+             "|---|---|" + "---|" * len(models)]  # fmt: skip
+    for label, row in result["labels"].items():
+        lines.append(f"| {label} | {row['positives']} | "
+                     + " | ".join(f"{row[m]:.3f}" for m in models) + " |")  # fmt: skip
+    for key in next(iter(result["macro"].values()), {}):
+        scores = " | ".join(f"{result['macro'][m][key]:.3f}" for m in models)
+        lines.append(f"| macro, {key} positives | | {scores} |")
+    return "\n".join(lines)
+
+
 def markdown(table: list[dict[str, Any]]) -> str:
     lines = [
         "| model | task | seeds | fold-9 macro AUROC [95 % CI] | published (fold 10) | "
@@ -186,7 +223,12 @@ def main() -> None:
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0)
     parser.add_argument("--summary", action="store_true", help="print the table so far")
     parser.add_argument("--markdown", action="store_true", help="with --summary: a table")
+    parser.add_argument("--per-label", metavar="TASK", help="fold-9 AUROC per label of TASK")
     args = parser.parse_args()
+    if args.per_label:
+        result = per_label(args, args.per_label)
+        print(per_label_markdown(result) if args.markdown else json.dumps(result, indent=1))
+        return
     if args.summary:
         table = summary(args)
         print(markdown(table) if args.markdown else json.dumps(table, indent=1))
