@@ -31,7 +31,7 @@ from ecgfoundry.export import export_onnx, onnx_session, run_onnx
 from ecgfoundry.models import load_model
 from ecgfoundry.nn.layers import Standardised
 from ecgfoundry.personalize import MAMLConfig, load_subjects, split_subject
-from ecgfoundry.personalize.maml import personalised, probabilities
+from ecgfoundry.personalize.maml import personalise_split, probabilities
 from ecgfoundry.personalize.protocol import SubjectSkipped, normalised
 
 
@@ -97,9 +97,7 @@ def main() -> None:
             except SubjectSkipped as error:
                 per_subject.append({"subject": name, "skipped": error.problem})
                 continue
-            x = torch.from_numpy(normalised(subject, split, split.support))
-            mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config,
-                                pre_finetuning=not args.no_pre_finetune)  # fmt: skip
+            mine = personalise_split(model, subject, split, config, not args.no_pre_finetune)
             report = export_onnx(mine, Path(tmp) / "p.onnx", quantize=True,
                                  normalise=(split.mean, split.sd))  # fmt: skip
             millivolts = subject.x[split.test]

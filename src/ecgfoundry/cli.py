@@ -606,12 +606,9 @@ def personalize_adapt(
 ) -> None:
     """Adapt a meta-trained model to one person from their earliest labelled windows; writes
     the person's model and support.json (its windows and the normalisation to apply)."""
-    import torch
-
     from ecgfoundry import personalize as P
     from ecgfoundry.models import load_model
-    from ecgfoundry.personalize.maml import personalised
-    from ecgfoundry.personalize.protocol import normalised
+    from ecgfoundry.personalize.maml import personalise_split
 
     subjects, _ = P.load_subjects([data])
     found = [s for s in subjects if s.name.split("/", 1)[1] == subject or s.name == subject]
@@ -620,9 +617,7 @@ def personalize_adapt(
         raise UsageError(f"--subject {subject}: not in {data} (subjects: {names})")
     person = found[0]
     split = P.split_subject(person, shots, "leak-free")
-    x = torch.from_numpy(normalised(person, split, split.support))
-    y = torch.from_numpy(person.y[split.support])
-    mine = personalised(load_model(model), x, y, P.MAMLConfig(), pre_finetuning=pre_finetune)
+    mine = personalise_split(load_model(model), person, split, P.MAMLConfig(), pre_finetune)
     support = P.save_person(mine, person, split, out, pre_finetune=pre_finetune)
     if as_json:
         _print_json(support | {"model": str(out)})

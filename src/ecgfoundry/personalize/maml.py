@@ -219,14 +219,21 @@ def personalised(model: nn.Module, x: Tensor, y: Tensor, config: MAMLConfig,
     return out
 
 
+def personalise_split(
+    model: nn.Module, subject: Subject, split: Split, config: MAMLConfig, pre_finetuning: bool
+) -> nn.Module:
+    """:func:`personalised` on the split's support windows, z-scored with its statistics."""
+    x = torch.from_numpy(normalised(subject, split, split.support))
+    return personalised(model, x, torch.from_numpy(subject.y[split.support]), config,
+                        pre_finetuning)  # fmt: skip
+
+
 def adapt_split(
     model: nn.Module, subject: Subject, split: Split, config: MAMLConfig, pre_finetuning: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Adapt ``model`` to the split's support windows and score its test windows: (labels,
     probabilities)."""
-    x = torch.from_numpy(normalised(subject, split, split.support))
-    mine = personalised(model, x, torch.from_numpy(subject.y[split.support]), config,
-                        pre_finetuning)  # fmt: skip
+    mine = personalise_split(model, subject, split, config, pre_finetuning)
     test = torch.from_numpy(normalised(subject, split, split.test))
     return subject.y[split.test], probabilities(mine, test)
 
@@ -302,6 +309,7 @@ __all__ = [
     "difficulties",
     "episode",
     "inner_adapt",
+    "personalise_split",
     "personalised",
     "pre_finetune",
     "probabilities",
