@@ -73,8 +73,17 @@ def setup_id(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def run_grid(args: argparse.Namespace) -> None:
+def table_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The published recipe; ``--precision`` other than ``auto`` makes a separate setup (its
+    own cells, reported with ``--summary --precision ...``)."""
     recipe = recipe_for("supervised").to_dict()
+    if args.precision != "auto":
+        recipe["precision"] = args.precision
+    return recipe
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    recipe = table_recipe(args)
     setup = setup_id(recipe)
     done = {row["cell"] for row in read_rows(args.results) if row["setup"] == setup}
     ran = 0
@@ -119,7 +128,7 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
     the bootstrap 95 % CI of each seed's score (fold-9 records resampled, 1000 times), and
     the hours spent training (the epochs' time; a resumed cell's ``seconds`` counts only its
     last process)."""
-    setup = setup_id(recipe_for("supervised").to_dict())
+    setup = setup_id(table_recipe(args))
     rows = [r for r in read_rows(args.results)
             if r["setup"] == setup and r.get("fraction", 1.0) == 1.0]  # fmt: skip
     table = []
@@ -150,7 +159,7 @@ def per_label(args: argparse.Namespace, task: str, rare: int = 10) -> dict[str, 
     """Each label of ``task``: its fold-9 positives and each model's fold-9 AUROC (seed 0's
     kept probabilities), and each model's macro AUROC over the labels with at least ``rare``
     positives and over the others: where a shortfall comes from."""
-    setup = setup_id(recipe_for("supervised").to_dict())
+    setup = setup_id(table_recipe(args))
     out: dict[str, Any] = {"task": task, "rare_below": rare, "labels": {}, "macro": {}}
     for model in MODELS:
         path = args.predictions / f"{model}__{task}__s0__{setup}.npz"
@@ -216,6 +225,12 @@ def main() -> None:
         type=float,
         default=1.0,
         help="share of the training folds (nested, as finetune --fraction)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="training precision; other than auto: a separate setup (the table uses auto)",
     )
     parser.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the table's)")
     parser.add_argument("--cache-dir", type=Path, default=None)

@@ -1,0 +1,70 @@
+"""benchmarks/ptbxl_published_predictions.py reads the PTB-XL benchmark's pickled arrays
+without running anything from them, and matches its fold-9 records with ours."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def script():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "ptbxl_published_predictions", BENCHMARKS / "ptbxl_published_predictions.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def numpy1_pickle(array: np.ndarray) -> bytes:
+    """``array`` pickled as numpy 1 names its pieces (the benchmark's files)."""
+    data = pickle.dumps(array, protocol=2)
+    return data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def test_reads_a_pickled_array(script, tmp_path: Path) -> None:
+    for array in (np.arange(12, dtype=np.int64).reshape(3, 4),
+                  np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)):  # fmt: skip
+        path = tmp_path / "y.npy"
+        path.write_bytes(numpy1_pickle(array))
+        read = script.read_array(path)
+        assert read.dtype == array.dtype
+        np.testing.assert_array_equal(read, array)
+
+
+def test_refuses_anything_but_arrays(script, tmp_path: Path) -> None:
+    path = tmp_path / "evil.npy"
+    path.write_bytes(pickle.dumps(_Payload(), protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match=r"refused (posix|nt)\.system"):
+        script.read_array(path)
+    path.write_bytes(pickle.dumps([1, 2], protocol=2))
+    with pytest.raises(ValueError, match="expected a 2-d numpy array"):
+        script.read_array(path)
+
+
+def test_records_are_matched_by_label_rows_in_order(script) -> None:
+    rng = np.random.default_rng(0)
+    ours = rng.integers(0, 2, size=(50, 6), dtype=np.uint8)
+    theirs = np.insert(ours, [10, 30], np.full((2, 6), 1, np.uint8), axis=0)  # two extra records
+    theirs[40] = 1 - theirs[40]  # one relabelled record
+    ours_idx, theirs_idx = script.match_records(ours, theirs)
+    np.testing.assert_array_equal(ours[ours_idx], theirs[theirs_idx])
+    assert len(ours_idx) >= 49 and 38 not in ours_idx
