@@ -13,12 +13,16 @@ trained on the ``all`` task (71 statements), the labels and predicted probabilit
    published one on the same fold-9 records, with a paired bootstrap CI. Records are matched
    by their label rows in ecg_id order (our copy of PTB-XL is a later release than the one
    the benchmark used, so a few records differ; only matched records are compared).
+3. **Fit** (``--training-fit DIR/ptbxl``, a few CPU minutes): our cell's macro AUROC on its
+   own training records (folds 1-8, windows aggregated as in evaluation) beside the
+   benchmark's (``results/tr_results.csv``).
 
 The repository's arrays are Python pickles: they are read with an unpickler that builds numpy
 arrays and nothing else.
 
     git clone https://github.com/helme/ecg_ptbxl_benchmarking DIR
     python benchmarks/ptbxl_published_predictions.py --published DIR [--markdown]
+        [--training-fit DIR/ptbxl --runs runs/ptbxl_table --cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -32,8 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import ptbxl_table
+import torch
 
+import ecgfoundry
+from ecgfoundry.adapt import recipe_for
+from ecgfoundry.adapt.data import ptbxl_task
+from ecgfoundry.adapt.objective import predict_split
 from ecgfoundry.evaluate.metrics import auroc_per_label, bootstrap_difference, macro
 
 SUBSET_TASKS = ("form", "rhythm", "diagnostic")  # tasks whose labels are among the 71 of "all"
@@ -125,6 +135,18 @@ def compare(published: Path, predictions: Path, setup: str) -> dict[str, Any]:
     return out
 
 
+def training_fit(published: Path, run: Path, root: Path, cache_dir: Path | None) -> dict:
+    """Macro AUROC on the training records: our run's model against the benchmark's."""
+    model = ecgfoundry.load_model(run / "model")
+    data = ptbxl_task(root, "all", model.spec, cache_dir=cache_dir)
+    probabilities = predict_split(model, data, data.train, recipe_for("supervised"),
+                                  torch.device("cpu"))  # fmt: skip
+    results = published / "output/exp0/models/fastai_xresnet1d101/results"
+    theirs = pd.read_csv(results / "tr_results.csv", index_col=0)
+    return {"records": len(data.train), "ours": macro(auroc_per_label(data.train.y, probabilities)),
+            "published": float(theirs.loc["point", "macro_auc"])}  # fmt: skip
+
+
 def shifted_table(result: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Our table's cells with the published model's fold shift of their task added."""
     rows = []
@@ -164,6 +186,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['model']} | {r['task']} | {r['fold9']:.3f} | {r['fold_shift']:+.3f} |"
             f" {r['published']:.3f} | {r['difference']:+.3f} | {r['shifted_difference']:+.3f} |"
         )
+    if "training_fit" in result:
+        fit = result["training_fit"]
+        lines += ["", f"Training-set macro AUROC ({fit['records']} records): ours"
+                  f" {fit['ours']:.3f}, published {fit['published']:.3f}."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -175,12 +201,24 @@ def main() -> None:
                         default=Path("benchmarks/results/ptbxl_table.jsonl"))  # fmt: skip
     parser.add_argument("--predictions", type=Path,
                         default=Path("benchmarks/results/ptbxl_table_predictions"))  # fmt: skip
+    parser.add_argument(
+        "--training-fit",
+        type=Path,
+        metavar="PTBXL_ROOT",
+        help="also score our xresnet1d101 all model on its training records",
+    )
+    parser.add_argument("--runs", type=Path, default=Path("runs/ptbxl_table"))
+    parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     args.precision = "auto"
     setup = ptbxl_table.setup_id(ptbxl_table.table_recipe(args))
     result = compare(args.published, args.predictions, setup)
     result["shifted_table"] = shifted_table(result, args)
+    if args.training_fit:
+        run = args.runs / f"xresnet1d101/all/s0-{setup}"
+        result["training_fit"] = training_fit(args.published, run, args.training_fit,
+                                              args.cache_dir)  # fmt: skip
     print(markdown(result) if args.markdown else json.dumps(result, indent=1))
 
 
