@@ -1,5 +1,6 @@
 """benchmarks/ptbxl_published_predictions.py reads the PTB-XL benchmark's pickled arrays
-without running anything from them, and matches its fold-9 records with ours."""
+without running anything from them, and matches its fold-9 records with ours;
+benchmarks/ptbxl_reference_parity.py copies weights layer by layer and refuses a mismatch."""
 
 from __future__ import annotations
 
@@ -11,22 +12,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+import ecgfoundry
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def script():
+def load_script(name: str):
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        spec = importlib.util.spec_from_file_location(
-            "ptbxl_published_predictions", BENCHMARKS / "ptbxl_published_predictions.py"
-        )
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(BENCHMARKS))
     return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("ptbxl_published_predictions")
 
 
 class _Payload:
@@ -68,3 +74,18 @@ def test_records_are_matched_by_label_rows_in_order(script) -> None:
     ours_idx, theirs_idx = script.match_records(ours, theirs)
     np.testing.assert_array_equal(ours[ours_idx], theirs[theirs_idx])
     assert len(ours_idx) >= 49 and 38 not in ours_idx
+
+
+def test_weights_are_copied_layer_by_layer_or_refused() -> None:
+    parity = load_script("ptbxl_reference_parity")
+    ours = ecgfoundry.create_model("xresnet1d50", num_classes=5).eval()
+    other = ecgfoundry.create_model("xresnet1d50", num_classes=5).eval()
+    x = torch.randn(2, 12, 250)
+    assert not torch.equal(ours(x), other(x))
+    parity.copy_weights(ours, other)
+    assert torch.equal(ours(x), other(x))
+    with pytest.raises(ValueError, match="layers here"):
+        parity.copy_weights(ours, ecgfoundry.create_model("xresnet1d101", num_classes=5))
+    with pytest.raises(ValueError, match="layer 0"):
+        parity.copy_weights(ours, ecgfoundry.create_model("xresnet1d50", num_classes=5,
+                                                          stem_kernel_size=3))  # fmt: skip
