@@ -14,7 +14,7 @@ trained on the ``all`` task (71 statements), the labels and predicted probabilit
    published one on the same fold-9 records, with a paired bootstrap CI. Records are matched
    by their label rows in ecg_id order (our copy of PTB-XL is a later release than the one
    the benchmark used, so a few records differ; only matched records are compared).
-3. **Fit** (``--training-fit DIR/ptbxl``, a few CPU minutes): our cell's macro AUROC on its
+3. **Fit** (``--training-fit DATA/ptbxl``, a few CPU minutes): our cell's macro AUROC on its
    own training records (folds 1-8, windows aggregated as in evaluation) beside the
    benchmark's (``results/tr_results.csv``).
 
@@ -23,7 +23,7 @@ arrays and nothing else.
 
     git clone https://github.com/helme/ecg_ptbxl_benchmarking DIR
     python benchmarks/ptbxl_published_predictions.py --published DIR [--markdown]
-        [--training-fit DIR/ptbxl --runs runs/ptbxl_table --cache-dir DIR]
+        [--training-fit DATA/ptbxl --runs runs/ptbxl_table --cache-dir CACHE]
 """
 
 from __future__ import annotations
