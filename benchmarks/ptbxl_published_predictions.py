@@ -66,7 +66,7 @@ _ARRAY_GLOBALS = {
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Builds numpy arrays (as ``np.save`` pickles them with protocol 2) and refuses anything
+    """Builds numpy arrays (as ``pickle.dump`` writes them, protocol 2) and refuses anything
     else."""
 
     def find_class(self, module: str, name: str) -> Any:
