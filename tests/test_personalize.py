@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from ecgfoundry.data import arrhythmia as A
 from ecgfoundry.data.record import Annotations
@@ -38,6 +39,7 @@ from ecgfoundry.personalize.maml import (
     inner_adapt,
     loss_of,
     pre_finetune,
+    probabilities,
 )
 from ecgfoundry.personalize.run import META_RUNS, per_subject_markdown
 
@@ -368,3 +370,16 @@ def test_a_method_whose_meta_training_failed_is_left_out() -> None:
     model = architecture()
     methods = scorers({"global": model, "maml-curriculum": model}, MAMLConfig(), architecture)
     assert set(methods) == {"global", "global-finetune", "scratch", "maml-curriculum", REFERENCE}
+
+
+def test_probabilities_come_in_batches_with_the_same_values() -> None:
+    """A long recording is scored a batch of windows at a time, with the values of one pass."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 5), nn.BatchNorm1d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 1))  # fmt: skip
+    x = torch.randn(1100, 1, 64)
+    whole = torch.sigmoid(model.eval()(x).reshape(-1)).detach().numpy()
+    batched = probabilities(model, x, batch=512)
+    assert batched.shape == (1100,) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-6)
+    assert probabilities(model, x[:0]).shape == (0,)

@@ -144,9 +144,7 @@ class FoundationScorer:
         model = post_train(self.pretrained, x, torch.from_numpy(subject.y[split.support]),
                            self.config, self.seed)  # fmt: skip
         test = model_input(subject, split, split.test, spec)
-        p = np.concatenate([probabilities(model, test[i : i + 512])
-                            for i in range(0, len(test), 512)])  # fmt: skip
-        return subject.y[split.test], p
+        return subject.y[split.test], probabilities(model, test)
 
 
 def select_config(

@@ -152,10 +152,15 @@ def pre_finetune(
     return params
 
 
-def probabilities(model: nn.Module, x: Tensor) -> np.ndarray:
-    """P(VA) for each window of ``x`` (the model in eval mode, one output)."""
+def probabilities(model: nn.Module, x: Tensor, batch: int = 512) -> np.ndarray:
+    """P(VA) for each window of ``x`` (the model in eval mode, one output), ``batch`` windows
+    at a time, so a long recording does not hold every window's activations at once."""
+    model.eval()
+    chunks = [np.empty(0, np.float32)]
     with torch.no_grad():
-        return torch.sigmoid(model.eval()(x).reshape(-1)).numpy()
+        for i in range(0, len(x), batch):
+            chunks.append(torch.sigmoid(model(x[i : i + batch]).reshape(-1)).numpy())
+    return np.concatenate(chunks)
 
 
 def calibrate_batchnorm(model: nn.Module, windows: np.ndarray, batch: int = 256) -> None:
