@@ -118,10 +118,11 @@ def compare(published: Path, predictions: Path, setup: str) -> dict[str, Any]:
         "matched_fold9_records": len(ours_idx),
         "subsets": {},
     }
+    y_matched = kept["val_y"][ours_idx]
+    ours_matched, theirs_matched = kept["val_probabilities"][ours_idx], p9[theirs_idx]
     for name, subset in subsets.items():
         cols = [labels.index(label) for label in subset]
-        y, ours_p = kept["val_y"][ours_idx][:, cols], kept["val_probabilities"][ours_idx][:, cols]
-        theirs_p = p9[theirs_idx][:, cols]
+        y, ours_p, theirs_p = y_matched[:, cols], ours_matched[:, cols], theirs_matched[:, cols]
         difference = bootstrap_difference(y, [ours_p], [theirs_p])["macro_auroc"]
         fold9 = macro_auroc(y9[:, cols], p9[:, cols])
         fold10 = macro_auroc(y10[:, cols], p10[:, cols])
@@ -144,7 +145,7 @@ def training_fit(published: Path, run: Path, root: Path, cache_dir: Path | None)
                                   torch.device("cpu"))  # fmt: skip
     results = published / "output/exp0/models/fastai_xresnet1d101/results"
     theirs = pd.read_csv(results / "tr_results.csv", index_col=0)
-    return {"records": len(data.train), "ours": macro(auroc_per_label(data.train.y, probabilities)),
+    return {"records": len(data.train), "ours": macro_auroc(data.train.y, probabilities),
             "published": float(theirs.loc["point", "macro_auc"])}  # fmt: skip
 
 
@@ -215,8 +216,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/ptbxl_table"))
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
+    parser.set_defaults(precision="auto")  # the table's setup (ptbxl_table.table_recipe)
     args = parser.parse_args()
-    args.precision = "auto"
     setup = ptbxl_table.setup_id(ptbxl_table.table_recipe(args))
     result = compare(args.published, args.predictions, setup)
     result["shifted_table"] = shifted_table(result, args)

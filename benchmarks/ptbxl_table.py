@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 from post_training import hardware, keep_predictions, read_rows
-from sklearn.metrics import roc_auc_score
 
 from ecgfoundry.adapt import finetune, recipe_for
 from ecgfoundry.data.ptbxl import TASKS
+from ecgfoundry.evaluate.metrics import auroc_per_label
 
 MODELS = ("resnet1d-wang", "xresnet1d101", "inception1d")
 # Published fold-10 macro AUROC (Strodthoff et al. 2021, Table 2 / the repository's README).
@@ -168,7 +168,7 @@ def per_label(args: argparse.Namespace, task: str, rare: int = 10) -> dict[str, 
         kept = np.load(path, allow_pickle=False)
         y, p = kept["val_y"], kept["val_probabilities"]
         positives = y.sum(axis=0).astype(int)
-        scores = np.array([roc_auc_score(y[:, j], p[:, j]) for j in range(y.shape[1])])
+        scores = auroc_per_label(y, p)
         for label, n, score in zip(kept["labels"].tolist(), positives, scores, strict=True):
             out["labels"].setdefault(label, {"positives": int(n)})[model] = float(score)
         out["macro"][model] = {"all": float(scores.mean()),
