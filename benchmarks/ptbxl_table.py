@@ -123,11 +123,21 @@ def run_grid(args: argparse.Namespace) -> None:
                           "seconds": row["seconds"]}), flush=True)  # fmt: skip
 
 
+def training_hours(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Hours spent training, per kind of hardware (the accelerator's name, else ``"cpu"``):
+    CPU and GPU hours are not added together."""
+    seconds: dict[str, float] = {}
+    for r in rows:
+        kind = str(r.get("hardware", {}).get("accelerator", "cpu"))
+        seconds[kind] = seconds.get(kind, 0.0) + r["train_seconds"]
+    return {kind: round(s / 3600, 2) for kind, s in seconds.items()}
+
+
 def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (model, task): fold-9 (and fold-10) macro AUROC over the seeds run, with
     the bootstrap 95 % CI of each seed's score (fold-9 records resampled, 1000 times), and
-    the hours spent training (the epochs' time; a resumed cell's ``seconds`` counts only its
-    last process)."""
+    the hours spent training per kind of hardware (the epochs' time; a resumed cell's
+    ``seconds`` counts only its last process)."""
     setup = setup_id(table_recipe(args))
     rows = [r for r in read_rows(args.results)
             if r["setup"] == setup and r.get("fraction", 1.0) == 1.0]  # fmt: skip
@@ -150,7 +160,7 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "ci_per_seed": cis,
                     "minus_published": float(np.mean(scores)) - PUBLISHED[model][task],
                 }
-            entry["training_hours"] = round(sum(r["train_seconds"] for r in mine) / 3600, 2)
+            entry["training_hours"] = training_hours(mine)
             table.append(entry)
     return table
 

@@ -89,3 +89,11 @@ def test_weights_are_copied_layer_by_layer_or_refused() -> None:
     with pytest.raises(ValueError, match="layer 0"):
         parity.copy_weights(ours, ecgfoundry.create_model("xresnet1d50", num_classes=5,
                                                           stem_kernel_size=3))  # fmt: skip
+
+
+def test_the_table_keeps_cpu_and_gpu_hours_apart() -> None:
+    table = load_script("ptbxl_table")
+    rows = [{"train_seconds": 3600.0, "hardware": {"cpu": "x"}},
+            {"train_seconds": 1800.0, "hardware": {"cpu": "x", "accelerator": "NVIDIA H200"}},
+            {"train_seconds": 7200.0, "hardware": {"cpu": "y"}}]  # fmt: skip
+    assert table.training_hours(rows) == {"cpu": 3.0, "NVIDIA H200": 0.5}
