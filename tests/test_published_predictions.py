@@ -97,3 +97,28 @@ def test_the_table_keeps_cpu_and_gpu_hours_apart() -> None:
             {"train_seconds": 1800.0, "hardware": {"cpu": "x", "accelerator": "NVIDIA H200"}},
             {"train_seconds": 7200.0, "hardware": {"cpu": "y"}}]  # fmt: skip
     assert table.training_hours(rows) == {"cpu": 3.0, "NVIDIA H200": 0.5}
+
+
+def test_reference_scores_are_aligned_by_record_id_and_label_name() -> None:
+    script = load_script("ptbxl_reference_training")
+    ref_scores = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]])  # records 5, 7, 9; labels B, A
+    rows, aligned = script.align(np.array([7, 8, 9]), ["A", "B"], np.array([5, 7, 9]),
+                                 ["B", "A"], ref_scores)  # fmt: skip
+    assert rows.tolist() == [0, 2]  # record 8 is not in the reference
+    np.testing.assert_array_equal(aligned, [[0.8, 0.2], [0.7, 0.3]])
+    with pytest.raises(ValueError, match="label sets differ: \\['C'\\]"):
+        script.align(np.array([7]), ["A", "B"], np.array([7]), ["A", "B", "C"], ref_scores)
+
+
+def test_the_reference_loader_writes_beside_links_not_into_the_data(tmp_path: Path) -> None:
+    script = load_script("ptbxl_reference_training")
+    root = tmp_path / "data"
+    (root / "records100").mkdir(parents=True)
+    for name in ("ptbxl_database.csv", "scp_statements.csv"):
+        (root / name).write_text("x")
+    folder = script.link_data(root, tmp_path / "out")
+    assert folder.name == "ptbxl" and all((folder / n).is_symlink() for n in script.DATA_FILES)
+    assert script.link_data(root, tmp_path / "out") == folder  # a second cell reuses it
+    (root / "scp_statements.csv").unlink()
+    with pytest.raises(SystemExit, match=r"scp_statements\.csv is missing"):
+        script.link_data(root, tmp_path / "other")
