@@ -140,8 +140,22 @@ def train_reference(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "val_ids": statements.index.values[val], "val_y": y[val],
         "val_probabilities": val_probabilities,
         "train_y": y[train], "train_probabilities": train_probabilities,
-        "train_seconds": seconds,
+        "train_seconds": seconds, "fastai": sys.modules["fastai"].__version__,
     }  # fmt: skip
+
+
+def load_reference(out: Path) -> dict[str, Any] | None:
+    """A finished reference training's kept predictions (a rerun only scores them again)."""
+    path = out / "reference_predictions.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as kept:
+        reference: dict[str, Any] = {k: kept[k] for k in kept.files}
+    reference["labels"] = reference["labels"].tolist()
+    reference["fastai"] = str(reference["fastai"])
+    seconds = reference.get("train_seconds")
+    reference["train_seconds"] = float(seconds) if seconds is not None else None
+    return reference
 
 
 def compare(reference: dict[str, Any], ours_file: Path) -> dict[str, Any]:
@@ -193,9 +207,9 @@ def main() -> None:
     args = parser.parse_args()
     cell = f"{args.model}/{args.task}/s{args.seed}"
     out = args.out / cell
-    reference = train_reference(args, out)
-    arrays = {k: np.asarray(v) for k, v in reference.items() if k != "train_seconds"}
-    np.savez(out / "reference_predictions.npz", **arrays)
+    reference = load_reference(out) or train_reference(args, out)
+    kept = {k: np.asarray(v) for k, v in reference.items() if v is not None}
+    np.savez(out / "reference_predictions.npz", **kept)
     setup = ptbxl_table.setup_id(ptbxl_table.table_recipe(args))
     ours_file = args.predictions / f"{cell.replace('/', '__')}__{setup}.npz"
     row = {
@@ -207,14 +221,14 @@ def main() -> None:
             "fold9_ci": bootstrap_ci(reference["val_y"], reference["val_probabilities"]),
             "training_folds_macro_auroc": macro(auroc_per_label(
                 reference["train_y"], reference["train_probabilities"])),
-            "train_seconds": round(reference["train_seconds"], 1),
+            "train_seconds": reference["train_seconds"],
         },
         "ours": compare(reference, ours_file) if ours_file.is_file() else None,
         "ours_training_folds_macro_auroc": (
             our_training_fit(run, args.root, args.task, args.cache_dir)
-            if (run := args.runs / f"{cell}-{setup}" / "model").parent.is_dir() else None),
+            if (run := args.runs / f"{cell}-{setup}").is_dir() else None),
         "published_fold10_macro_auroc": ptbxl_table.PUBLISHED.get(args.model, {}).get(args.task),
-        "fastai": __import__("fastai").__version__, "hardware": hardware(),
+        "fastai": reference["fastai"], "hardware": hardware(),
     }  # fmt: skip
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with args.results.open("a") as handle:
