@@ -60,12 +60,20 @@ def bundled_rows(path: Path, weights: str) -> dict[tuple[str, str, float], BySee
 
 
 def table_rows(path: Path) -> dict[tuple[str, str, float], BySeed]:
-    """Task-specific rows of the present ``supervised`` recipe by (task, model, fraction)."""
-    setup = ptbxl_table.setup_id(recipe_for("supervised").to_dict())
-    groups: dict[tuple[str, str, float], BySeed] = defaultdict(dict)
-    for row in read_rows(path):
-        if row["setup"] == setup and "val" in row["metrics"]:
-            groups[(row["task"], row["model"], row.get("fraction", 1.0))][row["seed"]] = row
+    """Task-specific rows of the present ``supervised`` recipe by (task, model, fraction), each
+    group from the newest training revision that has it (``row["revision"]`` says which)."""
+    recipe = recipe_for("supervised").to_dict()
+    rows = read_rows(path)
+    groups: dict[tuple[str, str, float], BySeed] = {}
+    for revision in range(ptbxl_table.REVISION, 0, -1):
+        setup = ptbxl_table.setup_id(recipe, revision)
+        found: dict[tuple[str, str, float], BySeed] = defaultdict(dict)
+        for row in rows:
+            if row["setup"] == setup and "val" in row["metrics"]:
+                key = (row["task"], row["model"], row.get("fraction", 1.0))
+                found[key][row["seed"]] = {**row, "revision": revision}
+        for key, by_seed in found.items():
+            groups.setdefault(key, by_seed)
     return groups
 
 
@@ -75,7 +83,9 @@ def mean_auroc(by_seed: BySeed) -> float:
 
 def side(name: str, by_seed: BySeed) -> dict[str, Any]:
     seeds = sorted(by_seed)
-    return {"name": name, "seeds": seeds,
+    first = by_seed[seeds[0]]
+    revision = {"revision": first["revision"]} if "revision" in first else {}  # a table row
+    return {"name": name, "seeds": seeds, **revision,
             **{m: float(np.mean([by_seed[s]["metrics"]["val"][m] for s in seeds]))
                for m in ("macro_auroc", "macro_auprc")}}  # fmt: skip
 

@@ -216,9 +216,12 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/ptbxl_table"))
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--revision", type=int, default=1,
+                        help="the table's training revision to compare (ptbxl_table.py; "
+                        "the committed comparison is revision 1's)")  # fmt: skip
     parser.set_defaults(precision="auto")  # the table's setup (ptbxl_table.table_recipe)
     args = parser.parse_args()
-    setup = ptbxl_table.setup_id(ptbxl_table.table_recipe(args))
+    setup = ptbxl_table.table_setup(args)
     result = compare(args.published, args.predictions, setup)
     result["shifted_table"] = shifted_table(result, args)
     if args.training_fit:

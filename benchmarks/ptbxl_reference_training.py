@@ -203,6 +203,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/ptbxl_table"),
                         help="our cells' run folders, for our training-fold score")  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--revision", type=int, default=ptbxl_table.REVISION,
+                        help="our table cells' revision (ptbxl_table.py)")  # fmt: skip
     parser.set_defaults(precision="auto")  # the table's setup (ptbxl_table.table_recipe)
     args = parser.parse_args()
     cell = f"{args.model}/{args.task}/s{args.seed}"
@@ -210,7 +212,7 @@ def main() -> None:
     reference = load_reference(out) or train_reference(args, out)
     kept = {k: np.asarray(v) for k, v in reference.items() if v is not None}
     np.savez(out / "reference_predictions.npz", **kept)
-    setup = ptbxl_table.setup_id(ptbxl_table.table_recipe(args))
+    setup = ptbxl_table.table_setup(args)
     ours_file = args.predictions / f"{cell.replace('/', '__')}__{setup}.npz"
     row = {
         "cell": cell, "model": args.model, "task": args.task, "seed": args.seed,
@@ -223,6 +225,7 @@ def main() -> None:
                 reference["train_y"], reference["train_probabilities"])),
             "train_seconds": reference["train_seconds"],
         },
+        "ours_revision": args.revision,
         "ours": compare(reference, ours_file) if ours_file.is_file() else None,
         "ours_training_folds_macro_auroc": (
             our_training_fit(run, args.root, args.task, args.cache_dir)

@@ -28,6 +28,7 @@ from ecgfoundry.adapt.data import Split, ptbxl_task, window_loader
 from ecgfoundry.adapt.recipe import RecipeError
 from ecgfoundry.data import ptbxl
 from ecgfoundry.engine import Engine
+from ecgfoundry.engine.engine import build_optimizer
 from ecgfoundry.models import create_model, load_model, save_model
 
 # Small recipes so that each run takes seconds: (stage epochs) per strategy.
@@ -356,3 +357,16 @@ def test_a_run_killed_mid_epoch_resumes_exactly(backbone, subset, cache_dir, tmp
     assert (state["stage"], state["epoch"], state["batch"]) == (1, 1, 4)  # a mid-epoch save
     resumed = fit(tmp_path / "b")
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "betas"), [({}, (0.9, 0.99)), ({"stages.0.betas": [0.8, 0.9]}, (0.8, 0.9))]
+)
+def test_the_optimiser_gets_the_recipes_adam_betas(backbone, subset, cache_dir, overrides, betas):
+    model = load_model(backbone)
+    data = ptbxl_task(subset, "superdiagnostic", model.spec, cache_dir=cache_dir)
+    recipe = recipe_for("supervised", config=overrides)
+    objective = SupervisedObjective(model, recipe, data, seed=0, device=torch.device("cpu"))
+    plan = objective.stages()[0]
+    optimizer = build_optimizer(plan, objective.setup_stage(0).param_groups)
+    assert all(group["betas"] == betas for group in optimizer.param_groups)

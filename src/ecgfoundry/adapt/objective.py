@@ -127,6 +127,7 @@ class SupervisedObjective:
                 name=s.name,
                 epochs=s.epochs,
                 optimizer=s.optimizer,
+                betas=(s.betas[0], s.betas[1]),
                 weight_decay=s.weight_decay,
                 schedule=s.schedule,
                 warmup_epochs=s.warmup_epochs,
