@@ -55,11 +55,16 @@ def quality_section(quality: dict[str, Any] | None) -> str:
         ci = row["difference"]["ci"]
         lines.append(
             f"| {row['task']} | {row['fraction']:.0%} | {row['ours']['macro_auroc']:.3f} "
-            f"({len(row['ours']['seeds'])} seeds) | {row['against']} | "
-            f"{row['theirs']['macro_auroc']:.3f} ({len(row['theirs']['seeds'])} seeds) | "
+            f"({seeds(row['ours'])}) | {row['against']} | "
+            f"{row['theirs']['macro_auroc']:.3f} ({seeds(row['theirs'])}) | "
             f"{row['difference']['value']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] |"
         )
     return "\n".join(lines)
+
+
+def seeds(side: dict[str, Any]) -> str:
+    n = len(side["seeds"])
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def model_card(name: str, folder: Path, quality: dict[str, Any] | None) -> str:
