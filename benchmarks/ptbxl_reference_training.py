@@ -209,11 +209,15 @@ def main() -> None:
     args = parser.parse_args()
     cell = f"{args.model}/{args.task}/s{args.seed}"
     out = args.out / cell
+    setup = ptbxl_table.table_setup(args)
+    ours_file = args.predictions / f"{cell.replace('/', '__')}__{setup}.npz"
+    # before fastai 1 is imported: it patches DataLoader.__init__, which our loaders then fail
+    run = args.runs / f"{cell}-{setup}"
+    ours_fit = (our_training_fit(run, args.root, args.task, args.cache_dir)
+                if (run / "model").is_dir() else None)  # fmt: skip
     reference = load_reference(out) or train_reference(args, out)
     kept = {k: np.asarray(v) for k, v in reference.items() if v is not None}
     np.savez(out / "reference_predictions.npz", **kept)
-    setup = ptbxl_table.table_setup(args)
-    ours_file = args.predictions / f"{cell.replace('/', '__')}__{setup}.npz"
     row = {
         "cell": cell, "model": args.model, "task": args.task, "seed": args.seed,
         "epochs": args.epochs,
@@ -227,9 +231,7 @@ def main() -> None:
         },
         "ours_revision": args.revision,
         "ours": compare(reference, ours_file) if ours_file.is_file() else None,
-        "ours_training_folds_macro_auroc": (
-            our_training_fit(run, args.root, args.task, args.cache_dir)
-            if (run := args.runs / f"{cell}-{setup}").is_dir() else None),
+        "ours_training_folds_macro_auroc": ours_fit,
         "published_fold10_macro_auroc": ptbxl_table.PUBLISHED.get(args.model, {}).get(args.task),
         "fastai": reference["fastai"], "hardware": hardware(),
     }  # fmt: skip
