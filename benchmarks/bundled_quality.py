@@ -63,18 +63,14 @@ def table_rows(path: Path) -> dict[tuple[str, str, float], BySeed]:
     """Task-specific rows of the present ``supervised`` recipe by (task, model, fraction), each
     group from the newest training revision that has it (``row["revision"]`` says which)."""
     recipe = recipe_for("supervised").to_dict()
-    rows = read_rows(path)
-    groups: dict[tuple[str, str, float], BySeed] = {}
-    for revision in range(ptbxl_table.REVISION, 0, -1):
-        setup = ptbxl_table.setup_id(recipe, revision)
-        found: dict[tuple[str, str, float], BySeed] = defaultdict(dict)
-        for row in rows:
-            if row["setup"] == setup and "val" in row["metrics"]:
-                key = (row["task"], row["model"], row.get("fraction", 1.0))
-                found[key][row["seed"]] = {**row, "revision": revision}
-        for key, by_seed in found.items():
-            groups.setdefault(key, by_seed)
-    return groups
+    revision_of = {ptbxl_table.setup_id(recipe, r): r for r in range(1, ptbxl_table.REVISION + 1)}
+    found: dict[tuple[str, str, float], dict[int, BySeed]] = defaultdict(lambda: defaultdict(dict))
+    for row in read_rows(path):
+        revision = revision_of.get(row["setup"])
+        if revision is not None and "val" in row["metrics"]:
+            key = (row["task"], row["model"], row.get("fraction", 1.0))
+            found[key][revision][row["seed"]] = {**row, "revision": revision}
+    return {key: by_revision[max(by_revision)] for key, by_revision in found.items()}
 
 
 def mean_auroc(by_seed: BySeed) -> float:

@@ -39,12 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ptbxl_table
-import torch
 
-import ecgfoundry
-from ecgfoundry.adapt import recipe_for
-from ecgfoundry.adapt.data import ptbxl_task
-from ecgfoundry.adapt.objective import predict_split
 from ecgfoundry.evaluate.metrics import auroc_per_label, bootstrap_difference, macro
 
 SUBSET_TASKS = ("form", "rhythm", "diagnostic")  # tasks whose labels are among the 71 of "all"
@@ -139,13 +134,10 @@ def compare(published: Path, predictions: Path, setup: str) -> dict[str, Any]:
 
 def training_fit(published: Path, run: Path, root: Path, cache_dir: Path | None) -> dict:
     """Macro AUROC on the training records: our run's model against the benchmark's."""
-    model = ecgfoundry.load_model(run / "model")
-    data = ptbxl_task(root, "all", model.spec, cache_dir=cache_dir)
-    probabilities = predict_split(model, data, data.train, recipe_for("supervised"),
-                                  torch.device("cpu"))  # fmt: skip
+    records, ours = ptbxl_table.training_folds_auroc(run, root, "all", cache_dir)
     results = published / "output/exp0/models/fastai_xresnet1d101/results"
     theirs = pd.read_csv(results / "tr_results.csv", index_col=0)
-    return {"records": len(data.train), "ours": macro_auroc(data.train.y, probabilities),
+    return {"records": records, "ours": ours,
             "published": float(theirs.loc["point", "macro_auc"])}  # fmt: skip
 
 

@@ -45,10 +45,6 @@ import ptbxl_table
 import torch
 from post_training import hardware
 
-import ecgfoundry
-from ecgfoundry.adapt import recipe_for
-from ecgfoundry.adapt.data import ptbxl_task
-from ecgfoundry.adapt.objective import predict_split
 from ecgfoundry.evaluate.metrics import (
     auroc_per_label,
     bootstrap_ci,
@@ -175,15 +171,6 @@ def compare(reference: dict[str, Any], ours_file: Path) -> dict[str, Any]:
             "difference": difference["difference"], "ci": difference["ci"]}  # fmt: skip
 
 
-def our_training_fit(run: Path, root: Path, task: str, cache_dir: Path | None) -> float:
-    """Our cell's macro AUROC on its own training records (windows aggregated as in evaluation)."""
-    model = ecgfoundry.load_model(run / "model")
-    data = ptbxl_task(root, task, model.spec, cache_dir=cache_dir)
-    probabilities = predict_split(model, data, data.train, recipe_for("supervised"),
-                                  torch.device("cpu"))  # fmt: skip
-    return macro(auroc_per_label(data.train.y, probabilities))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--published", type=Path, required=True,
@@ -216,11 +203,13 @@ def main() -> None:
     ours_file = args.predictions / f"{cell.replace('/', '__')}__{setup}.npz"
     # before fastai 1 is imported: it patches DataLoader.__init__, which our loaders then fail
     run = args.runs / f"{cell}-{setup}"
-    ours_fit = (our_training_fit(run, args.root, args.task, args.cache_dir)
+    ours_fit = (ptbxl_table.training_folds_auroc(run, args.root, args.task, args.cache_dir)[1]
                 if (run / "model").is_dir() else None)  # fmt: skip
-    reference = load_reference(out) or train_reference(args, out)
-    kept = {k: np.asarray(v) for k, v in reference.items() if v is not None}
-    np.savez(out / "reference_predictions.npz", **kept)
+    reference = load_reference(out)
+    if reference is None:
+        reference = train_reference(args, out)
+        kept = {k: np.asarray(v) for k, v in reference.items() if v is not None}
+        np.savez(out / "reference_predictions.npz", **kept)
     row = {
         "cell": cell, "model": args.model, "task": args.task, "seed": args.seed,
         "epochs": args.epochs,

@@ -33,9 +33,12 @@ import numpy as np
 import torch
 from post_training import hardware, keep_predictions, read_rows
 
+import ecgfoundry
 from ecgfoundry.adapt import finetune, recipe_for
+from ecgfoundry.adapt.data import ptbxl_task
+from ecgfoundry.adapt.objective import predict_split
 from ecgfoundry.data.ptbxl import TASKS
-from ecgfoundry.evaluate.metrics import auroc_per_label
+from ecgfoundry.evaluate.metrics import auroc_per_label, macro
 
 MODELS = ("resnet1d-wang", "xresnet1d101", "inception1d")
 # 1: the supervised objective dropped the recipe's Adam betas, so cells trained with torch's
@@ -143,6 +146,17 @@ def training_hours(rows: list[dict[str, Any]]) -> dict[str, float]:
         kind = str(r.get("hardware", {}).get("accelerator", "cpu"))
         seconds[kind] = seconds.get(kind, 0.0) + r["train_seconds"]
     return {kind: round(s / 3600, 2) for kind, s in seconds.items()}
+
+
+def training_folds_auroc(run: Path, root: Path, task: str,
+                         cache_dir: Path | None) -> tuple[int, float]:  # fmt: skip
+    """A cell's (training records, macro AUROC on them): its model scores its own training
+    folds, windows aggregated as in evaluation."""
+    model = ecgfoundry.load_model(run / "model")
+    data = ptbxl_task(root, task, model.spec, cache_dir=cache_dir)
+    probabilities = predict_split(model, data, data.train, recipe_for("supervised"),
+                                  torch.device("cpu"))  # fmt: skip
+    return len(data.train), float(macro(auroc_per_label(data.train.y, probabilities)))
 
 
 def summary(args: argparse.Namespace) -> list[dict[str, Any]]:

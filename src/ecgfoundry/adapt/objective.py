@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,15 @@ def _set_trainable(model: ECGModel, stage: Stage) -> list[dict[str, Any]]:
     return groups
 
 
+def plan_for(stage: Stage, *, grad_clip: float | None) -> StagePlan:
+    """The engine's plan of a recipe stage: every field the two share is carried over (so none
+    can be dropped on the way), validation macro AUROC is monitored upwards."""
+    shared = {f.name for f in fields(StagePlan)} & {f.name for f in fields(Stage)}
+    values = {name: getattr(stage, name) for name in shared}
+    values["betas"] = tuple(stage.betas)
+    return StagePlan(**values, monitor=MONITOR, mode="max", grad_clip=grad_clip)
+
+
 class SupervisedObjective:
     """Multi-label BCE on a task's training split; fold-9 macro AUROC monitored.
 
@@ -122,24 +132,7 @@ class SupervisedObjective:
         return torch.tensor(np.clip(weight, 1.0, 100.0), dtype=torch.float32, device=self.device)
 
     def stages(self) -> list[StagePlan]:
-        return [
-            StagePlan(
-                name=s.name,
-                epochs=s.epochs,
-                optimizer=s.optimizer,
-                betas=(s.betas[0], s.betas[1]),
-                weight_decay=s.weight_decay,
-                schedule=s.schedule,
-                warmup_epochs=s.warmup_epochs,
-                patience=s.patience,
-                monitor=MONITOR,
-                mode="max",
-                restore_best=s.restore_best,
-                eval_every=s.eval_every,
-                grad_clip=self.recipe.grad_clip,
-            )
-            for s in self.recipe.stages
-        ]
+        return [plan_for(s, grad_clip=self.recipe.grad_clip) for s in self.recipe.stages]
 
     def setup_stage(self, index: int) -> StageSetup:
         stage = self.recipe.stages[index]
