@@ -14,6 +14,8 @@ run folder's checkpoint (written every epoch and every ``--checkpoint-minutes``)
         [--max-cells N] [--cache-dir DIR]
     python benchmarks/ptbxl_table.py --summary [--markdown]    # the table so far
     python benchmarks/ptbxl_table.py --per-label form [--markdown]  # per label, seed 0
+    python benchmarks/ptbxl_table.py --summary --against-revision 1 [--markdown]
+        # + each cell minus its revision-1 cell on the same seeds (paired bootstrap)
 
 ``--fraction 0.1 --seeds 0,1,2`` trains on a share of the training folds instead (the label-
 scarce baseline the bundled model is compared with, ``bundled_quality.py``); such cells are
@@ -38,7 +40,7 @@ from ecgfoundry.adapt import finetune, recipe_for
 from ecgfoundry.adapt.data import ptbxl_task
 from ecgfoundry.adapt.objective import predict_split
 from ecgfoundry.data.ptbxl import TASKS
-from ecgfoundry.evaluate.metrics import auroc_per_label, macro
+from ecgfoundry.evaluate.metrics import auroc_per_label, bootstrap_difference, macro
 
 MODELS = ("resnet1d-wang", "xresnet1d101", "inception1d")
 # 1: the supervised objective dropped the recipe's Adam betas, so cells trained with torch's
@@ -187,8 +189,37 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "minus_published": float(np.mean(scores)) - PUBLISHED[model][task],
                 }
             entry["training_hours"] = training_hours(mine)
+            if args.against_revision is not None:
+                entry["against_revision"] = against_revision(args, model, task, mine)
             table.append(entry)
     return table
+
+
+def against_revision(args: argparse.Namespace, model: str, task: str,
+                     rows: list[dict[str, Any]]) -> dict[str, Any] | None:  # fmt: skip
+    """This revision's cell minus ``--against-revision``'s on the seeds both ran: paired
+    bootstrap of the seed-mean fold-9 macro AUROC over the same records (their kept
+    probabilities); None where the older revision has none of these seeds."""
+    older = setup_id(table_recipe(args), args.against_revision)
+    setup = table_setup(args)
+    ours, theirs, seeds, y = [], [], [], None
+    for seed in sorted(r["seed"] for r in rows):
+        stem = args.predictions / f"{model}__{task}__s{seed}"
+        old_path = Path(f"{stem}__{older}.npz")
+        if not old_path.is_file():
+            continue
+        new, old = (np.load(f"{stem}__{s}.npz", allow_pickle=False) for s in (setup, older))
+        if not np.array_equal(new["val_y"], old["val_y"]):
+            raise ValueError(f"{model}/{task}/s{seed}: the revisions' fold-9 labels differ")
+        y = new["val_y"]
+        ours.append(new["val_probabilities"])
+        theirs.append(old["val_probabilities"])
+        seeds.append(seed)
+    if not seeds:
+        return None
+    compared = bootstrap_difference(y, ours, theirs)["macro_auroc"]
+    return {"revision": args.against_revision, "seeds": seeds,
+            "difference": compared["difference"], "ci": compared["ci"]}  # fmt: skip
 
 
 def per_label(args: argparse.Namespace, task: str, rare: int = 10) -> dict[str, Any]:
@@ -227,10 +258,13 @@ def per_label_markdown(result: dict[str, Any]) -> str:
 
 
 def markdown(table: list[dict[str, Any]]) -> str:
+    older = next((e["against_revision"]["revision"] for e in table
+                  if e.get("against_revision")), None)  # fmt: skip
+    extra = f" minus revision {older}, same seeds [95 % CI] |" if older else ""
     lines = [
         "| model | task | seeds | fold-9 macro AUROC [95 % CI] | published (fold 10) | "
-        "difference | fold 10 here |",
-        "|---|---|---|---|---|---|---|",
+        "difference | fold 10 here |" + extra,
+        "|---|---|---|---|---|---|---|" + ("---|" if older else ""),
     ]
     for e in table:
         val = e["val"]
@@ -239,8 +273,13 @@ def markdown(table: list[dict[str, Any]]) -> str:
         score += f" [{ci[0]:.3f}, {ci[1]:.3f}]" + (" (seed 0)" if e["seeds"] > 1 else "")
         test = f"{e['test']['macro_auroc']:.3f}" if "test" in e else "absent"
         published, difference = e["published_fold10"], val["minus_published"]
-        lines.append(f"| {e['model']} | {e['task']} | {e['seeds']} | {score} | "
-                     f"{published:.3f} | {difference:+.3f} | {test} |")  # fmt: skip
+        row = (f"| {e['model']} | {e['task']} | {e['seeds']} | {score} | "
+               f"{published:.3f} | {difference:+.3f} | {test} |")  # fmt: skip
+        if older:
+            c = e.get("against_revision")
+            row += (f" {c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+                    f" (seeds {','.join(map(str, c['seeds']))}) |" if c else " |")  # fmt: skip
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -273,6 +312,13 @@ def main() -> None:
         help="training code revision: 2 gives Adam the recipe's betas (0.9, 0.99); revision 1 "
         "cells trained with (0.9, 0.999) and can only be summarised",
     )  # fmt: skip
+    parser.add_argument(
+        "--against-revision",
+        type=int,
+        choices=range(1, REVISION),
+        default=None,
+        help="with --summary: each cell minus that revision's on the same seeds (paired)",
+    )
     parser.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the table's)")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")

@@ -99,6 +99,27 @@ def test_the_table_keeps_cpu_and_gpu_hours_apart() -> None:
     assert table.training_hours(rows) == {"cpu": 3.0, "NVIDIA H200": 0.5}
 
 
+def test_a_revision_is_compared_with_the_older_one_on_the_seeds_both_ran(tmp_path) -> None:
+    table = load_script("ptbxl_table")
+    args = table.argparse.Namespace(predictions=tmp_path, revision=table.REVISION,
+                                    against_revision=1, fraction=1.0, precision="auto")  # fmt: skip
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 3)) < 0.3).astype(np.float32)
+    better, worse = y + rng.normal(0, 0.6, y.shape), y + rng.normal(0, 1.2, y.shape)
+    new, old = table.table_setup(args), table.setup_id(table.table_recipe(args), 1)
+    for seed in (0, 1):
+        np.savez(tmp_path / f"m__form__s{seed}__{new}.npz", val_y=y, val_probabilities=better)
+    np.savez(tmp_path / f"m__form__s1__{old}.npz", val_y=y, val_probabilities=worse)
+    rows = [{"seed": 0}, {"seed": 1}]
+    result = table.against_revision(args, "m", "form", rows)
+    assert result["seeds"] == [1] and result["revision"] == 1  # seed 0 has no revision-1 cell
+    assert result["difference"] > 0 and result["ci"][0] > 0
+    assert table.against_revision(args, "m", "rhythm", rows) is None
+    np.savez(tmp_path / f"m__form__s1__{old}.npz", val_y=1 - y, val_probabilities=worse)
+    with pytest.raises(ValueError, match="m/form/s1: the revisions' fold-9 labels differ"):
+        table.against_revision(args, "m", "form", rows)
+
+
 def test_reference_scores_are_aligned_by_record_id_and_label_name() -> None:
     script = load_script("ptbxl_reference_training")
     ref_scores = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]])  # records 5, 7, 9; labels B, A
