@@ -8,7 +8,6 @@ and each probing epoch costs almost nothing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import fields
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from ecgfoundry.adapt.data import Split, TaskData, window_loader
 from ecgfoundry.adapt.recipe import Recipe, Stage
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
+from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput, batch_starts
 from ecgfoundry.engine.seeding import CROPS, SHUFFLE, epoch_rng
 from ecgfoundry.evaluate.metrics import aggregate_windows, auroc_per_label, macro
 from ecgfoundry.models.base import ECGModel
@@ -142,8 +141,8 @@ class SupervisedObjective:
         size = self.recipe.batch_size
         if stage.train == "head":
             rows = len(self.data.eval_windows(self.data.train)[0])
-            return StageSetup(groups, max(math.ceil(rows / size), 1), distribute=None)
-        steps = max(math.ceil(len(self.data.train) / size), 1)
+            return StageSetup(groups, len(batch_starts(rows, size)), distribute=None)
+        steps = len(batch_starts(len(self.data.train), size, dist.world()))
         return StageSetup(groups, steps, distribute=self.model)
 
     def _head_only(self, index: int) -> bool:
@@ -182,7 +181,7 @@ class SupervisedObjective:
             feats, owner = self.features()["train"]
             y = torch.from_numpy(self.data.train.y).to(self.device)[torch.from_numpy(owner)]
             rows = order.permutation(len(feats))
-            for start in range(skip * size, len(rows), size):
+            for start in batch_starts(len(rows), size)[skip:]:
                 pick = torch.from_numpy(rows[start : start + size])
                 yield {"features": feats[pick], "y": y[pick], "size": len(pick)}
             return
@@ -190,10 +189,8 @@ class SupervisedObjective:
         offsets = self.data.train_crops(rows, epoch_rng(self.seed, index, epoch, CROPS))
         keys = list(zip(rows.tolist(), offsets.tolist(), strict=True))
         batches, sizes = [], []
-        for start in range(0, len(keys), size):
+        for start in batch_starts(len(keys), size, dist.world()):
             batch = keys[start : start + size]
-            if len(batch) < dist.world():
-                continue  # a last batch too small to give every process a row
             batches.append(batch[dist.rank() :: dist.world()])
             sizes.append(len(batch))
         loader = window_loader(self.data.train, self.data.window, batches[skip:],

@@ -116,3 +116,14 @@ class Objective(Protocol):
         ...
 
     def evaluate(self, index: int) -> dict[str, float]: ...
+
+
+def batch_starts(rows: int, size: int, world: int = 1) -> range:
+    """Where each training batch of ``rows`` starts. A last batch too small to give every
+    process two rows is left out: BatchNorm cannot train on a single row."""
+    full, rest = divmod(rows, size)
+    starts = range(0, (full + (rest >= 2 * world)) * size, size)
+    if not starts:
+        raise ValueError(f"{rows} training rows: training needs at least {2 * world} "
+                         f"({world} process(es), two rows each)")  # fmt: skip
+    return starts

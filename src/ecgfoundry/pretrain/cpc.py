@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from ecgfoundry.adapt.data import Split, window_loader
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.engine.objective import Schedule, StagePlan, StageSetup, StepOutput
+from ecgfoundry.engine.objective import Schedule, StagePlan, StageSetup, StepOutput, batch_starts
 from ecgfoundry.engine.seeding import CROPS, SHUFFLE, epoch_rng
 from ecgfoundry.models.s4 import S4Model
 
@@ -203,23 +203,17 @@ class CPCObjective:
             for p in params:
                 p.requires_grad = True
             groups.append({"params": params, "lr": self.config.lr * self.config.lr_factor**depth})
-        records, size = len(self.train), self.config.batch_size
-        steps = records // size + int(records % size >= dist.world())
-        return StageSetup(groups, max(steps, 1), distribute=self.net)
+        steps = len(batch_starts(len(self.train), self.config.batch_size, dist.world()))
+        return StageSetup(groups, steps, distribute=self.net)
 
     def _batches(self, rows: np.ndarray,
                  offsets: np.ndarray) -> tuple[list[list[tuple[int, int]]], list[int]]:  # fmt: skip
         """This process's slice of each global batch of (row, offset) keys, and the global
-        batch sizes; a last batch too small to give every process a row is left out."""
+        batch sizes (:func:`~ecgfoundry.engine.objective.batch_starts`)."""
         keys = list(zip(rows.tolist(), offsets.tolist(), strict=True))
         size = self.config.batch_size
-        batches, sizes = [], []
-        for start in range(0, len(keys), size):
-            batch = keys[start : start + size]
-            if len(batch) >= dist.world():
-                batches.append(batch[dist.rank() :: dist.world()])
-                sizes.append(len(batch))
-        return batches, sizes
+        batches = [keys[s : s + size] for s in batch_starts(len(keys), size, dist.world())]
+        return [b[dist.rank() :: dist.world()] for b in batches], [len(b) for b in batches]
 
     def train_batches(self, index: int, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
         rows = epoch_rng(self.seed, index, epoch, SHUFFLE).permutation(len(self.train))

@@ -68,7 +68,7 @@ from torch import Tensor, nn
 
 from ecgfoundry.adapt.data import Split, window_loader
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.engine.objective import Schedule, StagePlan, StageSetup, StepOutput
+from ecgfoundry.engine.objective import Schedule, StagePlan, StageSetup, StepOutput, batch_starts
 from ecgfoundry.engine.seeding import LEAD_MASKS, SHUFFLE, TIME_MASKS, epoch_rng
 from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
 from ecgfoundry.models.wav2vec2 import Wav2Vec2ECG, is_pretraining_key
@@ -571,11 +571,9 @@ class W2VCMSCRLMObjective:
                           grad_clip=c.grad_clip)]  # fmt: skip
 
     def _global_batches(self, pairs: int) -> list[range]:
-        """Pair positions of each step; a last batch too small to give every process a pair
-        is left out."""
+        """Pair positions of each step (:func:`~ecgfoundry.engine.objective.batch_starts`)."""
         size = self.config.batch_size
-        batches = [range(i, min(i + size, pairs)) for i in range(0, pairs, size)]
-        return [b for b in batches if len(b) >= dist.world()]
+        return [range(i, min(i + size, pairs)) for i in batch_starts(pairs, size, dist.world())]
 
     def setup_stage(self, index: int) -> StageSetup:
         params = self.net.trained_parameters()
@@ -583,7 +581,7 @@ class W2VCMSCRLMObjective:
             p.requires_grad = True
         group = {"params": params, "lr": self.config.lr, "eps": self.config.eps}
         steps = len(self._global_batches(self.train_pairs))
-        return StageSetup([group], max(steps, 1), distribute=self.net)
+        return StageSetup([group], steps, distribute=self.net)
 
     @staticmethod
     def _keys(pairs: np.ndarray, offsets: np.ndarray) -> list[tuple[int, int]]:
