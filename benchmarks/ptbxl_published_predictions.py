@@ -191,7 +191,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--published", type=Path, required=True,
                         help="a checkout of helme/ecg_ptbxl_benchmarking")  # fmt: skip
@@ -211,8 +211,13 @@ def main() -> None:
     parser.add_argument("--revision", type=int, default=1,
                         help="the table's training revision to compare (ptbxl_table.py; "
                         "the committed comparison is revision 1's)")  # fmt: skip
-    parser.set_defaults(precision="auto")  # the table's setup (ptbxl_table.table_recipe)
-    args = parser.parse_args()
+    # the table's setup (ptbxl_table.table_recipe) and its full-data cells
+    parser.set_defaults(precision="auto", fraction=1.0, against_revision=None)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     setup = ptbxl_table.table_setup(args)
     result = compare(args.published, args.predictions, setup)
     result["shifted_table"] = shifted_table(result, args)

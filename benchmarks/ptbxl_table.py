@@ -162,21 +162,25 @@ def training_folds_auroc(run: Path, root: Path, task: str,
 
 
 def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One row per (model, task): fold-9 (and fold-10) macro AUROC over the seeds run, with
-    the bootstrap 95 % CI of each seed's score (fold-9 records resampled, 1000 times), and
-    the hours spent training per kind of hardware (the epochs' time; a resumed cell's
-    ``seconds`` counts only its last process)."""
+    """One row per (model, task) at ``args.fraction``: fold-9 (and fold-10) macro AUROC over
+    the seeds run, with the bootstrap 95 % CI of each seed's score (fold-9 records resampled,
+    1000 times), and the hours spent training per kind of hardware (the epochs' time; a
+    resumed cell's ``seconds`` counts only its last process). The published values are of
+    training on all of folds 1-8, so they stand beside full-data rows only."""
     setup = table_setup(args)
     rows = [r for r in read_rows(args.results)
-            if r["setup"] == setup and r.get("fraction", 1.0) == 1.0]  # fmt: skip
+            if r["setup"] == setup and r.get("fraction", 1.0) == args.fraction]  # fmt: skip
+    full = args.fraction == 1.0
     table = []
     for model in MODELS:
         for task in TASKS:
             mine = [r for r in rows if r["model"] == model and r["task"] == task]
             if not mine:
                 continue
+            published = PUBLISHED[model][task] if full else None
             entry: dict[str, Any] = {"model": model, "task": task, "seeds": len(mine),
-                                     "published_fold10": PUBLISHED[model][task]}  # fmt: skip
+                                     "fraction": args.fraction,
+                                     "published_fold10": published}  # fmt: skip
             for split in ("val", "test"):
                 scores = [r["metrics"][split]["macro_auroc"] for r in mine if split in r["metrics"]]
                 if not scores:
@@ -186,7 +190,7 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "macro_auroc": float(np.mean(scores)),
                     "sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
                     "ci_per_seed": cis,
-                    "minus_published": float(np.mean(scores)) - PUBLISHED[model][task],
+                    "minus_published": float(np.mean(scores)) - published if full else None,
                 }
             entry["training_hours"] = training_hours(mine)
             if args.against_revision is not None:
@@ -204,13 +208,14 @@ def against_revision(args: argparse.Namespace, model: str, task: str,
     setup = table_setup(args)
     ours, theirs, seeds, y = [], [], [], None
     for seed in sorted(r["seed"] for r in rows):
-        stem = args.predictions / f"{model}__{task}__s{seed}"
+        cell = cell_key({"model": model, "task": task, "seed": seed, "fraction": args.fraction})
+        stem = args.predictions / cell.replace("/", "__")
         old_path = Path(f"{stem}__{older}.npz")
         if not old_path.is_file():
             continue
         new, old = (np.load(f"{stem}__{s}.npz", allow_pickle=False) for s in (setup, older))
         if not np.array_equal(new["val_y"], old["val_y"]):
-            raise ValueError(f"{model}/{task}/s{seed}: the revisions' fold-9 labels differ")
+            raise ValueError(f"{cell}: the revisions' fold-9 labels differ")
         y = new["val_y"]
         ours.append(new["val_probabilities"])
         theirs.append(old["val_probabilities"])
@@ -273,8 +278,9 @@ def markdown(table: list[dict[str, Any]]) -> str:
         score += f" [{ci[0]:.3f}, {ci[1]:.3f}]" + (" (seed 0)" if e["seeds"] > 1 else "")
         test = f"{e['test']['macro_auroc']:.3f}" if "test" in e else "absent"
         published, difference = e["published_fold10"], val["minus_published"]
-        row = (f"| {e['model']} | {e['task']} | {e['seeds']} | {score} | "
-               f"{published:.3f} | {difference:+.3f} | {test} |")  # fmt: skip
+        versus = (f"{published:.3f} | {difference:+.3f}" if published is not None
+                  else "n/a (100 % only) | n/a")  # fmt: skip
+        row = f"| {e['model']} | {e['task']} | {e['seeds']} | {score} | {versus} | {test} |"
         if older:
             c = e.get("against_revision")
             row += (f" {c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"

@@ -5,6 +5,7 @@ benchmarks/ptbxl_reference_parity.py copies weights layer by layer and refuses a
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 import sys
@@ -118,6 +119,62 @@ def test_a_revision_is_compared_with_the_older_one_on_the_seeds_both_ran(tmp_pat
     np.savez(tmp_path / f"m__form__s1__{old}.npz", val_y=1 - y, val_probabilities=worse)
     with pytest.raises(ValueError, match="m/form/s1: the revisions' fold-9 labels differ"):
         table.against_revision(args, "m", "form", rows)
+
+
+def table_row(table, args, model: str, task: str, seed: int, fraction: float,
+              score: float) -> dict:  # fmt: skip
+    key = table.cell_key({"model": model, "task": task, "seed": seed, "fraction": fraction})
+    return {"cell": key, "model": model, "task": task, "seed": seed, "fraction": fraction,
+            "setup": table.table_setup(args), "train_seconds": 60.0,
+            "metrics": {"val": {"macro_auroc": score,
+                                "ci": {"macro_auroc": [score - 0.01, score + 0.01]}}}}  # fmt: skip
+
+
+def test_the_summary_shows_the_fraction_asked_for_and_published_values_only_at_full_data(
+    tmp_path,
+) -> None:
+    table = load_script("ptbxl_table")
+    results = tmp_path / "table.jsonl"
+    args = table.argparse.Namespace(results=results, predictions=tmp_path, fraction=0.1,
+                                    revision=table.REVISION, against_revision=1,
+                                    precision="auto")  # fmt: skip
+    rows = [table_row(table, args, "resnet1d-wang", "form", 0, 1.0, 0.86),
+            table_row(table, args, "resnet1d-wang", "form", 0, 0.1, 0.80),
+            table_row(table, args, "resnet1d-wang", "form", 1, 0.1, 0.82)]  # fmt: skip
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rng = np.random.default_rng(0)
+    y = (rng.random((100, 2)) < 0.3).astype(np.float32)
+    new, old = table.table_setup(args), table.setup_id(table.table_recipe(args), 1)
+    for setup, noise in ((new, 0.5), (old, 1.0)):
+        np.savez(tmp_path / f"resnet1d-wang__form__f0.1__s1__{setup}.npz", val_y=y,
+                 val_probabilities=y + rng.normal(0, noise, y.shape))  # fmt: skip
+    np.savez(tmp_path / f"resnet1d-wang__form__f0.1__s0__{new}.npz", val_y=y, val_probabilities=y)
+    (entry,) = table.summary(args)
+    assert entry["seeds"] == 2 and entry["fraction"] == 0.1
+    assert entry["val"]["macro_auroc"] == pytest.approx(0.81)
+    assert entry["published_fold10"] is None and entry["val"]["minus_published"] is None
+    assert entry["against_revision"]["seeds"] == [1]
+    assert "n/a (100 % only)" in table.markdown([entry])
+    args.fraction = 1.0
+    (entry,) = table.summary(args)
+    assert (
+        entry["seeds"] == 1
+        and entry["published_fold10"] == table.PUBLISHED["resnet1d-wang"]["form"]
+    )
+    assert entry["val"]["minus_published"] == pytest.approx(0.86 - entry["published_fold10"])
+
+
+def test_the_published_comparison_reads_the_full_data_table(script, tmp_path) -> None:
+    results = tmp_path / "table.jsonl"
+    args = script.parse_args(["--published", str(tmp_path), "--results", str(results),
+                              "--predictions", str(tmp_path), "--revision", "2"])  # fmt: skip
+    table = script.ptbxl_table
+    rows = [table_row(table, args, "inception1d", "form", 0, 1.0, 0.87),
+            table_row(table, args, "inception1d", "form", 0, 0.1, 0.70)]  # fmt: skip
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (row,) = script.shifted_table({"subsets": {"form": {"fold_shift": 0.014}}}, args)
+    assert row["fold9"] == 0.87 and row["published"] == table.PUBLISHED["inception1d"]["form"]
+    assert row["shifted_difference"] == pytest.approx(0.87 - (row["published"] - 0.014))
 
 
 def test_reference_scores_are_aligned_by_record_id_and_label_name() -> None:
