@@ -1,11 +1,14 @@
 """Ship a pretraining run's model inside the package: copy RUN_DIR/model (weights, config,
 manifest, pretraining.json) to ``src/ecgfoundry/weights/NAME/`` and write its model card from
 what the run recorded (and, with ``--quality``, the held-out results of
-``bundled_quality.py --json``). Run it again after new results to refresh the card; the
-weights are only replaced with ``--replace`` (that changes every result's fingerprint).
+``bundled_quality.py --json``). The weights are only replaced with ``--replace`` (that changes
+every result's fingerprint). Without RUN_DIR it refreshes the card of the model already
+bundled, from its own files (after new results; the run folder need not exist any more).
 
     python benchmarks/bundle_model.py runs/pretrain/ecgfoundry-cpc --name ecgfoundry-cpc \\
         [--quality benchmarks/results/bundled_quality.json] [--replace]
+    python benchmarks/bundle_model.py --name ecgfoundry-cpc \\
+        --quality benchmarks/results/bundled_quality.json
 """
 
 from __future__ import annotations
@@ -147,7 +150,9 @@ populations, devices, ambulatory or single-lead recordings; measure it on your o
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="the pretraining run folder")
+    parser.add_argument(
+        "run", type=Path, nargs="?", help="the pretraining run (none: refresh the bundled card)"
+    )
     parser.add_argument("--name", required=True, help="a preset registered with bundled=True")
     parser.add_argument("--quality", type=Path, help="bundled_quality.py --json output")
     parser.add_argument("--replace", action="store_true", help="replace bundled weights")
@@ -156,18 +161,18 @@ def main() -> None:
     if not entry.bundled:
         parser.error(f"{args.name} is not registered with bundled=True")
     folder = BUNDLED_DIR / args.name
-    source = args.run / "model"
+    source = args.run / "model" if args.run else folder
     missing = [f for f in FILES if not (source / f).is_file()]
     if missing:
         parser.error(f"{source}: missing {missing} (has the run finished?)")
-    if (folder / "model.safetensors").exists() and not args.replace:
+    if source != folder and (folder / "model.safetensors").exists() and not args.replace:
         same = (folder / "model.safetensors").read_bytes() == (
             source / "model.safetensors"
         ).read_bytes()
         if not same:
             parser.error(f"{folder} holds other weights: pass --replace to replace them")
     folder.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
+    for name in FILES if source != folder else ():
         shutil.copyfile(source / name, folder / name)
     quality = json.loads(args.quality.read_text()) if args.quality else None
     (folder / "MODEL_CARD.md").write_text(model_card(args.name, folder, quality))

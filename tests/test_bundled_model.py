@@ -4,7 +4,10 @@ its untrained self), never saw PTB-XL folds 9-10, and carries its model card."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,25 @@ def test_the_package_holds_the_card_and_stays_small() -> None:
     size = sum(f.stat().st_size for f in package.rglob("*") if "__pycache__" not in f.parts
                and f.is_file())  # fmt: skip
     assert size / 1e6 < PACKAGE_LIMIT_MB
+
+
+def test_its_card_is_what_the_committed_quality_results_give(tmp_path, monkeypatch) -> None:
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "bundle_model", root / "benchmarks/bundle_model.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shutil.copytree(BUNDLED_DIR / NAME, tmp_path / NAME)
+    (tmp_path / NAME / "MODEL_CARD.md").unlink()
+    monkeypatch.setattr(script, "BUNDLED_DIR", tmp_path)
+    quality = root / "benchmarks/results/bundled_quality.json"
+    monkeypatch.setattr(sys, "argv", ["bundle_model.py", "--name", NAME, "--quality", str(quality)])
+    script.main()  # no run folder: the card is refreshed from the bundled files
+    card = (tmp_path / NAME / "MODEL_CARD.md").read_text()
+    assert card == (BUNDLED_DIR / NAME / "MODEL_CARD.md").read_text()
+    rows = json.loads(quality.read_text())["comparisons"]
+    assert all(f"{row['difference']['value']:+.3f}" in card for row in rows if row["difference"])
 
 
 @pytest.mark.shared_data
