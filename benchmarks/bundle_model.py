@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import ecgfoundry
 from ecgfoundry.models.registry import BUNDLED_DIR, count_parameters, load_model, model_entry
 
 FILES = ("config.json", "model.safetensors", "manifest.json", "pretraining.json")
@@ -33,9 +34,8 @@ REPRODUCE = """\
 
 def package_megabytes() -> float:
     """The installed package's size (what a wheel holds, before compression)."""
-    files = [
-        f for f in BUNDLED_DIR.parent.rglob("*") if f.is_file() and "__pycache__" not in f.parts
-    ]
+    package = Path(ecgfoundry.__file__).parent
+    files = [f for f in package.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
     return sum(f.stat().st_size for f in files) / 1e6
 
 
