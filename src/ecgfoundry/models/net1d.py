@@ -54,7 +54,7 @@ from ecgfoundry.models.io import (
     rename_key,
 )
 from ecgfoundry.models.registry import register_converter, register_model
-from ecgfoundry.nn.layers import DropPath, drop_path_rates
+from ecgfoundry.nn.layers import DropPath, drop_path_rates, grouped_conv1d
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
 WEIGHTS_URL = "https://huggingface.co/PKUDigitalHealth/ECGFounder"
@@ -175,7 +175,7 @@ class SameConv1d(nn.Conv1d):
         pad = same_padding(x.shape[-1], self.kernel_size[0], self.stride[0])
         if any(pad):
             x = F.pad(x, pad)
-        return super().forward(x)
+        return grouped_conv1d(x, self.weight, self.bias, self.stride[0], 0, self.groups)
 
 
 def max_pool_same(x: Tensor, size: int) -> Tensor:

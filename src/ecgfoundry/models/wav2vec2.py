@@ -41,7 +41,13 @@ from torch import Tensor, nn
 from ecgfoundry.models.base import ECGModel, ModelConfig
 from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
 from ecgfoundry.models.registry import register_converter, register_model
-from ecgfoundry.nn.layers import DropPath, SamePad, drop_path_rates, nonzero_mean
+from ecgfoundry.nn.layers import (
+    DropPath,
+    SamePad,
+    drop_path_rates,
+    grouped_conv1d,
+    nonzero_mean,
+)
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
 ConvLayers = list[tuple[int, int, int]]
@@ -309,7 +315,7 @@ class WeightNormConv1d(nn.Module):
         return torch._weight_norm(self.weight_v, self.weight_g, 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv1d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
+        return grouped_conv1d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
 
 
 class ConvPositionalEncoding(nn.Module):
