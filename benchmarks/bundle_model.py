@@ -165,15 +165,14 @@ def main() -> None:
     missing = [f for f in FILES if not (source / f).is_file()]
     if missing:
         parser.error(f"{source}: missing {missing} (has the run finished?)")
-    if source != folder and (folder / "model.safetensors").exists() and not args.replace:
-        same = (folder / "model.safetensors").read_bytes() == (
-            source / "model.safetensors"
-        ).read_bytes()
-        if not same:
+    if args.run:  # ship the run's files; without a run the bundled ones stay as they are
+        weights = folder / "model.safetensors"
+        other = weights.exists() and weights.read_bytes() != (source / weights.name).read_bytes()
+        if other and not args.replace:
             parser.error(f"{folder} holds other weights: pass --replace to replace them")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in FILES if source != folder else ():
-        shutil.copyfile(source / name, folder / name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            shutil.copyfile(source / name, folder / name)
     quality = json.loads(args.quality.read_text()) if args.quality else None
     (folder / "MODEL_CARD.md").write_text(model_card(args.name, folder, quality))
     size = package_megabytes()

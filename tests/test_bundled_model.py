@@ -4,7 +4,6 @@ its untrained self), never saw PTB-XL folds 9-10, and carries its model card."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from test_ptbxl import first_records_copy
+from test_published_predictions import load_script
 
 from ecgfoundry.adapt import finetune
 from ecgfoundry.data import ptbxl
@@ -64,11 +64,7 @@ def test_the_package_holds_the_card_and_stays_small() -> None:
 
 def test_its_card_is_what_the_committed_quality_results_give(tmp_path, monkeypatch) -> None:
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location(
-        "bundle_model", root / "benchmarks/bundle_model.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("bundle_model")
     shutil.copytree(BUNDLED_DIR / NAME, tmp_path / NAME)
     (tmp_path / NAME / "MODEL_CARD.md").unlink()
     monkeypatch.setattr(script, "BUNDLED_DIR", tmp_path)

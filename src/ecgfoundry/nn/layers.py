@@ -81,11 +81,11 @@ def grouped_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int =
     those give wrong results on some CPUs (measured on an AMX Xeon with torch 2.13: about
     100 % relative error with even kernels such as 16 and 128, against 0.3 % elsewhere;
     ``tests/test_nn.py``). Under autocast the result stays float32, as autocast allows."""
-    per_group = weight.shape[1]
-    low_precision = torch.is_autocast_enabled("cpu") or x.dtype == torch.bfloat16
-    if groups == 1 or not 1 < per_group < 16 or x.device.type != "cpu" or not low_precision:
+    autocast = torch.is_autocast_enabled("cpu")
+    affected = groups > 1 and 1 < weight.shape[1] < 16 and x.device.type == "cpu"
+    if not affected or not (autocast or x.dtype == torch.bfloat16):
         return F.conv1d(x, weight, bias, stride, padding, 1, groups)
     with torch.autocast("cpu", enabled=False):
         out = F.conv1d(x.float(), weight.float(), None if bias is None else bias.float(),
                        stride, padding, 1, groups)  # fmt: skip
-    return out if torch.is_autocast_enabled("cpu") else out.to(x.dtype)
+    return out if autocast else out.to(x.dtype)
