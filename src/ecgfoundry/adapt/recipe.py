@@ -1,5 +1,6 @@
 """Strategies are recipes: data saying which parameters train when, how fast, with which
-drop-path rate. One training loop (:mod:`ecgfoundry.adapt.loop`) runs any of them.
+drop-path rate. The supervised objective (:mod:`ecgfoundry.adapt.objective`) turns any of them
+into stages of the one training engine (:mod:`ecgfoundry.engine`).
 
 Strategies (defaults below; every field can be overridden from YAML or the CLI):
 
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ecgfoundry.engine.objective import Schedule
 from ecgfoundry.errors import ReportedError
 
 Trainable = Literal["head", "attention", "all"]
@@ -55,7 +57,7 @@ class Stage:
     lr: float = 1e-4
     head_lr: float | None = None
     weight_decay: float = 0.0
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Schedule = "constant"
     warmup_epochs: float = 0.0
     drop_path_rate: float = 0.0
     patience: int | None = 5

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,53 +40,33 @@ from torch import Tensor, nn
 
 from ecgfoundry.adapt.data import Split, window_loader
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.engine.objective import Schedule, StagePlan, StageSetup, StepOutput, batch_starts
+from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput, batch_starts
 from ecgfoundry.engine.seeding import CROPS, SHUFFLE, epoch_rng
 from ecgfoundry.models.s4 import S4Model
+from ecgfoundry.pretrain.settings import PretrainSettings
 
 Autocast = Callable[[], AbstractContextManager[None]]
-MONITOR = "val_loss"
 
 
 @dataclass(frozen=True)
-class CPCConfig:
+class CPCConfig(PretrainSettings):
     """CPC pretraining settings; defaults are ECG-CPC's published ones.
 
     ``lr`` is the SSL head's; the S4 stack trains at ``lr * lr_factor`` and the encoder at
-    ``lr * lr_factor ** 2``. ``window``: samples per crop (None: the model's input length).
-    ``restore_best``: end with the lowest-``val_loss`` epoch's weights (the published
-    checkpoint is the last epoch's).
+    ``lr * lr_factor ** 2``. The rest: :class:`~ecgfoundry.pretrain.settings.PretrainSettings`.
     """
 
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
     steps_ahead: int = 14
     negatives: int = 128
     temperature: float = 1.0
-    batch_size: int = 64
-    epochs: int = 200
-    lr: float = 1e-3
     lr_factor: float = 0.1
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    weight_decay: float = 1e-3
-    schedule: Schedule = "constant"
-    warmup_epochs: float = 0.0
-    patience: int | None = None
-    eval_every: int = 1
-    restore_best: bool = False
-    grad_clip: float | None = None
-    window: int | None = None
 
     def __post_init__(self) -> None:
-        positive = ("steps_ahead", "negatives", "batch_size", "eval_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"CPCConfig: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("temperature", "lr", "lr_factor"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CPCConfig: {name} must be > 0, got {getattr(self, name)}")
-        if self.epochs < 0:
-            raise ValueError(f"CPCConfig: epochs must be >= 0, got {self.epochs}")
-        if self.window is not None and self.window < 1:
-            raise ValueError(f"CPCConfig: window must be >= 1 or None, got {self.window}")
+        super().__post_init__()
+        self._at_least(1, "steps_ahead", "negatives")
+        self._positive("temperature", "lr_factor")
 
 
 def sample_negatives(batch: int, tokens: int, steps: int, count: int, *,
@@ -190,12 +170,7 @@ class CPCObjective:
         self.autocast, self.workers = autocast, workers
 
     def stages(self) -> list[StagePlan]:
-        c = self.config
-        return [StagePlan(name="pretrain", epochs=c.epochs, optimizer=c.optimizer,
-                          weight_decay=c.weight_decay, schedule=c.schedule,
-                          warmup_epochs=c.warmup_epochs, patience=c.patience, monitor=MONITOR,
-                          mode="min", restore_best=c.restore_best, eval_every=c.eval_every,
-                          grad_clip=c.grad_clip)]  # fmt: skip
+        return [self.config.stage_plan()]
 
     def setup_stage(self, index: int) -> StageSetup:
         groups = []

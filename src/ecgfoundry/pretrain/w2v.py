@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -68,15 +68,15 @@ from torch import Tensor, nn
 
 from ecgfoundry.adapt.data import Split, window_loader
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.engine.objective import Schedule, StagePlan, StageSetup, StepOutput, batch_starts
+from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput, batch_starts
 from ecgfoundry.engine.seeding import LEAD_MASKS, SHUFFLE, TIME_MASKS, epoch_rng
 from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
 from ecgfoundry.models.wav2vec2 import Wav2Vec2ECG, is_pretraining_key
 from ecgfoundry.nn.layers import nonzero_mean
 from ecgfoundry.pretrain.cpc import sample_negatives
+from ecgfoundry.pretrain.settings import PretrainSettings
 
 Autocast = Callable[[], AbstractContextManager[None]]
-MONITOR = "val_loss"
 HEAD_FILE = "pretraining_head.safetensors"
 HEAD_KEYS = ("mask_emb", "quantizer.", "project_q.", "final_proj.")
 MIN_SPANS = 2  # apply_mask's min_masks
@@ -428,15 +428,16 @@ class W2VNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class W2VConfig:
+class W2VConfig(PretrainSettings):
     """W2V+CMSC+RLM settings; defaults are ECG-FM's published ones (module docstring).
 
     ``batch_size``: pairs per step (two segments each). ``latent_temp``: the Gumbel
-    temperature's (start, end, decay per step). ``window``: samples per model input (None:
-    the model's input length). ``restore_best``: end with the lowest-``val_loss`` epoch's
-    weights (the published checkpoint is the last epoch's).
+    temperature's (start, end, decay per step). ``betas`` / ``eps``: Adam's. The rest:
+    :class:`~ecgfoundry.pretrain.settings.PretrainSettings`.
     """
 
+    lr: float = 5e-5
+    weight_decay: float = 0.01
     mask_prob: float = 0.65
     mask_length: int = 10
     negatives: int = 100
@@ -448,44 +449,22 @@ class W2VConfig:
     cmsc_temp: float = 0.1
     lead_mask_prob: float = 0.5
     dropout_features: float = 0.1
-    batch_size: int = 64
-    epochs: int = 200
-    lr: float = 5e-5
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
-    weight_decay: float = 0.01
-    schedule: Schedule = "constant"
-    warmup_epochs: float = 0.0
-    patience: int | None = None
-    eval_every: int = 1
-    restore_best: bool = False
-    grad_clip: float | None = None
-    window: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("mask_length", "negatives", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"W2VConfig: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("logit_temp", "cmsc_temp", "lr", "eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"W2VConfig: {name} must be > 0, got {getattr(self, name)}")
-        for name in ("diversity_weight", "feature_weight", "cmsc_weight", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"W2VConfig: {name} must be >= 0, got {getattr(self, name)}")
+        super().__post_init__()
+        self._at_least(1, "mask_length", "negatives")
+        self._positive("logit_temp", "cmsc_temp", "eps")
+        self._at_least(0, "diversity_weight", "feature_weight", "cmsc_weight")
         if not 0 < self.mask_prob <= 1:
-            raise ValueError(f"W2VConfig: mask_prob must be in (0, 1], got {self.mask_prob}")
+            self._refuse("mask_prob", "must be in (0, 1]")
         for name in ("lead_mask_prob", "dropout_features"):
             if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"W2VConfig: {name} must be in [0, 1), got {getattr(self, name)}")
+                self._refuse(name, "must be in [0, 1)")
         start, end, decay = self.latent_temp
         if not (start >= end > 0 and 0 < decay <= 1):
-            raise ValueError(f"W2VConfig: latent_temp must be (start >= end > 0, decay in "
-                             f"(0, 1]), got {self.latent_temp}")  # fmt: skip
-        if self.epochs < 0:
-            raise ValueError(f"W2VConfig: epochs must be >= 0, got {self.epochs}")
-        if self.window is not None and self.window < 1:
-            raise ValueError(f"W2VConfig: window must be >= 1 or None, got {self.window}")
+            self._refuse("latent_temp", "must be (start >= end > 0, decay in (0, 1])")
 
     def temperature(self, step: int) -> float:
         """The Gumbel temperature at (0-based) training step ``step``."""
@@ -563,12 +542,7 @@ class W2VCMSCRLMObjective:
         self.autocast, self.workers = autocast, workers
 
     def stages(self) -> list[StagePlan]:
-        c = self.config
-        return [StagePlan(name="pretrain", epochs=c.epochs, optimizer=c.optimizer, betas=c.betas,
-                          weight_decay=c.weight_decay, schedule=c.schedule,
-                          warmup_epochs=c.warmup_epochs, patience=c.patience, monitor=MONITOR,
-                          mode="min", restore_best=c.restore_best, eval_every=c.eval_every,
-                          grad_clip=c.grad_clip)]  # fmt: skip
+        return [self.config.stage_plan(betas=self.config.betas)]
 
     def _global_batches(self, pairs: int) -> list[range]:
         """Pair positions of each step (:func:`~ecgfoundry.engine.objective.batch_starts`)."""
