@@ -390,3 +390,17 @@ def test_a_last_batch_of_one_row_is_left_out(subset, cache_dir, tmp_path):
     assert 0.0 <= result["val"]["macro_auroc"] <= 1.0
     log = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3
+
+
+@pytest.mark.parametrize("strategy", ["linear-probe", "attention-probe"])
+def test_a_head_only_stage_counts_the_batches_it_runs(strategy, subset, cache_dir):
+    """Head-only stages train on every window's features (several per record for a 2.5-s
+    model): the step count that schedules the learning rate must be that batch count."""
+    torch.manual_seed(0)
+    model = create_model("resnet1d-wang")
+    data = ptbxl_task(subset, "superdiagnostic", model.spec, cache_dir=cache_dir)
+    recipe = recipe_for(strategy, config={"batch_size": 32})
+    objective = SupervisedObjective(model, recipe, data, seed=0, device=torch.device("cpu"))
+    steps = objective.setup_stage(0).steps_per_epoch
+    assert steps == len(list(objective.train_batches(0, epoch=0, skip=0)))
+    assert steps > len(data.train) // 32 + 1  # several windows per record

@@ -139,7 +139,7 @@ class SupervisedObjective:
         groups = _set_trainable(self.model, stage)
         self._features = None
         size = self.recipe.batch_size
-        if stage.train == "head":
+        if self._head_only(index):
             rows = len(self.data.eval_windows(self.data.train)[0])
             return StageSetup(groups, len(batch_starts(rows, size)), distribute=None)
         steps = len(batch_starts(len(self.data.train), size, dist.world()))
