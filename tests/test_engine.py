@@ -5,6 +5,9 @@ one-cycle schedule, evaluation every N epochs."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +133,56 @@ def test_last_weights_and_evaluation_every_n_epochs(tmp_path: Path) -> None:
     now = weights(objective)
     assert all(torch.equal(now[k], snapshots[-1][k]) for k in now)  # the last, not the best
     assert not all(torch.equal(now[k], snapshots[0][k]) for k in now)
+
+
+TWO_PROCESS_RUN = """
+import sys
+import torch
+from safetensors.torch import save_file
+sys.path.insert(0, "tests")
+from test_engine import PLAN, Interrupted, Regression
+from ecgfoundry.engine import Engine
+from ecgfoundry.engine import distributed as dist
+
+out, stop = sys.argv[1], int(sys.argv[2])
+device = dist.setup()
+objective = Regression(PLAN, stop_at_step=stop or None)
+try:
+    Engine(out, device=device, progress_bar=False, precision="fp32",
+           checkpoint_every_steps=3).fit(objective)
+except Interrupted:
+    sys.exit(3)
+save_file(objective.model.state_dict(), f"{out}/rank{dist.rank()}.safetensors")
+"""
+
+
+def test_two_processes_resume_mid_epoch_with_their_own_generators(tmp_path: Path) -> None:
+    """Each process draws its own dropout masks and noise; a two-process run killed mid-epoch
+    resumes each process's generators, so it ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "run.py"
+    script.write_text(TWO_PROCESS_RUN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(out: Path, stop: int) -> int:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                   "--master_port", "29533", str(script), str(out), str(stop)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode in (0, 1), done.stderr[-3000:]
+        return done.returncode
+
+    assert launch(tmp_path / "a", 0) == 0
+    assert launch(tmp_path / "b", 15) != 0  # killed in epoch 2, after a save at step 13
+    state = json.loads((tmp_path / "b/checkpoint/state.json").read_text())
+    assert (state["epoch"], state["batch"]) == (1, 3)
+    saved = load_file(str(tmp_path / "b/checkpoint/rng.safetensors"))
+    assert not torch.equal(saved["rank0.torch"], saved["rank1.torch"])
+    assert launch(tmp_path / "b", 0) == 0
+    for rank in (0, 1):
+        a = load_file(str(tmp_path / f"a/rank{rank}.safetensors"))
+        b = load_file(str(tmp_path / f"b/rank{rank}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_each_process_draws_its_own_dropout_stream() -> None:

@@ -3,8 +3,9 @@ an epoch; loaded without unpickling.
 
 A checkpoint folder holds ``model.safetensors`` (current weights), ``best.safetensors`` (the
 best weights of the current stage), ``optimizer.pt`` (optimizer and scheduler state: tensors
-and numbers only, so ``weights_only=True`` loads it), ``rng.safetensors`` (the random
-generators' states, taken mid-epoch so a resumed epoch draws the same dropout masks) and
+and numbers only, so ``weights_only=True`` loads it), ``rng.safetensors`` (every process's
+random generator states, ``rank<N>.<generator>``, taken mid-epoch so that each process of a
+resumed epoch draws the same dropout masks as before) and
 ``state.json`` (where training is).
 """
 
@@ -60,6 +61,18 @@ def rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
+def rank_rng_state(saved: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """One process's generator states from a checkpoint's ``rng.safetensors`` (a checkpoint
+    written before states were kept per process holds one, unprefixed: the main process's)."""
+    prefix = f"rank{rank}."
+    mine = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
+    if mine or any(k.startswith("rank") for k in saved):
+        if not mine:
+            raise CheckpointError("rng.safetensors", f"no generator states for process {rank}")
+        return mine
+    return saved
+
+
 def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(state["torch"])
     pos, has_gauss, gauss = state["numpy_rest"].tolist()
@@ -76,8 +89,10 @@ def save_checkpoint(
     scheduler: Any,
     best: dict[str, torch.Tensor] | None,
     progress: Progress,
+    rng: list[dict[str, torch.Tensor]] | None = None,
 ) -> None:
-    """Replace ``folder`` with this state, atomically (a crash leaves the previous one)."""
+    """Replace ``folder`` with this state, atomically (a crash leaves the previous one).
+    ``rng``: every process's generator states (:func:`rng_state`), for a mid-epoch save."""
     with atomic_dir(folder) as tmp:
         save_file(_tensors(model.state_dict()), str(tmp / "model.safetensors"))
         if best is not None:
@@ -88,7 +103,9 @@ def save_checkpoint(
                 states["scheduler"] = scheduler.state_dict()
             torch.save(states, tmp / "optimizer.pt")
         if progress.batch:
-            save_file(rng_state(), str(tmp / "rng.safetensors"))
+            states = rng if rng is not None else [rng_state()]
+            flat = {f"rank{r}.{k}": v for r, state in enumerate(states) for k, v in state.items()}
+            save_file(flat, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(progress.__dict__, indent=1))
 
 

@@ -61,6 +61,20 @@ def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
     return out
 
 
+def gather_tensors(local: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Every process's tensors (the same keys and shapes on each), in rank order, on the CPU."""
+    if world() == 1:
+        return [{k: v.cpu() for k, v in local.items()}]
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(world())]
+    for key, value in local.items():
+        value = value.to(_device())
+        parts = [torch.empty_like(value) for _ in range(world())]
+        dist.all_gather(parts, value)
+        for r, part in enumerate(parts):
+            out[r][key] = part.cpu()
+    return out
+
+
 def _device() -> torch.device:
     """Where collective tensors must live: NCCL takes CUDA tensors only."""
     if torch.cuda.is_available() and dist.get_backend() == "nccl":

@@ -28,7 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.engine.checkpoint import Checkpoint, Progress, load_checkpoint, save_checkpoint
+from ecgfoundry.engine.checkpoint import (
+    Checkpoint,
+    Progress,
+    load_checkpoint,
+    rank_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from ecgfoundry.engine.checkpoint import set_rng_state as restore_rng
 from ecgfoundry.engine.objective import Objective, StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.precision import Precision, autocast_dtype
@@ -163,7 +170,8 @@ class Engine:
         net = self._distribute(setup) or model
         for epoch in range(progress.epoch, plan.epochs):
             if progress.batch and resume is not None and resume.rng is not None:
-                restore_rng(resume.rng)  # mid-epoch: the generators as they were at the kill
+                # mid-epoch: each process's generators as they were at the kill
+                restore_rng(rank_rng_state(resume.rng, dist.rank()))
             else:
                 seed = torch_seed(self.seed, index, epoch, dist.rank())
                 torch.manual_seed(seed)
@@ -287,9 +295,10 @@ class Engine:
             if dist.broadcast_flag(due):
                 progress.epoch_seconds += time.perf_counter() - start
                 start = time.perf_counter()
+                states = dist.gather_tensors(rng_state())  # every process takes part
                 if dist.is_main():
                     save_checkpoint(self.checkpoint_dir, objective.model, optimizer, scheduler,
-                                    best, progress)  # fmt: skip
+                                    best, progress, rng=states)  # fmt: skip
                 dist.barrier()
                 steps_since, last_save = 0, time.perf_counter()
         progress.epoch_seconds += time.perf_counter() - start
