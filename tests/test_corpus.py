@@ -16,7 +16,7 @@ from ecgfoundry.adapt import finetune
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.readers import read_record
 from ecgfoundry.errors import UsageError
-from ecgfoundry.models import create_model, save_model
+from ecgfoundry.models import create_model, load_model, save_model
 from ecgfoundry.pretrain.corpus import CorpusSource, _transform, build_corpus
 from ecgfoundry.pretrain.leakage import (
     LeakageError,
@@ -76,7 +76,8 @@ def corpus(copy, holter, cinc_root, cache_dir):
 def test_a_mixed_corpus_names_records_and_patients(corpus, copy):
     table = ptbxl.load(copy).table
     training = table[table.strat_fold <= 8]
-    assert corpus.description["records"] == {"ptbxl": 40, "mitdb": 2, "vfdb": 1, "cinc": 28}
+    # the sample's 28 records less its two copies of PTB-XL records (HR00599, HR20715)
+    assert corpus.description["records"] == {"ptbxl": 40, "mitdb": 2, "vfdb": 1, "cinc": 26}
     assert corpus.signals.shape[1:] == (12, 1000) and not corpus.description["unreadable_records"]
     rows = corpus.dataset == "ptbxl"
     assert set(corpus.ids[rows]) == {f"ptbxl:{i}" for i in training.index}  # no fold 9
@@ -117,9 +118,27 @@ def test_evaluation_folds_enter_only_on_request(copy, cache_dir):
     assert set(corpus.ids) == {f"ptbxl:{i}" for i in table.index[table.strat_fold.isin([1, 9])]}
 
 
+def test_challenge_copies_of_ptbxl_records_enter_only_on_request(cinc_root, cache_dir):
+    copies = {"cinc:HR00599", "cinc:HR20715"}
+    default = build_corpus([CorpusSource("cinc", cinc_root)], SPEC, cache_dir=cache_dir)
+    assert not copies & set(default.ids) and "cinc:E00009" in set(default.ids)
+    kept = CorpusSource("cinc", cinc_root, allow_evaluation_folds=True)
+    assert copies <= set(build_corpus([kept], SPEC, cache_dir=cache_dir).ids)
+
+
+def test_a_challenge_copy_of_a_ptbxl_record_is_that_record(tmp_path):
+    write_manifest(tmp_path / "saw-ptbxl", [{"id": "ptbxl:599", "patient": "ptbxl:7"}])
+    write_manifest(tmp_path / "saw-cinc", [{"id": "cinc:WFDB_PTBXL/HR20715", "patient": None}])
+    copy_of_599 = ["cinc:HR00599", "mine:sub/HR00599.mat#0123456789abcdef"]
+    check = check_leakage(tmp_path / "saw-ptbxl", [*copy_of_599, "cinc:E00009"], allow=True)
+    assert check["overlap"] == 2 and check["overlap_examples"] == sorted(copy_of_599)
+    with pytest.raises(LeakageError, match=r"saw-cinc: 1 of the 3 .*: ptbxl:20715"):
+        check_leakage(tmp_path / "saw-cinc", ["ptbxl:20715", "ptbxl:599", "cinc:HR00715"])
+
+
 def test_the_manifest_round_trips_and_its_hash_follows_the_records(corpus, tmp_path):
     records = corpus.records()
-    assert len(records) == 40 + 3 + 28
+    assert len(records) == 40 + 3 + 26
     assert {"id": "cinc:E00009", "patient": None} in records
     assert {"id": "mitdb:202", "patient": "mitdb:201"} in records
     written = write_manifest(tmp_path / "a", records)
@@ -166,6 +185,9 @@ def test_finetune_refuses_a_backbone_that_saw_the_validation_fold(
     kw = {"root": copy, "task": "superdiagnostic", "strategy": "finetune", "out": out,
           "config": QUICK, "cache_dir": cache_dir, "progress_bar": False}  # fmt: skip
     n = len(val)
+    loaded = load_model(model)  # an object keeps its folder's manifest
+    with pytest.raises(LeakageError, match=rf"seen-fold-9: {n} of the {n} .*: {val[0]}, "):
+        finetune(loaded, **{**kw, "out": tmp_path / "object"})
     with pytest.raises(LeakageError, match=rf"seen-fold-9: {n} of the {n} .*: {val[0]}, "):
         finetune(model, **kw)
     refused = json.loads((out / "metrics.json").read_text())["run"]["leakage_check"]

@@ -212,3 +212,20 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="steps_ahead"):
         objective = CPCObjective(tiny(), data, data, config=CPCConfig(window=20, steps_ahead=10))
         objective.evaluate(0)
+
+
+def test_continued_pretraining_keeps_the_starting_models_records(tmp_path: Path) -> None:
+    """A model pretrained further still saw its first corpus: the new manifest lists both."""
+    config = replace(QUICK, epochs=1)
+    train, val = sines(16, 100, 0), sines(4, 100, 1)
+    first = [{"id": f"first:{i}", "patient": None} for i in train.ids.tolist()]
+    pretrain_cpc(tiny(), train, val, tmp_path / "a", config=config, precision="fp32",
+                 progress_bar=False, records=first)  # fmt: skip
+    start = load_model(tmp_path / "a/model")
+    assert start.origin == tmp_path / "a/model"
+    second = [{"id": f"second:{i}", "patient": None} for i in train.ids.tolist()]
+    pretrain_cpc(start, train, val, tmp_path / "b", config=config, precision="fp32",
+                 progress_bar=False, records=second)  # fmt: skip
+    manifest = read_manifest(tmp_path / "b/model")
+    assert manifest is not None
+    assert {r["id"] for r in manifest["records"]} == {r["id"] for r in first + second}

@@ -66,6 +66,12 @@ def build_model(model: str | Path | ECGModel, init: str) -> ECGModel:
     return resolve_model(model, weights=init == "pretrained")
 
 
+def weights_folder(model: str | Path | ECGModel) -> Path | None:
+    """Where a model's weights were read from (a folder, bundled weights, or the folder an
+    object was loaded from): the folder whose manifest the leakage guard reads."""
+    return model.origin if isinstance(model, ECGModel) else model_folder(model)
+
+
 def _as_json(value: Any) -> Any:
     """``value`` as it reads back from JSON (so that a resumed run's config compares equal)."""
     return json.loads(json.dumps(value, default=json_default))
@@ -152,7 +158,8 @@ def finetune(
     validation only).
 
     Leakage guard: when the starting weights come from a model folder with a ``manifest.json``
-    (the records it was pretrained or trained on), the validation and (evaluated) test records
+    (the records it was pretrained or trained on; for an object, the folder it was loaded
+    from, :attr:`ECGModel.origin`), the validation and (evaluated) test records
     are checked against it before training; overlap stops the run with a
     :class:`~ecgfoundry.pretrain.leakage.LeakageError` naming the records, unless
     ``allow_overlap``. The check is recorded in ``metrics["run"]["leakage_check"]`` (also when
@@ -171,10 +178,10 @@ def finetune(
         raise RunConfigError(f"--fraction: {error}") from error
     torch.manual_seed(seed)
     network = build_model(model, recipe.init)
-    pretrained = recipe.init == "pretrained" and not isinstance(model, ECGModel)
-    backbone = model_folder(model) if pretrained else None  # a folder, or bundled weights
+    backbone = weights_folder(model) if recipe.init == "pretrained" else None
+    weights = model if isinstance(model, ECGModel) else backbone or model
     common = {"format": RUN_FORMAT, "model": model_description(model),
-              "model_weights": model_fingerprint(backbone or model)}  # fmt: skip
+              "model_weights": model_fingerprint(weights)}  # fmt: skip
     manifest = read_manifest(backbone) if backbone is not None else None
     if manifest is not None:  # only then: run folders of models without one still resume
         common["backbone_manifest"] = manifest["hash"]

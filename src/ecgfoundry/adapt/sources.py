@@ -33,6 +33,7 @@ from ecgfoundry.data.stratify import nested_subsets, stratified_order
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for
 from ecgfoundry.engine import RunConfigError
 from ecgfoundry.engine import distributed as dist
+from ecgfoundry.pretrain.leakage import ptbxl_copy
 from ecgfoundry.spec import InputSpec
 
 SHARES = {"val": 0.1, "test": 0.1, "train": 0.8}  # cut in this order from the stratified order
@@ -197,9 +198,6 @@ def _names(task: str) -> list[str]:
     return list(dict.fromkeys(name.strip() for name in task.split(",") if name.strip()))
 
 
-PTBXL_IN_CINC = re.compile(r"^HR\d{5}$")  # the challenge's copies of PTB-XL records
-
-
 def _cinc_records(
     root: Path, spec: InputSpec, seconds: float | None, cache_dir: Any, workers: int,
     keep: Any = None,
@@ -284,7 +282,7 @@ def cinc_ptbxl_task(
     root = Path(root)
 
     def not_ptbxl(name: str) -> bool:
-        return not PTBXL_IN_CINC.match(name)
+        return ptbxl_copy(name) is None
 
     store, codes, left_out = _cinc_records(root, spec, seconds, cache_dir, workers, not_ptbxl)
     y = ptbxl_labels(codes, labels)

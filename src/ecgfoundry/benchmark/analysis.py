@@ -223,11 +223,13 @@ def _inputs(config: BenchmarkConfig, grid: list[Cell], out: Path) -> str:
 
 
 def analyse(config: BenchmarkConfig, out: str | Path, cache_dir: str | Path | None = None,
-            progress: bool = False, grid: list[Cell] | None = None) -> dict[str, Any]:  # fmt: skip
+            progress: bool = False, grid: list[Cell] | None = None,
+            allow_overlap: bool = False) -> dict[str, Any]:  # fmt: skip
     """Run the configured analyses (``analysis:`` and ``transfer:``) into ``out/analysis``;
     skipped when they were made from the same settings, weights and finished cells
     (``analysis/inputs.txt``). ``grid``: the configuration's cells, when already built (each
-    build hashes every model's weights file)."""
+    build hashes every model's weights file). ``allow_overlap``: score transfer targets that
+    overlap a model's manifest (else refused, as in the cells)."""
     out, grid = Path(out), grid if grid is not None else cells(config)
     stamp, inputs = out / ANALYSIS / "inputs.txt", _inputs(config, grid, out)
     if stamp.is_file() and stamp.read_text() == inputs:
@@ -242,7 +244,7 @@ def analyse(config: BenchmarkConfig, out: str | Path, cache_dir: str | Path | No
         result["attribution"] = attribution(config, grid, out, settings, cache_dir)
     if config.transfer is not None:
         _say(progress, "cross-dataset transfer")
-        result["transfer"] = transfer(config, grid, out, cache_dir)
+        result["transfer"] = transfer(config, grid, out, cache_dir, allow_overlap=allow_overlap)
     atomic_write_text(stamp, inputs)
     return result
 

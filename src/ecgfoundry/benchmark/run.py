@@ -136,7 +136,8 @@ def run_benchmark(
     if wanted and all(cell_status(c, out) != "pending" for c in grid):
         if progress:
             print("analysing (representation, attribution, transfer) ...", file=sys.stderr)
-        analyse(config, out, cache_dir=cache_dir, progress=progress, grid=grid)
+        analyse(config, out, cache_dir=cache_dir, progress=progress, grid=grid,
+                allow_overlap=allow_overlap)  # fmt: skip
     return table
 
 

@@ -11,6 +11,10 @@ For every finished cell of a transfer task at the configuration's largest label 
   training split (80 %, record level: the headers carry no patient ids) and scored on its
   test split (10 %): how much of the label the representation still holds there.
 
+A target's records are checked against the adapted model's manifest (its pretraining and
+training records) first, as the cells are: overlap is refused unless ``allow_overlap``, and
+each row records the check (``leakage_check``, ``leakage_overlap``).
+
 ``analysis/transfer.json``: one row per cell, target and label.
 """
 
@@ -25,6 +29,7 @@ import torch
 
 from ecgfoundry.adapt.objective import predict_split
 from ecgfoundry.adapt.recipe import Recipe
+from ecgfoundry.adapt.run import split_record_ids
 from ecgfoundry.adapt.sources import cinc_ptbxl_task
 from ecgfoundry.analysis.embeddings import embed_split
 from ecgfoundry.analysis.representation import linear_probe_scores
@@ -33,6 +38,7 @@ from ecgfoundry.benchmark.config import BenchmarkConfig
 from ecgfoundry.benchmark.grid import ANALYSIS, RUN, Cell, finished_at_largest_fraction
 from ecgfoundry.evaluate.metrics import auroc_per_label
 from ecgfoundry.models.registry import load_model
+from ecgfoundry.pretrain.leakage import check_leakage
 
 TRANSFER_FILE = "transfer.json"
 
@@ -42,7 +48,8 @@ def _value(x: float) -> float | None:
 
 
 def transfer(config: BenchmarkConfig, grid: list[Cell], out: Path,
-             cache_dir: str | Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+             cache_dir: str | Path | None = None, *,
+             allow_overlap: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Score the adapted models (``grid``: the configuration's cells) on the configured
     targets; returns (and writes) the rows."""
     settings = config.transfer
@@ -61,6 +68,8 @@ def transfer(config: BenchmarkConfig, grid: list[Cell], out: Path,
         for target in settings.targets:
             data = cinc_ptbxl_task(target.root, model.spec, labels, cache_dir=cache_dir)
             splits = [data.train, data.val, data.test]
+            ids = [i for s in splits for i in split_record_ids(data, s)]
+            check = check_leakage(run / "model", ids, allow=allow_overlap)
             scores = np.concatenate([predict_split(model, data, s, recipe, torch.device("cpu"))
                                      for s in splits])  # fmt: skip
             y = np.concatenate([s.y for s in splits])
@@ -77,6 +86,7 @@ def transfer(config: BenchmarkConfig, grid: list[Cell], out: Path,
                     "in_domain": in_domain.get(label), "zero_shot": _value(zero_shot[j]),
                     "probe": _value(probe[j]),
                     "ptbxl_records_left_out": data.description["ptbxl_records_left_out"],
+                    "leakage_check": check["status"], "leakage_overlap": check["overlap"],
                 })  # fmt: skip
     atomic_write_text(out / ANALYSIS / TRANSFER_FILE, json.dumps(rows, indent=1))
     return rows

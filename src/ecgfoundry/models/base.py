@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -57,11 +58,14 @@ class ECGModel(nn.Module):
     """Base class: ``forward_features(x) -> [B, D]``, ``forward_sequence(x) -> [B, T, D]``,
     ``forward_head``, ``forward``.
 
-    Input ``x`` is [B, leads, samples] prepared according to :attr:`spec`.
+    Input ``x`` is [B, leads, samples] prepared according to :attr:`spec`. ``origin``: the
+    folder :func:`~ecgfoundry.models.load_model` read the weights from (None for a model built
+    in memory); its ``manifest.json`` lists the records those weights were trained on.
     """
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    origin: Path | None = None
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -197,7 +197,9 @@ def load_model(path: str | Path) -> ECGModel:
         path = download_from_hub(repo, revision=revision or None)
     for detect, load in _FOLDER_FORMATS:
         if detect(Path(path)):
-            return load(Path(path)).eval()
+            model = load(Path(path))
+            model.origin = Path(path)
+            return model.eval()
     config, weights = read_model_folder(path)
     try:
         model_class = family_class(config["family"])
@@ -209,6 +211,7 @@ def load_model(path: str | Path) -> ECGModel:
         raise CheckpointError(path, f"config.json does not describe a {config['family']} "
                               f"model ({error})") from error  # fmt: skip
     load_state_dict_strict(model, weights, path)
+    model.origin = Path(path)
     return model.eval()
 
 

@@ -8,7 +8,10 @@ Record ids and patient ids follow :mod:`ecgfoundry.pretrain.leakage`.
 
 **PTB-XL folds 9 and 10 never enter a corpus by default**: they are the benchmark's validation
 and test folds, and a backbone that saw them leaks into every PTB-XL evaluation. Asking for
-them raises unless the source says ``allow_evaluation_folds=True``.
+them raises unless the source says ``allow_evaluation_folds=True``. For the same reason a
+``cinc`` source leaves out the challenges' copies of PTB-XL records (``HR00001`` ...; all
+folds, since a challenge folder does not say which fold a copy comes from) unless it says
+``allow_evaluation_folds=True``; include PTB-XL through a ``ptbxl`` source instead.
 
 Preparation is the one path of :func:`ecgfoundry.data.transforms.pipeline_for`: each record
 is read once, its leads selected, resampled, filtered and normalised **over the whole record**
@@ -45,7 +48,7 @@ from ecgfoundry.data.record import ECGInputError, Record, canonical_lead_name
 from ecgfoundry.data.transforms import Compose, SelectLeads, pipeline_for
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.errors import UsageError
-from ecgfoundry.pretrain.leakage import file_record_id, record_files, record_id
+from ecgfoundry.pretrain.leakage import file_record_id, ptbxl_copy, record_files, record_id
 from ecgfoundry.spec import InputSpec
 
 SourceKind = Literal["ptbxl", "cinc", "mitdb", "vfdb", "wfdb", "folder"]
@@ -61,7 +64,8 @@ class CorpusSource:
     """One source of a corpus.
 
     ``name``: the dataset name in record ids (default: the kind; for ``wfdb`` the folder's
-    name). ``folds``/``allow_evaluation_folds``: PTB-XL only. ``rename_leads`` maps a source's
+    name). ``folds``: PTB-XL only. ``allow_evaluation_folds``: PTB-XL's folds 9-10, or a
+    challenge folder's copies of PTB-XL records (``cinc``). ``rename_leads`` maps a source's
     lead names to the model's (e.g. ``{"MLII": "II"}``); ``missing_leads="zero"`` fills leads
     the model needs and the record lacks with zeros (two-lead Holter records for a 12-lead
     model) instead of leaving the record out. ``fs``/``leads``: for ``.npy``/``.csv`` files of
@@ -90,6 +94,8 @@ class CorpusSource:
                "missing_leads": self.missing_leads}  # fmt: skip
         if self.kind == "ptbxl":
             out["folds"] = sorted(self.folds)
+        if self.kind == "cinc":
+            out["ptbxl_copies"] = "kept" if self.allow_evaluation_folds else "left out"
         if self.kind == "folder":
             out |= {"fs": self.fs, "leads": list(self.leads) if self.leads else None}
         return out
@@ -231,7 +237,12 @@ def _plan(source: CorpusSource, spec: InputSpec) -> list[_Planned]:
         return [_Planned(str(p), file_record_id(name, root, p), None, _file_seconds(p, source))
                 for p in files]  # fmt: skip
     if source.kind == "cinc":
-        headers = [p for p in find_records(root) if p.suffix.lower() == ".hea"]
+        headers = [
+            p
+            for p in find_records(root)
+            if p.suffix.lower() == ".hea"
+            and (source.allow_evaluation_folds or ptbxl_copy(p.stem) is None)
+        ]
         return [_Planned(str(p), record_id(name, p.relative_to(root).with_suffix("").as_posix()),
                          None, _header_seconds(p)) for p in headers]  # fmt: skip
     same = SAME_SUBJECT.get(source.kind, {}) if source.kind in ("mitdb", "vfdb") else None

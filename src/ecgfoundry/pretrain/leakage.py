@@ -13,13 +13,16 @@ by id, and a hash of that list. Record ids name the dataset and the record:
 
 Patients are namespaced the same way (``ptbxl:15709``, ``mitdb:201``) or ``null`` when the
 source does not say. :func:`check_leakage` compares evaluation ids against a model's manifest
-and refuses overlap unless allowed.
+and refuses overlap unless allowed. The PhysioNet/CinC challenges' copies of PTB-XL records
+(``HR00599`` is PTB-XL's ecg_id 599, under any dataset name or folder) count as those PTB-XL
+records (:func:`same_records`), so a model pretrained on one is caught evaluating on the other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,6 +142,23 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return manifest
 
 
+PTBXL_COPY = re.compile(r"^HR(\d{5})$")  # the CinC challenges' name for a PTB-XL record
+
+
+def ptbxl_copy(name: str) -> int | None:
+    """The PTB-XL ecg_id of a CinC challenge record name (``HR00599`` -> 599), else None."""
+    match = PTBXL_COPY.match(name)
+    return int(match.group(1)) if match else None
+
+
+def same_records(record: str) -> set[str]:
+    """A record id and the ids of the same recording elsewhere: a challenge copy of a PTB-XL
+    record (``cinc:WFDB_PTBXL/HR00599``, ``data:HR00599.mat#...``) is also ``ptbxl:599``."""
+    name = record.split(":", 1)[-1].split("#", 1)[0].rsplit("/", 1)[-1]
+    ecg_id = ptbxl_copy(name.rsplit(".", 1)[0] if "." in name else name)
+    return {record} if ecg_id is None else {record, record_id("ptbxl", ecg_id)}
+
+
 def _content(record: str) -> str | None:
     return record.rsplit("#", 1)[1] if "#" in record else None
 
@@ -158,9 +178,9 @@ def check_leakage(
     if manifest is None:
         return {"status": "no manifest", "manifest": None, "checked": len(ids), "overlap": None,
                 "overlap_examples": [], "allowed": allow}  # fmt: skip
-    seen = {r["id"] for r in manifest["records"]}
+    seen = {alias for r in manifest["records"] for alias in same_records(r["id"])}
     contents = {c for c in map(_content, seen) if c is not None}
-    overlap = [i for i in ids if i in seen or _content(i) in contents]
+    overlap = [i for i in ids if not same_records(i).isdisjoint(seen) or _content(i) in contents]
     record = {"status": "overlap" if overlap else "clean", "manifest": manifest["hash"],
               "checked": len(ids), "overlap": len(overlap),
               "overlap_examples": overlap[:EXAMPLES], "allowed": allow}  # fmt: skip

@@ -27,7 +27,7 @@ from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import model_description, model_fingerprint, save_model
 from ecgfoundry.models.s4 import S4Model
 from ecgfoundry.pretrain.cpc import Autocast, CPCConfig, CPCObjective
-from ecgfoundry.pretrain.leakage import write_manifest
+from ecgfoundry.pretrain.leakage import read_manifest, write_manifest
 
 RUN_FORMAT = 1
 PRETRAINING_FILE = "pretraining.json"
@@ -67,7 +67,9 @@ def run_pretraining(
 ) -> Progress:
     """Claim ``out`` for this run (``settings`` plus the model, seed, precision and number of
     processes), fit the objective ``make_objective(device, autocast)`` on the engine, and save
-    the model (and ``save_extra(objective, folder)``) with the manifest to ``out/model``."""
+    the model (and ``save_extra(objective, folder)``) with the manifest to ``out/model``: the
+    run's records and, when pretraining continues from a model folder (``model.origin``), the
+    records of that folder's manifest."""
     out = Path(out)
     device = dist.setup()
     run_config = {
@@ -91,7 +93,9 @@ def run_pretraining(
         if save_extra is not None:
             save_extra(objective, out / "model")
         if options.records is not None:
-            write_manifest(out / "model", options.records)
+            start = read_manifest(model.origin) if model.origin is not None else None
+            inherited = start["records"] if start is not None else []
+            write_manifest(out / "model", [*options.records, *inherited])
         write_run_summary(out / "model", run_config, progress, device)
     dist.barrier()
     dist.cleanup()
