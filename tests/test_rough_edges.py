@@ -100,6 +100,24 @@ def test_one_lead_array_without_preprocessing_needs_no_lead_names(tmp_path: Path
     assert load_inputs(tmp_path / "x.npy", fs=100, leads=["I"])[0].leads == ("I",)
 
 
+def test_arrays_fed_as_they_are_must_be_the_models_input(tmp_path: Path) -> None:
+    """Without preprocessing nothing resamples or cuts: another rate or length is refused,
+    naming the file, instead of running the model on the wrong input."""
+    spec = {**SMALL_SPEC, "leads": ["I"]}
+    folder = save_model(create_model("net1d-tiny", in_channels=1, spec=spec), tmp_path / "m")
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 1000), dtype=np.float32))
+    np.save(tmp_path / "short.npy", np.zeros((2, 1, 900), dtype=np.float32))
+    fast = cli("predict", folder, tmp_path / "x.npy", "--no-preprocess", "--fs", "500",
+               "--out", tmp_path / "p.csv")  # fmt: skip
+    assert isinstance(fast.exception, ECGInputError) and not (tmp_path / "p.csv").exists()
+    message = "x.npy[0]: 1 leads x 1000 samples at 500 Hz, but the model takes 1 leads x 1000 "
+    assert message in str(fast.exception)
+    model = load_model(folder)
+    records = load_inputs(tmp_path / "short.npy", fs=100, preprocess=False)
+    with pytest.raises(ECGInputError, match=r"short\.npy\[0\]: 1 leads x 900 samples at 100 Hz"):
+        prepare(model, records, preprocess=False)
+
+
 def test_a_bare_preset_is_refused(tmp_path: Path) -> None:
     folder = copy_samples(tmp_path / "records")
     for command in ("predict", "embed"):

@@ -26,7 +26,7 @@ from ecgfoundry.data.record import ECGInputError, Record
 from ecgfoundry.data.transforms import model_windows
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
-from ecgfoundry.spec import STANDARD_LEADS
+from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
 
 @dataclass
@@ -88,15 +88,27 @@ def load_inputs(
     return [read_record(path, fs=fs, leads=list(leads) if leads else None)]
 
 
+def _check_model_input(record: Record, spec: InputSpec) -> None:
+    """Refuse a record that is not already the model's input (``preprocess=False``)."""
+    leads, samples = record.signal.shape
+    wanted = f"the model takes {len(spec.leads)} leads x {spec.samples} samples at {spec.fs:g} Hz"
+    if record.fs != spec.fs or leads != len(spec.leads) or samples != spec.samples:
+        raise ECGInputError(record.source, f"{leads} leads x {samples} samples at "
+                            f"{record.fs:g} Hz, but {wanted}: leave preprocessing on (drop "
+                            "--no-preprocess) to resample, map leads and cut windows")  # fmt: skip
+
+
 def prepare(model: ECGModel, records: Sequence[Record], *, preprocess: bool = True) -> Inputs:
     """Cut records into model inputs with ``model_windows(record, model.spec)``;
-    ``preprocess=False`` takes each record's signal as one model input, as it is."""
+    ``preprocess=False`` takes each record's signal as one model input, as it is: it must
+    already have the model's sampling rate, number of leads and length (else refused)."""
     windows, owner, ids, repairs = [], [], [], {}
     for i, record in enumerate(records):
         record_id = record.source or f"record-{i}"
         if preprocess:
             cut, record = model_windows(record, model.spec)
         else:
+            _check_model_input(record, model.spec)
             cut = record.signal[None]
         done = [r["kind"] for r in record.metadata.get("repairs", [])]
         if done:
