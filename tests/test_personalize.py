@@ -225,6 +225,10 @@ def test_the_cli_meta_trains_and_adapts_to_a_person(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     split = json.loads(result.stdout)["subjects"]
     assert len(split["test"]) == 2 and not set(split["test"]) & set(split["meta-train"])
+    other = CliRunner().invoke(app, ["personalize", "meta-train", *arguments, "--first-order"])
+    assert "holds a run with a different configuration (differs in ['config'])" in str(
+        other.exception
+    )  # not silently resumed from the second-order run's checkpoint
     person = split["test"][0].split("/")[1]
     mine = tmp_path / "mine"
     result = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",

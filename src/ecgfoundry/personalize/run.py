@@ -32,12 +32,13 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
-from ecgfoundry.atomic import atomic_write_text
+from ecgfoundry.atomic import atomic_write_text, json_default
 from ecgfoundry.engine.engine import Engine, TrainingError
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
-from ecgfoundry.engine.run_dir import JsonlLog
+from ecgfoundry.engine.run_dir import JsonlLog, claim_run_dir
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models import create_model, save_model
+from ecgfoundry.models.io import model_fingerprint
 from ecgfoundry.models.registry import model_folder
 from ecgfoundry.personalize.data import Subject, load_subjects
 from ecgfoundry.personalize.foundation import FoundationConfig, FoundationScorer, select_config
@@ -64,6 +65,7 @@ METHODS = ("global", "global-finetune", "scratch", "maml", "maml-curriculum",
            "foundation-post-train")  # fmt: skip
 REFERENCE = "maml-curriculum-prefinetune"
 # Which meta-training each MAML method adapts from: (first order, curriculum).
+RUN_FORMAT = 1
 META_RUNS = {"maml": (False, False), "maml-curriculum": (False, True),
              "fomaml-curriculum-prefinetune": (True, True)}  # fmt: skip
 
@@ -84,6 +86,14 @@ def backbone(
     return create_model(name, num_classes=1, spec=spec.to_dict(), **overrides)
 
 
+def _claim(out: Path, run: str, model: nn.Module, seed: int, **settings: Any) -> None:
+    """Claim ``out`` for this run: the same call resumes it, another configuration (settings,
+    subjects, starting weights, seed) is refused instead of resuming the wrong checkpoint."""
+    config = {"format": RUN_FORMAT, "run": run, "model_weights": model_fingerprint(model),
+              "seed": seed, **settings}  # fmt: skip
+    claim_run_dir(out, json.loads(json.dumps(config, default=json_default)), write=True)
+
+
 def _all_windows(subjects: Sequence[Subject]) -> tuple[np.ndarray, np.ndarray]:
     """Every window, each subject z-scored with its own statistics (meta-training subjects
     only: their test windows are never scored)."""
@@ -100,10 +110,13 @@ def meta_train(
     seed: int = 0,
     progress_bar: bool = False,
 ) -> nn.Module:
-    """Meta-train ``model`` into ``out`` (resumable: the same call continues a killed run);
-    writes ``out/model`` and ``out/personalize.json`` (settings, subjects, difficulties)."""
+    """Meta-train ``model`` into ``out`` (resumable: the same call continues a killed run; a
+    folder of another configuration is refused); writes ``out/model`` and
+    ``out/personalize.json`` (settings, subjects, difficulties)."""
     out = Path(out)
     usable = [s for s in train if s.counts["va"] >= 2 and s.counts["other"] >= 2]
+    _claim(out, "meta-train", model, seed, config=config.to_dict(),
+           train=[s.name for s in train], val=[s.name for s in val])  # fmt: skip
     x, _ = _all_windows(usable)
     calibrate_batchnorm(model, x)
     order = np.arange(len(usable))
@@ -112,7 +125,6 @@ def meta_train(
         scores = difficulties(model, usable, config, seed)
         order = np.argsort(scores, kind="stable")
     objective = MetaObjective(model, usable, val, config, seed=seed, order=order)
-    out.mkdir(parents=True, exist_ok=True)
     Engine(out, seed=seed, precision="fp32", log=JsonlLog(out / "log.jsonl"),
            progress_bar=progress_bar).fit(objective)  # fmt: skip
     save_model(model, out / "model")
@@ -164,10 +176,13 @@ def train_global(
     epochs: int = 5,
     seed: int = 0,
 ) -> nn.Module:
+    """The ``global`` baseline: ``model`` trained on every meta-training window, into ``out``
+    (resumable like :func:`meta_train`)."""
+    out = Path(out)
+    _claim(out, "global", model, seed, epochs=epochs, train=[s.name for s in train],
+           val=[s.name for s in val])  # fmt: skip
     x, y = _all_windows(train)
     calibrate_batchnorm(model, x)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     Engine(out, seed=seed, precision="fp32", log=JsonlLog(out / "log.jsonl"),
            progress_bar=False).fit(WindowObjective(model, x, y, val, epochs, seed))  # fmt: skip
     save_model(model, out / "model")
