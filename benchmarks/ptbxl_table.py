@@ -185,7 +185,8 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
                 scores = [r["metrics"][split]["macro_auroc"] for r in mine if split in r["metrics"]]
                 if not scores:
                     continue
-                cis = [r["metrics"][split]["ci"]["macro_auroc"] for r in mine]
+                cis = [r["metrics"][split]["ci"]["macro_auroc"] for r in mine
+                       if split in r["metrics"]]  # fmt: skip
                 entry[split] = {
                     "macro_auroc": float(np.mean(scores)),
                     "sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from test_ptbxl import copy_records, fold_counts, present_records
 
+from ecgfoundry.models import resolve_model
+
 
 def ecgfoundry(*args: str | Path, env: dict | None = None,
                timeout: int = 300) -> subprocess.CompletedProcess:  # fmt: skip
@@ -26,6 +28,7 @@ def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
     demo = json.loads(result.stdout)
     rows = {row["record"]: row for row in demo["samples"]}
     assert len(rows) == 7
+    assert demo["spec"] == resolve_model("ecgfoundry-cpc").spec.to_dict()  # the model it runs
     assert all(row["model_input"] == [12, 1000] for row in rows.values())
     assert rows["cinc2020/E00009"]["fs"] == 500  # resampled to the 100 Hz input
     assert rows["ptbxl/00010_lr"]["labels"] == "NORM"
@@ -44,6 +47,7 @@ def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
     again = ecgfoundry("demo", "--out", tmp_path / "demo", env=env, timeout=600)  # resumes
     assert again.returncode == 0, again.stderr[-3000:]
     assert "ptbxl/00008_lr" in again.stdout and "12x1000" in again.stdout
+    assert "ecgfoundry-cpc's input: 100 Hz, 10 s, 12 leads, normalisation: none" in again.stdout
     assert again.stdout.strip().endswith("report.html")
 
 

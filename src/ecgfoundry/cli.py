@@ -94,7 +94,7 @@ def demo(
     """The main job, offline: read the bundled ECGs, benchmark the bundled foundation model
     (linear probe vs post-train at 25 and 100 % of the labels, UMAP, SHAP), predict the
     sample ECGs and write the HTML report (its path is printed last). Rerun to resume."""
-    from ecgfoundry.demo import DEMO_SPEC, run_demo
+    from ecgfoundry.demo import MODEL, run_demo
 
     result = run_demo(out, progress=not as_json)
     if as_json:
@@ -115,8 +115,10 @@ def demo(
             f"{row['seconds']:g}", str(row["heart_rate_bpm"] or "-"), row["labels"], shape,
         )  # fmt: skip
     console.print(table)
-    console.print(f"(demo input spec: {DEMO_SPEC.fs:g} Hz, {DEMO_SPEC.seconds:g} s, "
-                  f"{len(DEMO_SPEC.leads)} leads, {DEMO_SPEC.normalisation})")  # fmt: skip
+    spec = result["spec"]
+    leads, norm = len(spec["leads"]), spec["normalisation"]
+    console.print(f"({MODEL}'s input: {spec['fs']:g} Hz, {spec['seconds']:g} s, {leads} leads, "
+                  f"normalisation: {norm})")  # fmt: skip
     scores = Table(title="ecgfoundry-cpc on PTB-XL superdiagnostic (demo subset, fold-9 records)",
                    title_justify="left")  # fmt: skip
     for column in ("mode", "labels", "macro AUROC", "macro AUPRC"):

@@ -21,14 +21,12 @@ import pandas as pd
 
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.readers import read_record
-from ecgfoundry.data.record import STANDARD_LEADS
 from ecgfoundry.data.rpeaks import heart_rate
 from ecgfoundry.data.samples import demo_ptbxl, sample_dir, sample_labels, sample_records
 from ecgfoundry.data.snomed import ptbxl_labels
 from ecgfoundry.data.transforms import pipeline_for
 from ecgfoundry.spec import InputSpec
 
-DEMO_SPEC = InputSpec(fs=100, seconds=10, leads=STANDARD_LEADS, normalisation="zscore")
 MODEL = "ecgfoundry-cpc"
 SUPERCLASSES = ["CD", "HYP", "MI", "NORM", "STTC"]
 
@@ -57,8 +55,9 @@ def _labels(path: Path, metadata: dict[str, Any]) -> str:
     return " ".join(code for code, likelihood in codes.items() if likelihood > 0) or " ".join(codes)
 
 
-def read_samples(spec: InputSpec = DEMO_SPEC) -> list[dict[str, Any]]:
-    """One row per bundled record: what was read and what the model input looks like."""
+def read_samples(spec: InputSpec) -> list[dict[str, Any]]:
+    """One row per bundled record: what was read and what it becomes as input of a model
+    with ``spec``."""
     pipeline = pipeline_for(spec)
     rows = []
     for path in sample_records():
@@ -119,14 +118,17 @@ def run_demo(out: str | Path, *, progress: bool = True) -> dict[str, Any]:
     from ecgfoundry.benchmark import load_config, run_benchmark, summary
     from ecgfoundry.benchmark.grid import RUN, cells
     from ecgfoundry.benchmark.report import write_report
+    from ecgfoundry.models import resolve_model
 
     start, out = time.perf_counter(), Path(out)
-    samples = read_samples()
+    spec = resolve_model(MODEL).spec
+    samples = read_samples(spec)
     config = load_config(demo_config(demo_ptbxl(out / "data")))
     table = run_benchmark(config, out / "benchmark", cache_dir=out / "cache", progress=progress)
     adapted = next(c for c in cells(config) if c.mode == "post-train" and c.fraction == 1.0)
     root = Path(config.tasks[0].data.root)
     predictions = predict_samples(adapted.folder(out / "benchmark") / RUN / "model", root)
     report = write_report(out / "benchmark", out / "report.html")
-    return {"samples": samples, "benchmark": summary(table), "predictions": predictions,
+    return {"samples": samples, "spec": spec.to_dict(), "benchmark": summary(table),
+            "predictions": predictions,
             "report": str(report), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip

@@ -9,7 +9,6 @@ source path, and metadata; non-finite samples and flat leads go through
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -465,12 +464,3 @@ def find_records(folder: str | Path) -> list[Path]:
     return [
         p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
-
-
-def file_signature(paths: list[Path]) -> list[tuple[str, int, int]]:
-    """(name, size, mtime_ns) of each file: what a cache key uses to notice changed sources."""
-    out = []
-    for p in paths:
-        stat = os.stat(p)
-        out.append((str(p), stat.st_size, stat.st_mtime_ns))
-    return out

@@ -19,14 +19,14 @@ How each kind of training plugs in:
   same loss on held-out records with fixed negatives and masks. Hours-long epochs rely on
   the engine's step checkpoints (``checkpoint_every_steps`` / ``checkpoint_every_minutes``)
   and exact mid-epoch resume.
-- **MAML** (personalisation; issue after next): one stage; a "batch" is a meta-batch of
-  episodes (support and query windows of a few subjects, sampled by subject, in curriculum
-  order given the epoch); ``training_step`` adapts a copy of the weights on each support set
-  with ``torch.func.functional_call`` + ``torch.func.grad`` (second order by keeping the
-  graph, first order by detaching the inner gradients) and returns the mean query loss, which
-  the engine back-propagates into the meta-parameters; ``evaluate`` adapts to validation
-  subjects and returns their AUROC. ``setup_stage`` returns the meta-parameters as the only
-  parameter group; ``distribute=None`` when episodes are not split across processes.
+- **MAML** (personalisation, :class:`ecgfoundry.personalize.maml.MetaObjective`): one stage; a
+  "batch" is a meta-batch of episodes (support and query windows of a few subjects, sampled by
+  subject, in curriculum order given the epoch); ``training_step`` adapts a copy of the weights
+  on each support set with ``torch.func.functional_call`` + ``torch.func.grad`` (second order
+  by keeping the graph, first order by detaching the inner gradients) and returns the mean
+  query loss, which the engine back-propagates into the meta-parameters; ``evaluate`` adapts to
+  validation subjects and returns their AUROC. ``setup_stage`` returns the meta-parameters as
+  the only parameter group; ``distribute=None`` when episodes are not split across processes.
 """
 
 from __future__ import annotations
