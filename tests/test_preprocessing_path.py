@@ -12,7 +12,7 @@ import pytest
 from test_ptbxl import copy_records
 
 from ecgfoundry import inference
-from ecgfoundry.adapt.data import ptbxl_cache, read_windows
+from ecgfoundry.adapt.data import Split, TaskData, ptbxl_cache, read_windows, window_loader
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.readers import read_record
 from ecgfoundry.data.transforms import model_windows, pipeline_for, window_starts
@@ -46,10 +46,19 @@ def test_one_record_one_model_input_everywhere(name: str, two_records: Path, tmp
         starts = window_starts(cached.shape[-1], spec.samples)
         evaluation = read_windows(store.signals, np.full(len(starts), row), starts, spec.samples)
         np.testing.assert_array_equal(evaluation, windows)
-        # training: a random crop of the cache is one of those windows, or lies between them
-        crop = read_windows(store.signals, np.array([row]), np.array([starts[1] if len(starts) > 1
-                            else 0]), spec.samples)  # fmt: skip
-        np.testing.assert_array_equal(crop[0], windows[min(1, len(windows) - 1)])
+        # training: the training loader's random crops are cuts of the record prepared whole
+        # (the windows above are such cuts at their starts)
+        prepared = pipeline_for(spec, crop=False)(record).signal
+        split = Split(store.signals, np.array([row]), np.zeros((1, 0), np.float32), np.array([row]))
+        data = TaskData(labels=[], window=spec.samples, train=split, val=split, test=None,
+                        description={})  # fmt: skip
+        offsets = data.train_crops(np.zeros(8, dtype=np.int64), np.random.default_rng(0))
+        loader = window_loader(data.train, spec.samples, [[(0, int(o)) for o in offsets]])
+        crops = next(iter(loader))["x"].numpy()
+        for crop, offset in zip(crops, offsets, strict=True):
+            np.testing.assert_array_equal(crop, prepared[:, offset : offset + spec.samples])
+        np.testing.assert_array_equal(prepared[:, starts[-1] : starts[-1] + spec.samples],
+                                      windows[-1])  # fmt: skip
         # predict / embed
         inputs = inference.prepare(model, [record])
         np.testing.assert_array_equal(inputs.windows, windows)
