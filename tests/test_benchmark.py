@@ -46,6 +46,7 @@ def config(root: Path, **changes) -> dict:
         ({"models": {"nope-net": ["scratch"]}}, "'nope-net' is neither a registered model"),
         ({"models": {"s4-tiny": ["probing"]}}, "unknown mode 'probing'"),
         ({"models": {"resnet1d-wang": ["linear-probe"]}}, "architecture without weights"),
+        ({"models": {"s4-tiny": ["scratch", "finetune"]}}, r"mode 'finetune' starts from"),
         ({"fractions": [0.1, 1.5]}, r"fractions: expected distinct label fractions in \(0, 1\]"),
         ({"tasks": ["georgia:all"]}, "names data 'georgia', which is not under data"),
         ({"tasks": ["ptbxl:everything"]}, "PTB-XL tasks are"),
@@ -60,6 +61,13 @@ def config(root: Path, **changes) -> dict:
 def test_a_bad_configuration_is_named_before_anything_runs(tmp_path, change, message) -> None:
     with pytest.raises(BenchmarkConfigError, match=message):
         load_config(config(tmp_path, **change))
+
+
+def test_a_variant_that_starts_untrained_runs_on_an_architecture(tmp_path) -> None:
+    recipes = {"finetune-from-scratch": {"strategy": "finetune", "init": "random"}}
+    loaded = load_config(config(tmp_path, models={"s4-tiny": ["finetune-from-scratch"]},
+                                recipes=recipes))  # fmt: skip
+    assert loaded.recipe("finetune-from-scratch")["init"] == "random"
 
 
 @pytest.mark.shared_data

@@ -45,7 +45,6 @@ from ecgfoundry.errors import UsageError
 from ecgfoundry.models.registry import HUB_PREFIX, model_entry, model_folder, model_names
 
 KINDS = ("ptbxl", "cinc", "table")
-UNTRAINED_MODES = ("scratch", "supervised")  # the rest start from the model's weights
 FIELDS = ("data", "models", "modes", "tasks", "fractions", "seeds", "recipes", "epochs",
           "analysis", "transfer")  # fmt: skip
 
@@ -151,6 +150,14 @@ def _strategy(mode: str, recipes: dict[str, Any]) -> str | None:
     return strategy if strategy in STRATEGIES else None
 
 
+def _starts_from_weights(mode: str, strategy: str, recipes: dict[str, Any]) -> bool:
+    """Whether a mode's recipe starts from the model's weights (``init``, as the variant sets
+    it or its strategy defaults it)."""
+    variant = recipes.get(mode) or {}
+    init = variant["init"] if "init" in variant else recipe_for(strategy).init
+    return init == "pretrained"
+
+
 def _check_model(source: str, model: str, modes: list[str], recipes: dict[str, Any]) -> None:
     known = model in model_names()
     if not (known or Path(model).is_dir() or model.startswith(HUB_PREFIX)):
@@ -164,11 +171,12 @@ def _check_model(source: str, model: str, modes: list[str], recipes: dict[str, A
                         f"{sorted(STRATEGIES)}, or a variant under recipes with a "
                         "strategy")  # fmt: skip
         weightless = known and model_folder(model) is None
-        if weightless and strategy not in UNTRAINED_MODES:
+        if weightless and _starts_from_weights(mode, strategy, recipes):
             where = model_entry(model).weights
+            untrained = sorted(s for s in STRATEGIES if recipe_for(s).init == "random")
             raise _fail(source, f"models.{model}: mode {mode!r} starts from the model's "
                         f"weights, and {model} is an architecture without weights (use "
-                        f"{list(UNTRAINED_MODES)}, or a model folder"
+                        f"{untrained}, a variant with init: random, or a model folder"
                         + (f"; published weights: {where}" if where else "") + ")")  # fmt: skip
 
 
