@@ -54,3 +54,32 @@ def test_an_attention_head_reads_the_sequence_and_survives_saving(name: str, tmp
         torch.testing.assert_close(loaded.eval()(x), expected)
     loaded.reset_head(2, kind="linear")  # back to the family's own head
     assert loaded.config.head == "linear" and loaded.eval()(x).shape == (2, 2)
+
+
+# How many blocks each family reports intermediate features for.
+BLOCKS = {
+    "net1d": lambda m: len(m.stages),
+    "hubert-ecg": lambda m: m.backbone.config.num_hidden_layers,
+    "ecgfm": lambda m: len(m.encoder.layers),
+    "s4": lambda m: len(m.layers),
+    "resnet1d": lambda m: len(m.stages),
+    "xresnet1d": lambda m: len(m.stages),
+    "inception1d": lambda m: -(-len(m.blocks) // 3),  # residual units of three blocks
+}
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_intermediate_layers_end_with_the_sequence(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    spec = model.spec
+    x = torch.randn(2, len(spec.leads), spec.samples)
+    with torch.no_grad():
+        layers, sequence = model.forward_intermediates(x), model.forward_sequence(x)
+        picked = model.forward_intermediates(x, indices=[0, -1])
+    assert len(layers) == BLOCKS[model.family](model) > 1
+    assert all(layer.ndim == 3 and layer.shape[0] == 2 for layer in layers)
+    torch.testing.assert_close(layers[-1], sequence, rtol=0, atol=0)
+    assert torch.equal(picked[0], layers[0]) and torch.equal(picked[1], sequence)
+    with pytest.raises(IndexError, match=rf"has {len(layers)} blocks; indices \[{len(layers)}\]"):
+        model.forward_intermediates(x, indices=[len(layers)])

@@ -12,10 +12,17 @@ from ecgfoundry.nn.benchmark_head import BenchmarkHead, ConcatPool1d, init_bench
 class BenchmarkCNN(ECGModel):
     """Base of the benchmark's CNNs. A subclass builds its body, then calls
     :meth:`pool_and_initialise` with the body's output channels, then ``reset_head``; it
-    implements ``forward_body(x) -> [B, C, T]``."""
+    implements ``forward_units(x) -> [[B, C, T], ...]``, each stage's or residual unit's
+    output."""
+
+    def forward_units(self, x: Tensor) -> list[Tensor]:
+        raise NotImplementedError
 
     def forward_body(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.forward_units(x)[-1]
+
+    def intermediates(self, x: Tensor) -> list[Tensor]:
+        return [unit.transpose(1, 2) for unit in self.forward_units(x)]
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.pool(self.forward_body(x))

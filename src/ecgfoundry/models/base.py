@@ -1,13 +1,16 @@
 """The interface every model family implements (timm-style).
 
 A family subclasses :class:`ECGModel`, keeps its hyperparameters in a config dataclass that
-subclasses :class:`ModelConfig`, and implements ``forward_features`` (the embedding). The head,
-``forward``, ``reset_head`` and stochastic depth control live here once.
+subclasses :class:`ModelConfig`, and implements ``forward_features`` (the embedding),
+``forward_sequence`` (per-step features) and ``intermediates`` (those after each block). The
+head, ``forward``, ``forward_intermediates``, ``reset_head`` and stochastic depth control live
+here once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,7 +59,7 @@ class ModelConfig:
 
 class ECGModel(nn.Module):
     """Base class: ``forward_features(x) -> [B, D]``, ``forward_sequence(x) -> [B, T, D]``,
-    ``forward_head``, ``forward``.
+    ``forward_intermediates(x) -> [[B, T_i, D_i], ...]``, ``forward_head``, ``forward``.
 
     Input ``x`` is [B, leads, samples] prepared according to :attr:`spec`. ``origin``: the
     folder :func:`~ecgfoundry.models.load_model` read the weights from (None for a model built
@@ -91,6 +94,11 @@ class ECGModel(nn.Module):
         """Size of the per-step features ``forward_sequence`` returns."""
         return self.num_features
 
+    def intermediates(self, x: Tensor) -> list[Tensor]:
+        """Per-step features ``[B, T, D]`` after each block of the backbone (stage, residual
+        unit or layer), input side first; the last is ``forward_sequence(x)``."""
+        raise NotImplementedError
+
     @property
     def has_unused_parameters(self) -> bool:
         """Whether a training step leaves some parameters without a gradient (e.g. layers kept
@@ -109,6 +117,21 @@ class ECGModel(nn.Module):
 
     def forward_head(self, features: Tensor) -> Tensor:
         return self.head(features)
+
+    def forward_intermediates(
+        self, x: Tensor, indices: Sequence[int] | None = None
+    ) -> list[Tensor]:
+        """The per-step features ``[B, T, D]`` after each block (:meth:`intermediates`), or
+        after the blocks at ``indices`` (negative ones count from the last block), for probing
+        or analysing layers other than the last."""
+        layers = self.intermediates(x)
+        if indices is None:
+            return layers
+        count = len(layers)
+        if bad := [i for i in indices if not -count <= i < count]:
+            raise IndexError(f"{type(self).__name__} has {count} blocks; indices {bad} are out "
+                             "of range")  # fmt: skip
+        return [layers[i] for i in indices]
 
     def forward(self, x: Tensor) -> Tensor:
         if self.config.head == "attention" and self.num_classes:

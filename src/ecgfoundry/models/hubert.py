@@ -253,6 +253,11 @@ class HubertECG(ECGModel):
         """``last_hidden_state`` ``[B, frames, hidden_size]`` (93 frames for 5 s at 100 Hz)."""
         return self.backbone(self.flatten_leads(x), return_dict=True).last_hidden_state
 
+    def intermediates(self, x: Tensor) -> list[Tensor]:
+        """``hidden_states`` after each transformer layer (the last is ``last_hidden_state``)."""
+        out = self.backbone(self.flatten_leads(x), output_hidden_states=True, return_dict=True)
+        return list(out.hidden_states[1:])
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Mean over time of ``last_hidden_state`` (HuBERT-ECG's classification pooling)."""
         return self.forward_sequence(x).mean(dim=1)

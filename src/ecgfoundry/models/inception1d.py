@@ -151,16 +151,20 @@ class Inception1d(BenchmarkCNN):
         self.pool_and_initialise(width)
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_body(self, x: Tensor) -> Tensor:
+    def forward_units(self, x: Tensor) -> list[Tensor]:
+        """The output of each residual unit (three blocks and their shortcut), or of each
+        block without shortcuts."""
         check_input(x, self.config.in_channels, "Inception1d")
-        unit_input = x
+        unit_input, outputs = x, []
         for d, block in enumerate(self.blocks):
             x = block(x)
             if self.shortcuts and d % 3 == 2:
                 u = d // 3
                 x = F.relu(self.drop_paths[u](x) + self.shortcuts[u](unit_input))
                 unit_input = x
-        return x
+            if not self.shortcuts or d % 3 == 2 or d == len(self.blocks) - 1:
+                outputs.append(x)
+        return outputs
 
 
 register_model(

@@ -301,8 +301,8 @@ class Net1D(ECGModel):
     def num_features(self) -> int:
         return self.config.filter_list[-1]
 
-    def forward_body(self, x: Tensor) -> Tensor:
-        """The last stage's output [B, C, T]."""
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """Each stage's output [B, C, T]."""
         if x.ndim != 3 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"Net1D expects [batch, {self.config.in_channels} leads, samples], "
@@ -312,9 +312,18 @@ class Net1D(ECGModel):
         if self.use_bn:
             x = self.stem_norm(x)
         x = F.silu(x)
+        outputs = []
         for stage in self.stages:
             x = stage(x)
-        return x
+            outputs.append(x)
+        return outputs
+
+    def forward_body(self, x: Tensor) -> Tensor:
+        """The last stage's output [B, C, T]."""
+        return self.forward_stages(x)[-1]
+
+    def intermediates(self, x: Tensor) -> list[Tensor]:
+        return [stage.transpose(1, 2) for stage in self.forward_stages(x)]
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.forward_body(x).mean(-1)

@@ -213,9 +213,13 @@ class ResNet1d(BenchmarkCNN):
         self.pool_and_initialise(channels)
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_body(self, x: Tensor) -> Tensor:
+    def forward_units(self, x: Tensor) -> list[Tensor]:
         check_input(x, self.config.in_channels, "ResNet1d")
-        return self.stages(self.stem(x))
+        x, outputs = self.stem(x), []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
 
 
 register_model(

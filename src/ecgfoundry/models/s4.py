@@ -217,13 +217,21 @@ class S4Model(ECGModel):
         check_input(x, self.config.in_channels, "S4Model")
         return self.encoder(torch.nan_to_num(x)).transpose(1, 2)
 
-    def forward_context(self, tokens: Tensor) -> Tensor:
-        """The S4 stack on encoder tokens [B, T, C] -> [B, T, d_model]."""
+    def forward_layers(self, tokens: Tensor) -> list[Tensor]:
+        """Each S4 layer's output [B, T, d_model] on encoder tokens [B, T, C]."""
         u = tokens if self.proj is None else self.proj(tokens)
-        u = u.transpose(1, 2)
+        u, outputs = u.transpose(1, 2), []
         for layer in self.layers:
             u = layer(u)
-        return u.transpose(1, 2)
+            outputs.append(u.transpose(1, 2))
+        return outputs
+
+    def forward_context(self, tokens: Tensor) -> Tensor:
+        """The S4 stack on encoder tokens [B, T, C] -> [B, T, d_model]."""
+        return self.forward_layers(tokens)[-1]
+
+    def intermediates(self, x: Tensor) -> list[Tensor]:
+        return self.forward_layers(self.forward_tokens(x))
 
     def forward_sequence(self, x: Tensor) -> Tensor:
         """Per-step features [B, T, d_model] after the S4 stack, before pooling."""

@@ -394,13 +394,21 @@ class TransformerEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(config.encoder_embed_dim)
         self.apply(_init_bert_params)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_layers(self, x: Tensor) -> list[Tensor]:
+        """Each layer's output; with ``layer_norm_first`` the last one normalised, as the
+        encoder's output is."""
         if not self.layer_norm_first:
             x = self.layer_norm(x)
-        x = self.dropout(x)
+        x, outputs = self.dropout(x), []
         for layer in self.layers:
             x = layer(x)
-        return self.layer_norm(x) if self.layer_norm_first else x
+            outputs.append(x)
+        if self.layer_norm_first:
+            outputs[-1] = self.layer_norm(outputs[-1])
+        return outputs
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_layers(x)[-1]
 
 
 def _init_bert_params(module: nn.Module) -> None:
@@ -474,6 +482,10 @@ class Wav2Vec2ECG(ECGModel):
     def forward_sequence(self, x: Tensor) -> Tensor:
         """Per-step hidden states of the last layer, [B, T, D]."""
         return self.contextualize(self.project_features(self.local_features(x)))
+
+    def intermediates(self, x: Tensor) -> list[Tensor]:
+        features = self.project_features(self.local_features(x))
+        return self.encoder.forward_layers(self.conv_pos(features))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled embedding [B, D]: mean over time of the non-zero hidden-state entries."""

@@ -193,9 +193,13 @@ class XResNet1d(BenchmarkCNN):
                         block.last_norm.weight.zero_()
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_body(self, x: Tensor) -> Tensor:
+    def forward_units(self, x: Tensor) -> list[Tensor]:
         check_input(x, self.config.in_channels, "XResNet1d")
-        return self.stages(self.stem(x))
+        x, outputs = self.stem(x), []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
 
 
 XRESNET1D_PRESETS: dict[str, dict[str, Any]] = {
