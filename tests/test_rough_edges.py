@@ -182,3 +182,24 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
     unknown = cli("finetune", "net1d-tiny", "--strategy", "nope", "--out", tmp_path / "run")
     assert isinstance(unknown.exception, UsageError) and "post-train" in str(unknown.exception)
     assert len(calls) == 1
+    named = cli(
+        "finetune",
+        "net1d-tiny",
+        "--data",
+        f"cinc={tmp_path}",
+        "--strategy",
+        "lp-ft",
+        "--out",
+        tmp_path / "run",
+        "--fraction",
+        "0.3",
+        "--loader-workers",
+        "2",
+        "--checkpoint-minutes",
+        "5",
+    )  # fmt: skip  (pretrain's KIND=PATH form)
+    assert named.exit_code == 0, named.output
+    assert calls[1] == calls[0]
+    both = cli("finetune", "net1d-tiny", "--data", f"cinc={tmp_path}", "--root", tmp_path,
+               "--strategy", "lp-ft", "--out", tmp_path / "run")  # fmt: skip
+    assert "names the folder already: drop --root" in str(both.exception) and len(calls) == 2

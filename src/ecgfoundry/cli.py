@@ -419,7 +419,10 @@ def finetune(
     out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists).")],
     data: Annotated[
         str,
-        typer.Option(help="ptbxl, cinc (a PhysioNet/CinC challenge folder) or a CSV table."),
+        typer.Option(
+            help="ptbxl, cinc (a PhysioNet/CinC challenge folder) or a CSV table; "
+            "ptbxl=DIR / cinc=DIR name the folder too, as in pretrain."
+        ),
     ] = "ptbxl",
     root: Annotated[Path | None, typer.Option(help="The dataset folder.")] = None,
     task: Annotated[
@@ -444,6 +447,11 @@ def finetune(
     from ecgfoundry.adapt import finetune as run
 
     _one_of("--strategy", strategy, STRATEGIES)
+    kind, named, folder = data.partition("=")
+    if named and kind in ("ptbxl", "cinc"):
+        if root is not None:
+            raise UsageError(f"--data {data} names the folder already: drop --root")
+        data, root = kind, Path(folder)
     metrics = run(
         model, data=data, root=root, task=task, strategy=strategy, out=out, fraction=fraction,
         seed=seed, config=config, epochs=epochs, cache_dir=cache_dir, workers=workers,
