@@ -90,7 +90,8 @@ backbone = resolve_model("{name}")                                # the pretrain
 model = create_model("{name}", pretrained=True, num_classes=5)    # with a fresh head
 ```
 
-or `ecgfoundry finetune {name} ...`, `ecgfoundry embed {name} ...`, `ecgfoundry predict`.
+or `ecgfoundry finetune {name} ...`, `ecgfoundry embed {name} ...`; `ecgfoundry predict` takes \
+the fine-tuned model (this one has no classification head).
 
 ## Model
 - Family `s4`, ECG-CPC's architecture (AI4HealthUOL; arXiv 2509.25095): a convolutional \

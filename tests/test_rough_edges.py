@@ -17,9 +17,10 @@ from ecgfoundry.data.readers import read_record
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.data.samples import sample_dir
 from ecgfoundry.data.transforms import model_windows
+from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE
 from ecgfoundry.inference import embed, ids_path, load_inputs, predict_proba, prepare
-from ecgfoundry.models import create_model, load_model, save_model
+from ecgfoundry.models import create_model, load_model, resolve_model, save_model
 from ecgfoundry.models.io import CheckpointError
 from ecgfoundry.models.net1d import SMALL_SPEC
 
@@ -76,7 +77,7 @@ def test_embed_and_npy_predictions_keep_the_record_ids(tiny: Path, tmp_path: Pat
     assert np.load(tmp_path / "p.npy").shape == (5, 3)
     assert (tmp_path / "p.ids.txt").read_text().splitlines() == ids
     refused = cli("embed", tiny, records, "--fs", "100", "--out", tmp_path / "e.csv")
-    assert isinstance(refused.exception, ECGInputError) and ".npy" in str(refused.exception)
+    assert isinstance(refused.exception, UsageError) and ".npy" in str(refused.exception)
 
 
 def test_one_lead_array_without_preprocessing_needs_no_lead_names(tmp_path: Path) -> None:
@@ -104,7 +105,8 @@ def test_arrays_fed_as_they_are_must_be_the_models_input(tmp_path: Path) -> None
     """Without preprocessing nothing resamples or cuts: another rate or length is refused,
     naming the file, instead of running the model on the wrong input."""
     spec = {**SMALL_SPEC, "leads": ["I"]}
-    folder = save_model(create_model("net1d-tiny", in_channels=1, spec=spec), tmp_path / "m")
+    model = create_model("net1d-tiny", in_channels=1, num_classes=2, spec=spec)
+    folder = save_model(model, tmp_path / "m")
     np.save(tmp_path / "x.npy", np.zeros((2, 1, 1000), dtype=np.float32))
     np.save(tmp_path / "short.npy", np.zeros((2, 1, 900), dtype=np.float32))
     fast = cli("predict", folder, tmp_path / "x.npy", "--no-preprocess", "--fs", "500",
@@ -158,7 +160,6 @@ def test_prepare_cuts_records_as_training_and_evaluation_do(tiny: Path) -> None:
 
 def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import ecgfoundry.adapt
-    from ecgfoundry.errors import UsageError
 
     calls = []
 
@@ -203,3 +204,47 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
     both = cli("finetune", "net1d-tiny", "--data", f"cinc={tmp_path}", "--root", tmp_path,
                "--strategy", "lp-ft", "--out", tmp_path / "run")  # fmt: skip
     assert "names the folder already: drop --root" in str(both.exception) and len(calls) == 2
+
+
+def test_predict_and_embed_check_the_model_and_output_before_reading(tmp_path: Path) -> None:
+    """A backbone without a head, or an output name that cannot be written, is refused
+    before any record is read (the source here does not even exist)."""
+    missing = tmp_path / "not-there"
+    backbone = cli("predict", "ecgfoundry-cpc", missing, "--out", tmp_path / "p.csv")
+    assert isinstance(backbone.exception, UsageError)
+    assert "ecgfoundry-cpc has no classification head" in str(backbone.exception)
+    wrong = cli("embed", "ecgfoundry-cpc", missing, "--out", tmp_path / "e.csv")
+    assert str(wrong.exception) == f"--out {tmp_path / 'e.csv'}: must end in .npy"
+
+
+def test_a_folder_run_leaves_out_an_unreadable_record_and_names_it(tiny, tmp_path) -> None:
+    records = copy_samples(tmp_path / "records")
+    broken = records / f"{RECORDS[0]}.dat"
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated
+    result = CliRunner().invoke(app, ["embed", str(tiny), str(records), "--out",
+                                      str(tmp_path / "e.npy")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"note: left out {records / RECORDS[0]}" in " ".join(result.stderr.split())
+    ids = (tmp_path / "e.ids.txt").read_text().split()
+    assert len(ids) == len(RECORDS) - 1 and not any(RECORDS[0] in i for i in ids)
+    (tmp_path / "empty").mkdir()
+    empty = cli("embed", tiny, tmp_path / "empty", "--out", tmp_path / "x.npy")
+    assert str(empty.exception).startswith(f"{tmp_path / 'empty'}: no ECG records in this folder")
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((1000,), r"shape \(1000,\): expected \[leads, samples\]"),
+     ((0, 12, 1000), r"shape \(0, 12, 1000\)"),
+     ((2, 1000, 12), r"shape \(2, 1000, 12\) has more leads \(1000\) than samples.*transpose")],
+)  # fmt: skip
+def test_an_array_of_the_wrong_shape_is_named(shape, message, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros(shape, dtype=np.float32))
+    with pytest.raises(ECGInputError, match=rf"x\.npy: an array of {message}"):
+        load_inputs(tmp_path / "x.npy", fs=100)
+
+
+def test_an_unreachable_hub_model_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"hf-hub:nobody/nothing: could not download it"):
+        resolve_model("hf-hub:nobody/nothing")

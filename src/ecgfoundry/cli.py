@@ -307,19 +307,30 @@ NoPreprocessOption = Annotated[
 ]
 
 
-def _inputs(
-    model_name: str, source: Path, fs: float | None, leads: str | None, no_preprocess: bool
-) -> tuple[ECGModel, Inputs]:
-    from ecgfoundry import inference
+def _model(name: str) -> ECGModel:
     from ecgfoundry.models.registry import resolve_model
 
-    model = resolve_model(model_name).eval()  # a bare preset is refused: random weights
+    return resolve_model(name).eval()  # a preset without weights is refused: random weights
+
+
+def _inputs(
+    model: ECGModel, source: Path, fs: float | None, leads: str | None, no_preprocess: bool
+) -> Inputs:
+    from ecgfoundry import inference
+
     if no_preprocess and fs is None:  # the arrays are model inputs: at the model's rate
         fs = model.spec.fs
     lead_names = [name.strip() for name in leads.split(",")] if leads else None
     preprocess = not no_preprocess
     records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess)
-    return model, inference.prepare(model, records, preprocess=preprocess)
+    inputs = inference.prepare(model, records, preprocess=preprocess)
+    if inputs.repairs:
+        shown = "; ".join(f"{rid} ({', '.join(kinds)})"
+                          for rid, kinds in list(inputs.repairs.items())[:5])  # fmt: skip
+        more = f"; {len(inputs.repairs) - 5} more" if len(inputs.repairs) > 5 else ""
+        print(f"note: {len(inputs.repairs)} record(s) were repaired before scoring: "
+              f"{shown}{more}", file=sys.stderr)  # fmt: skip
+    return inputs
 
 
 @app.command()
@@ -336,7 +347,9 @@ def embed(
     """Write one embedding per record (mean over the model's input windows)."""
     from ecgfoundry import inference
 
-    network, inputs = _inputs(model, source, fs, leads, no_preprocess)
+    inference.check_output(out, inference.EMBEDDING_FORMATS)
+    network = _model(model)
+    inputs = _inputs(network, source, fs, leads, no_preprocess)
     embeddings = inference.embed(network, inputs)
     path = inference.write_embeddings(out, embeddings, inputs.ids)
     typer.echo(f"{path}: {embeddings.shape[0]} records x {embeddings.shape[1]} features "
@@ -361,7 +374,10 @@ def predict(
     """Write per-label probabilities for each record."""
     from ecgfoundry import inference
 
-    network, inputs = _inputs(model, source, fs, leads, no_preprocess)
+    inference.check_output(out, inference.PREDICTION_FORMATS)
+    network = _model(model)
+    inference.require_head(network, model)
+    inputs = _inputs(network, source, fs, leads, no_preprocess)
     probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
     labels = inference.label_names(network)
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))

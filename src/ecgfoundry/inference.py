@@ -24,6 +24,7 @@ import torch
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record
 from ecgfoundry.data.transforms import model_windows
+from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
@@ -66,7 +67,10 @@ def load_inputs(
                 print(f"note: skipped {len(arrays)} .npy/.csv file(s) in {path} "
                       "(pass --fs to read them as ECGs)", file=sys.stderr)  # fmt: skip
             found = [p for p in found if p not in arrays]
-        return load_inputs(found, fs=fs, leads=leads, preprocess=preprocess)
+        if not found:
+            raise ECGInputError(path, "no ECG records in this folder (WFDB/CinC .hea records, "
+                                "or .npy/.csv arrays with --fs)")  # fmt: skip
+        return _readable(found, fs=fs, leads=leads, preprocess=preprocess)
     if not path.exists():
         raise ECGInputError(path, "no such file or folder")
     if path.suffix.lower() == ".npy":
@@ -78,7 +82,14 @@ def load_inputs(
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
         except (OSError, ValueError) as error:
             raise ECGInputError(path, f"not a readable .npy array ({error})") from error
-        n_leads = shape[-2] if len(shape) >= 2 else 0
+        if len(shape) not in (2, 3) or 0 in shape:
+            raise ECGInputError(path, f"an array of shape {shape}: expected [leads, samples] "
+                                "or [records, leads, samples] with none of them 0")  # fmt: skip
+        n_leads = shape[-2]
+        if n_leads > shape[-1]:
+            raise ECGInputError(path, f"an array of shape {shape} has more leads ({n_leads}) "
+                                f"than samples ({shape[-1]}): store it as [records, leads, "
+                                "samples] (transpose it)")  # fmt: skip
         if n_leads == len(STANDARD_LEADS):
             return read_numpy(path, fs, STANDARD_LEADS)
         if preprocess:
@@ -96,6 +107,22 @@ def _check_model_input(record: Record, spec: InputSpec) -> None:
         raise ECGInputError(record.source, f"{leads} leads x {samples} samples at "
                             f"{record.fs:g} Hz, but {wanted}: leave preprocessing on (drop "
                             "--no-preprocess) to resample, map leads and cut windows")  # fmt: skip
+
+
+def _readable(paths: list[Path], **options: Any) -> list[Record]:
+    """The records of a folder's files; an unreadable one is left out with a note naming it
+    and the problem (all unreadable: the first problem is raised)."""
+    records, problems = [], []
+    for path in paths:
+        try:
+            records.extend(load_inputs(path, **options))
+        except ECGInputError as error:
+            problems.append(error)
+    if problems and not records:
+        raise problems[0]
+    for error in problems:
+        print(f"note: left out {error}", file=sys.stderr)
+    return records
 
 
 def prepare(model: ECGModel, records: Sequence[Record], *, preprocess: bool = True) -> Inputs:
@@ -117,7 +144,7 @@ def prepare(model: ECGModel, records: Sequence[Record], *, preprocess: bool = Tr
         owner.extend([i] * len(cut))
         ids.append(record_id)
     if not windows:
-        raise ECGInputError(None, "no ECG records to run on")
+        raise UsageError("no ECG records to run on")
     shapes = {w.shape[1:] for w in windows}
     if len(shapes) > 1:
         raise ECGInputError(None, f"inputs of different shapes {sorted(shapes)}: preprocess them")
@@ -152,10 +179,17 @@ def predict_proba(
     aggregate: Aggregate = DEFAULT_AGGREGATE,
 ) -> np.ndarray:
     """Per-label probabilities [records, classes] (sigmoid: labels are not exclusive)."""
-    if not model.num_classes:
-        raise ECGInputError(None, "this model has no classification head; use embed")
+    require_head(model)
     logits = _run(model, inputs, "forward", batch_size)
     return _per_record(1.0 / (1.0 + np.exp(-logits)), inputs, aggregate)
+
+
+def require_head(model: ECGModel, name: str | Path = "this model") -> None:
+    """Refuse to predict with a model without a classification head (a pretrained backbone)."""
+    if not model.num_classes:
+        raise UsageError(f"{name} has no classification head (a pretrained backbone): adapt it "
+                         "to your labels first (ecgfoundry finetune), or write its embeddings "
+                         "with embed")  # fmt: skip
 
 
 def label_names(model: ECGModel) -> list[str]:
@@ -172,12 +206,26 @@ def _save_array(path: Path, values: np.ndarray, ids: list[str]) -> None:
     ids_path(path).write_text("".join(f"{rid}\n" for rid in ids))
 
 
+EMBEDDING_FORMATS = (".npy",)
+PREDICTION_FORMATS = (".npy", ".csv", ".json")
+
+
+def check_output(path: str | Path, formats: Sequence[str]) -> Path:
+    """``path`` as an output file: one of ``formats``, in a folder that exists or can be made
+    (checked before any work is done)."""
+    path = Path(path)
+    if path.suffix.lower() not in formats:
+        raise UsageError(f"--out {path}: must end in {' or '.join(formats)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {path}: cannot write there ({error.strerror})") from error
+    return path
+
+
 def write_embeddings(path: str | Path, embeddings: np.ndarray, ids: list[str]) -> Path:
     """Save ``.npy`` [records, D] with the record ids in ``NAME.ids.txt``."""
-    path = Path(path)
-    if path.suffix.lower() != ".npy":
-        raise ECGInputError(path, "embeddings are written as .npy (record ids beside it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output(path, EMBEDDING_FORMATS)
     _save_array(path, embeddings, ids)
     return path
 
@@ -190,11 +238,8 @@ def write_predictions(path: str | Path, probabilities: np.ndarray, ids: list[str
 
     import pandas as pd
 
-    path = Path(path)
+    path = check_output(path, PREDICTION_FORMATS)
     suffix = path.suffix.lower()
-    if suffix not in (".npy", ".csv", ".json"):
-        raise ECGInputError(path, "output must end in .npy, .csv or .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
         _save_array(path, probabilities, ids)
     elif suffix == ".csv":

@@ -299,8 +299,15 @@ def download_from_hub(
     """A local snapshot of a Hugging Face Hub model repository (uses the HF cache; honours
     ``HF_HUB_OFFLINE=1``, in which case the snapshot must already be cached)."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    path = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+    try:
+        path = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"hf-hub:{repo_id}", f"could not download it and no copy is "
+                              f"cached ({first}); download it where the Hub is reachable, "
+                              "or pass a local model folder") from error  # fmt: skip
     return Path(path)
 
 
