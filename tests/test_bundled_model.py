@@ -25,6 +25,7 @@ from ecgfoundry.models.registry import (
     build_config,
     create_model,
     list_models,
+    load_model,
     model_folder,
     resolve_model,
 )
@@ -41,6 +42,9 @@ def test_it_is_listed_as_pretrained_and_loads_offline_by_name() -> None:
     model = resolve_model(NAME)
     assert model.config.to_dict() == build_config(NAME).to_dict()  # the registered architecture
     assert model_folder(NAME) == BUNDLED_DIR / NAME
+    loaded = load_model(NAME)  # load_model takes the name too, and remembers where it read
+    assert loaded.origin == model.origin == BUNDLED_DIR / NAME
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     classifier = create_model(NAME, pretrained=True, num_classes=5)
     body = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in body.items())

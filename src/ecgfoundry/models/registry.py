@@ -186,13 +186,16 @@ def _without_head(state: dict[str, torch.Tensor], model: ECGModel) -> dict[str, 
 
 
 def load_model(path: str | Path) -> ECGModel:
-    """A model from the project's folder format, or ``hf-hub:ORG/REPO[@REVISION]``.
+    """A model from the project's folder format, ``hf-hub:ORG/REPO[@REVISION]``, or the name
+    of a preset with bundled weights (``ecgfoundry-cpc``).
 
     A folder in a format a family registered (:func:`register_folder_format`, e.g. a Hub
     snapshot of a published model in its original layout) is converted on the fly.
     """
     text = str(path)
-    if text.startswith(HUB_PREFIX):
+    if text in _MODELS and _MODELS[text].folder is not None and not Path(text).exists():
+        path = _MODELS[text].folder
+    elif text.startswith(HUB_PREFIX):
         repo, _, revision = text[len(HUB_PREFIX) :].partition("@")
         path = download_from_hub(repo, revision=revision or None)
     for detect, load in _FOLDER_FORMATS:
