@@ -109,6 +109,14 @@ def test_cache_command_builds_the_cache_training_reads(ptbxl_root: Path, tmp_pat
     np.testing.assert_allclose(signals[1], pipeline_for(spec)(record).signal, atol=1e-6)
     no_model = ecgfoundry("data", "cache", "ptbxl", "--root", tmp_path / "copy")
     assert no_model.returncode == 2 and "Missing option '--model'" in no_model.stderr
+    assert "left out" not in first.stderr
+    dat = next((tmp_path / "copy").rglob("00003_lr.dat"))
+    dat.write_bytes(dat.read_bytes()[:100])  # damaged: the cache leaves it out and says so
+    damaged = ecgfoundry("data", "cache", "ptbxl", "--root", tmp_path / "copy", "--cache-dir",
+                         tmp_path / "d", "--model", "net1d-tiny")  # fmt: skip
+    assert damaged.returncode == 0, damaged.stderr
+    assert "note: 2 records cached; 1 listed in" in damaged.stderr
+    assert damaged.stderr.rstrip().endswith(": 3")
 
 
 def test_arrhythmia_summaries(vfdb_root: Path, mitdb_root: Path) -> None:

@@ -201,12 +201,24 @@ def data_cache(
     cache_dir: CacheDirOption = None,
     workers: Annotated[int, typer.Option(help="Processes decoding records.")] = 1,
 ) -> None:
-    """Build (or reuse) the cache training a model on a dataset reads; print its location."""
-    from ecgfoundry.adapt.data import ptbxl_cache
+    """Build (or reuse) the cache training a model on a dataset reads; print its location
+    (records the copy lists but could not give are named on stderr)."""
+    from ecgfoundry.adapt.data import ptbxl_cache, source_rate
+    from ecgfoundry.data import ptbxl
     from ecgfoundry.models.registry import resolve_model
 
     spec = resolve_model(model, weights=False).spec  # the architecture is enough
-    typer.echo(str(ptbxl_cache(root, spec, cache_dir=cache_dir, workers=workers).path))
+    db = ptbxl.load(root, fs=source_rate(root, spec))
+    store = ptbxl_cache(root, spec, cache_dir=cache_dir, workers=workers, db=db)
+    undecoded = [db.table.index[e["item"]] for e in store.meta.get("unreadable", [])]
+    left_out = [*map(str, db.missing_records), *map(str, db.unreadable_records),
+                *map(str, undecoded)]  # fmt: skip
+    if left_out:
+        shown = ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else "")
+        print(f"note: {len(store)} records cached; {len(left_out)} listed in {root} were left "
+              f"out (files absent, damaged or unreadable; `ecgfoundry data summary ptbxl` says "
+              f"which): {shown}", file=sys.stderr)  # fmt: skip
+    typer.echo(str(store.path))
 
 
 @data_app.command("download")
