@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from ecgfoundry.cli import app
 from ecgfoundry.export import ExportError, example_input, export_onnx, exportable, run_onnx
-from ecgfoundry.models import create_model
+from ecgfoundry.models import create_model, resolve_model
 from ecgfoundry.models.registry import list_models
 from ecgfoundry.nn.s4 import S4Layer
 
@@ -44,8 +44,11 @@ def test_every_family_has_a_preset_here() -> None:
 @pytest.mark.parametrize("family", sorted(PRESETS))
 def test_every_family_exports_and_matches_onnxruntime(family: str, tmp_path: Path) -> None:
     model = trained_like(PRESETS[family])
+    model.config.labels = ["NORM", "MI", "STTC"]
     report = export_onnx(model, tmp_path / "model.onnx")
     assert report["max_abs_error"] <= 1e-4
+    assert report["output"] == "logits" and report["preprocessing"] == model.spec.to_dict()
+    assert report["labels"] == ["NORM", "MI", "STTC"] and report["outputs"] == 3
     assert report["input"] == ["batch", len(model.spec.leads), model.spec.samples]
     assert report["fixed_length_layers"] == (model.config.n_layers if family == "s4" else 0)
     inputs = example_input(model, batch=3, seed=7)  # another batch size: the batch is dynamic
@@ -88,6 +91,8 @@ def test_the_cli_exports_the_bundled_model(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["path"] == str(out) and out.is_file() and report["max_abs_error"] <= 1e-4
     assert report["input"] == ["batch", 12, 1000] and report["outputs"] > 0
+    assert report["output"] == "embedding" and report["labels"] is None  # a backbone: no head
+    assert report["preprocessing"] == resolve_model("ecgfoundry-cpc").spec.to_dict()
 
 
 def test_a_bad_output_name_is_refused(tmp_path: Path) -> None:

@@ -1,7 +1,11 @@
 """Export a model to ONNX for devices, checked against onnxruntime, optionally int8-quantised.
 
 The exported graph takes ``[batch, leads, samples]`` (the model's input spec, or ``seconds``
-given here; the batch is dynamic) and returns logits. Every family exports with PyTorch's
+given here; the batch is dynamic) and returns logits (output ``logits``; a model without a
+classification head returns its embedding, output ``embedding``). ``NAME.json`` beside it says
+what the device must do and read: the input spec (``preprocessing``: rate, leads, filters and
+normalisation, all applied before the graph unless ``input_normalisation`` is set) and the
+output's ``labels``. Every family exports with PyTorch's
 ONNX exporter except for one op: S4's kernel is computed with complex numbers and FFTs, which
 ONNX cannot express; its layers are replaced by :class:`ecgfoundry.nn.s4.FixedLengthS4Layer`
 (the kernel computed once for the export length, applied as a direct causal convolution).
@@ -168,11 +172,12 @@ def export_onnx(
     if normalise is not None:
         mean, sd = normalise
         network, reference = Standardised(network, mean, sd), Standardised(model, mean, sd)
+    output = "logits" if model.num_classes else "embedding"
     batch = torch.export.Dim("batch", min=1, max=4096)
     with _quiet():
         program = torch.onnx.export(
             network, (example,), dynamo=True, opset_version=OPSET, input_names=["ecg"],
-            output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False,
+            output_names=[output], dynamic_shapes=({0: batch},), verbose=False,
         )  # fmt: skip
     program.save(str(out))
     inputs = example_input(model, seconds, batch=check_batch, seed=1)
@@ -185,6 +190,8 @@ def export_onnx(
         "family": model.family, "format": "onnx", "path": str(out), "opset": OPSET,
         "input": ["batch", len(model.spec.leads), int(example.shape[-1])],
         "fs": model.spec.fs, "leads": list(model.spec.leads), "outputs": int(expected.shape[1]),
+        "output": output, "labels": list(model.config.labels) if model.config.labels else None,
+        "preprocessing": model.spec.to_dict(),
         "bytes": out.stat().st_size, "max_abs_error": error, "checked_on": check_batch,
         "fixed_length_layers": sum(hasattr(m, "fixed_length") for m in model.modules()),
         "input_normalisation": None if normalise is None else dict(zip(("mean", "sd"),
