@@ -606,7 +606,9 @@ def personalize_meta_train(
     ] = "net1d-tiny",
     seed: SeedOption = 0,
     config: MAMLConfigOption = None,
-    first_order: Annotated[bool, typer.Option("--first-order")] = False,
+    first_order: Annotated[
+        bool, typer.Option("--first-order", help="First-order MAML (no second derivatives).")
+    ] = False,
     curriculum: Annotated[bool, typer.Option(help="Easy subjects first.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
