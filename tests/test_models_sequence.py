@@ -25,12 +25,16 @@ def test_every_family_has_a_pooling_rule_here() -> None:
     assert {row["family"] for row in list_models() if row["name"] in SMALL} <= set(POOL)
 
 
-@pytest.mark.parametrize("name", SMALL)
-def test_sequence_pools_to_the_embedding(name: str) -> None:
+def model_and_input(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A seeded preset in eval mode and a batch of two random inputs of its spec."""
     torch.manual_seed(0)
     model = create_model(name).eval()
-    spec = model.spec
-    x = torch.randn(2, len(spec.leads), spec.samples)
+    return model, torch.randn(2, len(model.spec.leads), model.spec.samples)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_sequence_pools_to_the_embedding(name: str) -> None:
+    model, x = model_and_input(name)
     with torch.no_grad():
         sequence, features = model.forward_sequence(x), model.forward_features(x)
     assert sequence.ndim == 3 and sequence.shape[0] == 2 and sequence.shape[1] > 1
@@ -70,10 +74,7 @@ BLOCKS = {
 
 @pytest.mark.parametrize("name", SMALL)
 def test_intermediate_layers_end_with_the_sequence(name: str) -> None:
-    torch.manual_seed(0)
-    model = create_model(name).eval()
-    spec = model.spec
-    x = torch.randn(2, len(spec.leads), spec.samples)
+    model, x = model_and_input(name)
     with torch.no_grad():
         layers, sequence = model.forward_intermediates(x), model.forward_sequence(x)
         picked = model.forward_intermediates(x, indices=[0, -1])
