@@ -398,7 +398,7 @@ def read_csv(
             raise ECGInputError(path, f"{len(leads)} lead names given for {len(names)} columns")
         names = list(leads)
     if names is None:
-        raise ECGInputError(path, "CSV has no header row: pass the lead names")
+        raise ECGInputError(path, "CSV has no header row: pass the lead names (CLI --leads)")
     try:
         values = frame.to_numpy(dtype=np.float64)
     except ValueError as error:
@@ -433,7 +433,7 @@ def read_record(
         return read_wfdb(path, **options)
     if suffix in (".npy", ".csv"):
         if fs is None:
-            raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs")
+            raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs (CLI --fs)")
         if suffix == ".csv":
             return read_csv(path, fs, leads, **options)
         if leads is None:
