@@ -64,8 +64,10 @@ def load_inputs(
         if fs is None:  # .npy/.csv need a sampling rate: read the self-describing records only
             arrays = [p for p in found if p.suffix.lower() in (".npy", ".csv")]
             if arrays:
-                print(f"note: skipped {len(arrays)} .npy/.csv file(s) in {path} "
-                      "(pass --fs to read them as ECGs)", file=sys.stderr)  # fmt: skip
+                names = ", ".join(p.name for p in arrays[:5]) + (" ..." if len(arrays) > 5 else "")
+                print(f"note: skipped {len(arrays)} .npy/.csv file(s) in {path} ({names}): if "
+                      "they are ECGs, pass their sampling rate with --fs",
+                      file=sys.stderr)  # fmt: skip
             found = [p for p in found if p not in arrays]
         if not found:
             raise ECGInputError(path, "no ECG records in this folder (WFDB/CinC .hea records, "
