@@ -318,6 +318,10 @@ def test_summary_matches_windows(mitdb_root: Path, tmp_path: Path) -> None:
     assert info["va"]["classes"] == va.class_counts()
     assert info["va"]["per_subject"] == va.subject_counts()
     assert info["va"]["classes"]["va"] > 100 and info["va"]["subjects_with_va"] == 2
+    with pytest.raises(
+        ECGInputError, match=r"all 2 readable records were skipped \(207: no lead 'V9'"
+    ):
+        A.summary("mitdb", root, lead="V9", records=["207", "223"])  # a lead no record has
     beats = A.load_windows("mitdb", root, label="beat")
     assert info["beat"]["classes"] == beats.class_counts()
     assert info["beat"]["windows"] == len(beats)

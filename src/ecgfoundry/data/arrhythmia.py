@@ -742,6 +742,10 @@ def summary(
             dropped[prep.name] = va.dropped
         if subject not in subjects:
             subjects.append(subject)
+    if not va_parts and skipped:  # e.g. a lead no record has
+        name, reason = next(iter(skipped.items()))
+        raise ECGInputError(path, f"all {len(skipped)} readable records were skipped ({name}: "
+                            f"{reason})")  # fmt: skip
     out: dict[str, Any] = {
         "dataset": dataset,
         "root": str(path),
