@@ -64,13 +64,13 @@ def rng_state() -> dict[str, torch.Tensor]:
 def rank_rng_state(saved: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
     """One process's generator states from a checkpoint's ``rng.safetensors`` (a checkpoint
     written before states were kept per process holds one, unprefixed: the main process's)."""
+    if not any(k.startswith("rank") for k in saved):
+        return saved
     prefix = f"rank{rank}."
     mine = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
-    if mine or any(k.startswith("rank") for k in saved):
-        if not mine:
-            raise CheckpointError("rng.safetensors", f"no generator states for process {rank}")
-        return mine
-    return saved
+    if not mine:
+        raise CheckpointError("rng.safetensors", f"no generator states for process {rank}")
+    return mine
 
 
 def set_rng_state(state: dict[str, torch.Tensor]) -> None:

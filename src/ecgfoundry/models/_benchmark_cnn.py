@@ -3,26 +3,27 @@ models: concat pooling into the embedding, the benchmark's head, its weight init
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from torch import Tensor
 
-from ecgfoundry.models.base import ECGModel
+from ecgfoundry.models.base import ECGModel, last_output
 from ecgfoundry.nn.benchmark_head import BenchmarkHead, ConcatPool1d, init_benchmark_weights
 
 
 class BenchmarkCNN(ECGModel):
     """Base of the benchmark's CNNs. A subclass builds its body, then calls
     :meth:`pool_and_initialise` with the body's output channels, then ``reset_head``; it
-    implements ``forward_units(x) -> [[B, C, T], ...]``, each stage's or residual unit's
-    output."""
+    implements ``iter_units(x)``, yielding each stage's or residual unit's output [B, C, T]."""
 
-    def forward_units(self, x: Tensor) -> list[Tensor]:
+    def iter_units(self, x: Tensor) -> Iterator[Tensor]:
         raise NotImplementedError
 
     def forward_body(self, x: Tensor) -> Tensor:
-        return self.forward_units(x)[-1]
+        return last_output(self.iter_units(x))
 
     def intermediates(self, x: Tensor) -> list[Tensor]:
-        return [unit.transpose(1, 2) for unit in self.forward_units(x)]
+        return [unit.transpose(1, 2) for unit in self.iter_units(x)]
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.pool(self.forward_body(x))

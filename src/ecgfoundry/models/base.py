@@ -10,7 +10,8 @@ here once.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,6 +56,15 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"{cls.__name__} has no field(s) {unknown}")
         return cls(**data)
+
+
+def last_output(outputs: Iterable[Tensor]) -> Tensor:
+    """The last output of a block-by-block pass (an iterator of each block's output), holding
+    one block's output at a time: what ``forward`` needs without keeping every intermediate."""
+    tail = deque(outputs, maxlen=1)
+    if not tail:
+        raise ValueError("a model with no blocks")
+    return tail[0]
 
 
 class ECGModel(nn.Module):

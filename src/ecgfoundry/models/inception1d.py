@@ -41,6 +41,7 @@ standardisation is absorbed by the first convolutions + BN). Any length works.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -151,11 +152,11 @@ class Inception1d(BenchmarkCNN):
         self.pool_and_initialise(width)
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_units(self, x: Tensor) -> list[Tensor]:
+    def iter_units(self, x: Tensor) -> Iterator[Tensor]:
         """The output of each residual unit (three blocks and their shortcut), or of each
         block without shortcuts."""
         check_input(x, self.config.in_channels, "Inception1d")
-        unit_input, outputs = x, []
+        unit_input = x
         for d, block in enumerate(self.blocks):
             x = block(x)
             if self.shortcuts and d % 3 == 2:
@@ -163,8 +164,7 @@ class Inception1d(BenchmarkCNN):
                 x = F.relu(self.drop_paths[u](x) + self.shortcuts[u](unit_input))
                 unit_input = x
             if not self.shortcuts or d % 3 == 2 or d == len(self.blocks) - 1:
-                outputs.append(x)
-        return outputs
+                yield x
 
 
 register_model(

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgfoundry.models.base import ECGModel, ModelConfig
+from ecgfoundry.models.base import ECGModel, ModelConfig, last_output
 from ecgfoundry.models.io import (
     CheckpointError,
     load_state_dict_strict,
@@ -301,8 +301,8 @@ class Net1D(ECGModel):
     def num_features(self) -> int:
         return self.config.filter_list[-1]
 
-    def forward_stages(self, x: Tensor) -> list[Tensor]:
-        """Each stage's output [B, C, T]."""
+    def iter_stages(self, x: Tensor) -> Iterator[Tensor]:
+        """Each stage's output [B, C, T], in turn."""
         if x.ndim != 3 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"Net1D expects [batch, {self.config.in_channels} leads, samples], "
@@ -312,18 +312,16 @@ class Net1D(ECGModel):
         if self.use_bn:
             x = self.stem_norm(x)
         x = F.silu(x)
-        outputs = []
         for stage in self.stages:
             x = stage(x)
-            outputs.append(x)
-        return outputs
+            yield x
 
     def forward_body(self, x: Tensor) -> Tensor:
         """The last stage's output [B, C, T]."""
-        return self.forward_stages(x)[-1]
+        return last_output(self.iter_stages(x))
 
     def intermediates(self, x: Tensor) -> list[Tensor]:
-        return [stage.transpose(1, 2) for stage in self.forward_stages(x)]
+        return [stage.transpose(1, 2) for stage in self.iter_stages(x)]
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.forward_body(x).mean(-1)

@@ -193,11 +193,11 @@ def load_model(path: str | Path) -> ECGModel:
     snapshot of a published model in its original layout) is converted on the fly.
     """
     text = str(path)
-    if text in _MODELS and _MODELS[text].folder is not None and not Path(text).exists():
-        path = _MODELS[text].folder
-    elif text.startswith(HUB_PREFIX):
+    if text.startswith(HUB_PREFIX):
         repo, _, revision = text[len(HUB_PREFIX) :].partition("@")
         path = download_from_hub(repo, revision=revision or None)
+    else:
+        path = model_folder(text) or path  # a preset's name: its bundled weights
     for detect, load in _FOLDER_FORMATS:
         if detect(Path(path)):
             model = load(Path(path))

@@ -45,6 +45,7 @@ standardisation is an affine map that the first conv + BatchNorm absorb.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,13 +214,12 @@ class ResNet1d(BenchmarkCNN):
         self.pool_and_initialise(channels)
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_units(self, x: Tensor) -> list[Tensor]:
+    def iter_units(self, x: Tensor) -> Iterator[Tensor]:
         check_input(x, self.config.in_channels, "ResNet1d")
-        x, outputs = self.stem(x), []
+        x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-            outputs.append(x)
-        return outputs
+            yield x
 
 
 register_model(

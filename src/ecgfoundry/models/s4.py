@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgfoundry.models.base import ECGModel, ModelConfig
+from ecgfoundry.models.base import ECGModel, ModelConfig, last_output
 from ecgfoundry.models.io import (
     CheckpointError,
     load_restricted_checkpoint,
@@ -217,21 +217,20 @@ class S4Model(ECGModel):
         check_input(x, self.config.in_channels, "S4Model")
         return self.encoder(torch.nan_to_num(x)).transpose(1, 2)
 
-    def forward_layers(self, tokens: Tensor) -> list[Tensor]:
-        """Each S4 layer's output [B, T, d_model] on encoder tokens [B, T, C]."""
+    def iter_layers(self, tokens: Tensor) -> Iterator[Tensor]:
+        """Each S4 layer's output [B, T, d_model] on encoder tokens [B, T, C], in turn."""
         u = tokens if self.proj is None else self.proj(tokens)
-        u, outputs = u.transpose(1, 2), []
+        u = u.transpose(1, 2)
         for layer in self.layers:
             u = layer(u)
-            outputs.append(u.transpose(1, 2))
-        return outputs
+            yield u.transpose(1, 2)
 
     def forward_context(self, tokens: Tensor) -> Tensor:
         """The S4 stack on encoder tokens [B, T, C] -> [B, T, d_model]."""
-        return self.forward_layers(tokens)[-1]
+        return last_output(self.iter_layers(tokens))
 
     def intermediates(self, x: Tensor) -> list[Tensor]:
-        return self.forward_layers(self.forward_tokens(x))
+        return list(self.iter_layers(self.forward_tokens(x)))
 
     def forward_sequence(self, x: Tensor) -> Tensor:
         """Per-step features [B, T, d_model] after the S4 stack, before pooling."""

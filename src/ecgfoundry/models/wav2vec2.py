@@ -29,7 +29,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgfoundry.models.base import ECGModel, ModelConfig
+from ecgfoundry.models.base import ECGModel, ModelConfig, last_output
 from ecgfoundry.models.io import CheckpointError, load_state_dict_strict, load_torch_checkpoint
 from ecgfoundry.models.registry import register_converter, register_model
 from ecgfoundry.nn.layers import (
@@ -394,21 +394,27 @@ class TransformerEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(config.encoder_embed_dim)
         self.apply(_init_bert_params)
 
+    def iter_layers(self, x: Tensor) -> Iterator[Tensor]:
+        """Each layer's output, in turn (before the final norm of ``layer_norm_first``)."""
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x)
+            yield x
+
     def forward_layers(self, x: Tensor) -> list[Tensor]:
         """Each layer's output; with ``layer_norm_first`` the last one normalised, as the
         encoder's output is."""
-        if not self.layer_norm_first:
-            x = self.layer_norm(x)
-        x, outputs = self.dropout(x), []
-        for layer in self.layers:
-            x = layer(x)
-            outputs.append(x)
-        if self.layer_norm_first:
-            outputs[-1] = self.layer_norm(outputs[-1])
+        outputs = list(self.iter_layers(x))
+        outputs[-1] = self._final(outputs[-1])
         return outputs
 
+    def _final(self, x: Tensor) -> Tensor:
+        return self.layer_norm(x) if self.layer_norm_first else x
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_layers(x)[-1]
+        return self._final(last_output(self.iter_layers(x)))
 
 
 def _init_bert_params(module: nn.Module) -> None:

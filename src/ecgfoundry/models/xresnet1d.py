@@ -48,6 +48,7 @@ standardisation is absorbed by the first conv + BN). Lengths 250 -> 125 (stem) -
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -193,13 +194,12 @@ class XResNet1d(BenchmarkCNN):
                         block.last_norm.weight.zero_()
         self.reset_head(config.num_classes, config.labels)
 
-    def forward_units(self, x: Tensor) -> list[Tensor]:
+    def iter_units(self, x: Tensor) -> Iterator[Tensor]:
         check_input(x, self.config.in_channels, "XResNet1d")
-        x, outputs = self.stem(x), []
+        x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-            outputs.append(x)
-        return outputs
+            yield x
 
 
 XRESNET1D_PRESETS: dict[str, dict[str, Any]] = {

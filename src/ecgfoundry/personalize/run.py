@@ -64,8 +64,8 @@ METHODS = ("global", "global-finetune", "scratch", "maml", "maml-curriculum",
            "maml-curriculum-prefinetune", "fomaml-curriculum-prefinetune",
            "foundation-post-train")  # fmt: skip
 REFERENCE = "maml-curriculum-prefinetune"
-# Which meta-training each MAML method adapts from: (first order, curriculum).
 RUN_FORMAT = 1
+# Which meta-training each MAML method adapts from: (first order, curriculum).
 META_RUNS = {"maml": (False, False), "maml-curriculum": (False, True),
              "fomaml-curriculum-prefinetune": (True, True)}  # fmt: skip
 

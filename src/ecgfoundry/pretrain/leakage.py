@@ -155,7 +155,7 @@ def same_records(record: str) -> set[str]:
     """A record id and the ids of the same recording elsewhere: a challenge copy of a PTB-XL
     record (``cinc:WFDB_PTBXL/HR00599``, ``data:HR00599.mat#...``) is also ``ptbxl:599``."""
     name = record.split(":", 1)[-1].split("#", 1)[0].rsplit("/", 1)[-1]
-    ecg_id = ptbxl_copy(name.rsplit(".", 1)[0] if "." in name else name)
+    ecg_id = ptbxl_copy(name.split(".", 1)[0])  # without a file suffix
     return {record} if ecg_id is None else {record, record_id("ptbxl", ecg_id)}
 
 
