@@ -145,6 +145,31 @@ def test_predict_aggregates_windows_as_evaluation_does(tiny: Path, tmp_path: Pat
                                                                      aggregate="mean"))  # fmt: skip
 
 
+def test_a_holter_records_missing_leads_are_refused_or_zero_filled(tiny, tmp_path) -> None:
+    x = np.random.default_rng(3).normal(size=(1, 2, 1000)).astype(np.float32)
+    np.save(tmp_path / "holter.npy", x)
+    args = ("predict", tiny, tmp_path / "holter.npy", "--fs", "100", "--leads", "II,V5")
+    refused = cli(*args, "--out", tmp_path / "p.csv")
+    assert isinstance(refused.exception, ECGInputError)
+    assert "holter.npy" in str(refused.exception) and "--missing-leads zero" in str(
+        refused.exception
+    )
+    filled = CliRunner().invoke(app, [str(a) for a in (*args, "--out", tmp_path / "p.csv",
+                                                       "--missing-leads", "zero")])  # fmt: skip
+    assert filled.exit_code == 0, filled.output
+    assert "leads_zero_filled" in filled.stderr
+    model = load_model(tiny)
+    inputs = prepare(model, load_inputs(tmp_path / "holter.npy", fs=100, leads=["II", "V5"]),
+                     missing_leads="zero")  # fmt: skip
+    leads = list(model.spec.leads)
+    kept = [leads.index("II"), leads.index("V5")]
+    assert np.isfinite(inputs.windows).all() and inputs.windows[:, kept].std() > 0.5
+    flat = np.delete(inputs.windows, kept, axis=1)  # zeros, then normalised with the record
+    assert np.ptp(flat, axis=-1).max() == 0
+    expected = predict_proba(model, inputs)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").iloc[:, 1:], expected, atol=1e-5)
+
+
 def test_prepare_cuts_records_as_training_and_evaluation_do(tiny: Path) -> None:
     model = load_model(tiny)
     record = read_record(sample_dir() / "cinc2020" / "E00009.hea")  # 500 Hz, resampled

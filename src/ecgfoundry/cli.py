@@ -18,6 +18,7 @@ import typer
 
 from ecgfoundry.data.download import DATASETS
 from ecgfoundry.data.ptbxl import TASKS
+from ecgfoundry.data.transforms import MissingLeads as MissingLeadsPolicy
 from ecgfoundry.errors import ReportedError, UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
 from ecgfoundry.export import FORMATS
@@ -58,6 +59,8 @@ SummaryDataset = _choices("SummaryDataset", ("ptbxl", "mitdb", "vfdb"))  # what 
 CacheDataset = _choices("CacheDataset", ("ptbxl",))
 DownloadDataset = _choices("DownloadDataset", DATASETS)
 AggregateName = _choices("AggregateName", get_args(Aggregate))
+MissingLeads = _choices("MissingLeads", get_args(MissingLeadsPolicy))
+REFUSE_MISSING = MissingLeads("raise")
 ExportFormat = _choices("ExportFormat", FORMATS)
 ONNX = ExportFormat("onnx")
 EVALUATION_AGGREGATE = AggregateName(DEFAULT_AGGREGATE)
@@ -317,6 +320,12 @@ NoPreprocessOption = Annotated[
     bool,
     typer.Option("--no-preprocess", help="Feed arrays as they are: the model's input, unnamed."),
 ]
+MissingLeadsOption = Annotated[
+    MissingLeads,
+    typer.Option(help="A lead the model needs and a record lacks: refuse, or fill it with zeros, "
+                 "a flat line (e.g. a 2-lead Holter into a 12-lead model: expect lower "
+                 "accuracy; listed as a repair)."),
+]  # fmt: skip
 
 
 def _model(name: str) -> ECGModel:
@@ -326,7 +335,12 @@ def _model(name: str) -> ECGModel:
 
 
 def _inputs(
-    model: ECGModel, source: Path, fs: float | None, leads: str | None, no_preprocess: bool
+    model: ECGModel,
+    source: Path,
+    fs: float | None,
+    leads: str | None,
+    no_preprocess: bool,
+    missing_leads: MissingLeads,
 ) -> Inputs:
     from ecgfoundry import inference
 
@@ -335,7 +349,9 @@ def _inputs(
     lead_names = [name.strip() for name in leads.split(",")] if leads else None
     preprocess = not no_preprocess
     records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess)
-    inputs = inference.prepare(model, records, preprocess=preprocess)
+    inputs = inference.prepare(
+        model, records, preprocess=preprocess, missing_leads=missing_leads.value
+    )
     if inputs.repairs:
         shown = "; ".join(f"{rid} ({', '.join(kinds)})"
                           for rid, kinds in list(inputs.repairs.items())[:5])  # fmt: skip
@@ -355,13 +371,14 @@ def embed(
     fs: InputFsOption = None,
     leads: LeadsOption = None,
     no_preprocess: NoPreprocessOption = False,
+    missing_leads: MissingLeadsOption = REFUSE_MISSING,
 ) -> None:
     """Write one embedding per record (mean over the model's input windows)."""
     from ecgfoundry import inference
 
     inference.check_output(out, inference.EMBEDDING_FORMATS)
     network = _model(model)
-    inputs = _inputs(network, source, fs, leads, no_preprocess)
+    inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
     embeddings = inference.embed(network, inputs)
     path = inference.write_embeddings(out, embeddings, inputs.ids)
     typer.echo(f"{path}: {embeddings.shape[0]} records x {embeddings.shape[1]} features "
@@ -379,6 +396,7 @@ def predict(
     fs: InputFsOption = None,
     leads: LeadsOption = None,
     no_preprocess: NoPreprocessOption = False,
+    missing_leads: MissingLeadsOption = REFUSE_MISSING,
     aggregate: Annotated[
         AggregateName, typer.Option(help="Over a record's windows (evaluation uses the default).")
     ] = EVALUATION_AGGREGATE,
@@ -389,7 +407,7 @@ def predict(
     inference.check_output(out, inference.PREDICTION_FORMATS)
     network = _model(model)
     inference.require_head(network, model)
-    inputs = _inputs(network, source, fs, leads, no_preprocess)
+    inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
     probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
     labels = inference.label_names(network)
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))

@@ -23,7 +23,7 @@ import torch
 
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record
-from ecgfoundry.data.transforms import model_windows
+from ecgfoundry.data.transforms import MissingLeads, model_windows
 from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
@@ -127,15 +127,22 @@ def _readable(paths: list[Path], **options: Any) -> list[Record]:
     return records
 
 
-def prepare(model: ECGModel, records: Sequence[Record], *, preprocess: bool = True) -> Inputs:
-    """Cut records into model inputs with ``model_windows(record, model.spec)``;
+def prepare(
+    model: ECGModel,
+    records: Sequence[Record],
+    *,
+    preprocess: bool = True,
+    missing_leads: MissingLeads = "raise",
+) -> Inputs:
+    """Cut records into model inputs with ``model_windows(record, model.spec,
+    missing_leads=...)`` (``"zero"`` fills leads the model needs and a record lacks);
     ``preprocess=False`` takes each record's signal as one model input, as it is: it must
     already have the model's sampling rate, number of leads and length (else refused)."""
     windows, owner, ids, repairs = [], [], [], {}
     for i, record in enumerate(records):
         record_id = record.source or f"record-{i}"
         if preprocess:
-            cut, record = model_windows(record, model.spec)
+            cut, record = model_windows(record, model.spec, missing_leads=missing_leads)
         else:
             _check_model_input(record, model.spec)
             cut = record.signal[None]

@@ -18,6 +18,8 @@ from scipy import signal as sps
 from ecgfoundry.data.record import ECGInputError, Record, canonical_lead_name
 from ecgfoundry.spec import InputSpec
 
+MissingLeads = Literal["raise", "zero"]  # a lead a model needs and a record lacks
+
 
 class Transform(Protocol):
     def __call__(self, record: Record) -> Record: ...
@@ -198,7 +200,7 @@ class SelectLeads:
     """
 
     leads: tuple[str, ...]
-    missing: Literal["raise", "zero"] = "raise"
+    missing: MissingLeads = "raise"
     derive: bool = True
 
     def __post_init__(self) -> None:
@@ -214,7 +216,9 @@ class SelectLeads:
         zeroed = [n for n in wanted if n not in index and n not in derived]
         if zeroed and self.missing == "raise":
             raise ECGInputError(
-                record.source, f"leads {zeroed} are needed but the record has {list(record.leads)}"
+                record.source,
+                f"leads {zeroed} are needed but the record has {list(record.leads)} (to run "
+                "anyway, fill them with zeros: missing_leads='zero', --missing-leads zero)",
             )
         rows = []
         for name in wanted:
@@ -267,7 +271,9 @@ class Compose:
         return [config_of(t) for t in self.transforms]
 
 
-def pipeline_for(spec: InputSpec, *, crop: bool = True) -> Compose:
+def pipeline_for(
+    spec: InputSpec, *, crop: bool = True, missing_leads: MissingLeads = "raise"
+) -> Compose:
     """The preprocessing a model with this input spec needs: the one order used everywhere.
 
     Leads are selected first (cheapest), then resampled, filtered (notch, band-pass, median
@@ -275,9 +281,11 @@ def pipeline_for(spec: InputSpec, *, crop: bool = True) -> Compose:
     spec's length (unless ``crop=False``: long records are cut into windows later by
     :func:`model_windows`, short ones zero-padded after normalisation). Normalising before
     cutting means every window of a record is scaled alike, in training, evaluation and
-    ``predict``/``embed``.
+    ``predict``/``embed``. A lead the spec needs and the record lacks (and that cannot be
+    derived from I and II) is refused, or zero-filled with ``missing_leads="zero"`` (a repair
+    listed in ``metadata["repairs"]``; the model then sees inputs unlike its training).
     """
-    steps: list[Any] = [SelectLeads(spec.leads), Resample(spec.fs)]
+    steps: list[Any] = [SelectLeads(spec.leads, missing=missing_leads), Resample(spec.fs)]
     if spec.notch is not None:
         steps.append(Notch(spec.notch))
     if spec.bandpass is not None:
@@ -290,15 +298,18 @@ def pipeline_for(spec: InputSpec, *, crop: bool = True) -> Compose:
     return Compose(tuple(steps))
 
 
-def model_windows(record: Record, spec: InputSpec) -> tuple[np.ndarray, Record]:
-    """A record as model inputs: ``pipeline_for(spec, crop=False)``, zero-padded to one input
-    if shorter, then every window of :func:`window_starts` (half-window stride, the last flush
-    with the end). Returns (windows [W, leads, spec.samples], the prepared record).
+def model_windows(
+    record: Record, spec: InputSpec, *, missing_leads: MissingLeads = "raise"
+) -> tuple[np.ndarray, Record]:
+    """A record as model inputs: ``pipeline_for(spec, crop=False, missing_leads=...)``,
+    zero-padded to one input if shorter, then every window of :func:`window_starts`
+    (half-window stride, the last flush with the end). Returns (windows [W, leads,
+    spec.samples], the prepared record).
 
     Training (random crops of the same prepared record), evaluation, ``predict``/``embed`` and
     ``pipeline_for(spec)`` (the first window) all see these same numbers.
     """
-    prepared = pipeline_for(spec, crop=False)(record)
+    prepared = pipeline_for(spec, crop=False, missing_leads=missing_leads)(record)
     if prepared.n_samples < spec.samples:
         prepared = CropPad(spec.seconds)(prepared)
     starts = window_starts(prepared.n_samples, spec.samples)
