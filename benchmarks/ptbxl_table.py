@@ -194,10 +194,16 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "minus_published": float(np.mean(scores)) - published if full else None,
                 }
             entry["training_hours"] = training_hours(mine)
+            entry["precision"] = sorted({short_precision(r["precision"]) for r in mine})
             if args.against_revision is not None:
                 entry["against_revision"] = against_revision(args, model, task, mine)
             table.append(entry)
     return table
+
+
+def short_precision(name: str) -> str:
+    """``torch.bfloat16`` -> ``bf16``, ``float32`` -> ``fp32`` (the table's precision column)."""
+    return {"bfloat16": "bf16", "float32": "fp32"}.get(name.removeprefix("torch."), name)
 
 
 def against_revision(args: argparse.Namespace, model: str, task: str,
@@ -268,9 +274,9 @@ def markdown(table: list[dict[str, Any]]) -> str:
                   if e.get("against_revision")), None)  # fmt: skip
     extra = f" minus revision {older}, same seeds [95 % CI] |" if older else ""
     lines = [
-        "| model | task | seeds | fold-9 macro AUROC [95 % CI] | published (fold 10) | "
-        "difference | fold 10 here |" + extra,
-        "|---|---|---|---|---|---|---|" + ("---|" if older else ""),
+        "| model | task | seeds | precision | fold-9 macro AUROC [95 % CI] | published (fold 10) "
+        "| difference | fold 10 here |" + extra,
+        "|---|---|---|---|---|---|---|---|" + ("---|" if older else ""),
     ]
     for e in table:
         val = e["val"]
@@ -281,7 +287,9 @@ def markdown(table: list[dict[str, Any]]) -> str:
         published, difference = e["published_fold10"], val["minus_published"]
         versus = (f"{published:.3f} | {difference:+.3f}" if published is not None
                   else "n/a (100 % only) | n/a")  # fmt: skip
-        row = f"| {e['model']} | {e['task']} | {e['seeds']} | {score} | {versus} | {test} |"
+        precision = "+".join(e["precision"])
+        row = (f"| {e['model']} | {e['task']} | {e['seeds']} | {precision} | {score} | {versus} "
+               f"| {test} |")  # fmt: skip
         if older:
             c = e.get("against_revision")
             row += (f" {c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"

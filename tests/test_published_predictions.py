@@ -122,10 +122,10 @@ def test_a_revision_is_compared_with_the_older_one_on_the_seeds_both_ran(tmp_pat
 
 
 def table_row(table, args, model: str, task: str, seed: int, fraction: float,
-              score: float) -> dict:  # fmt: skip
+              score: float, precision: str = "float32") -> dict:  # fmt: skip
     key = table.cell_key({"model": model, "task": task, "seed": seed, "fraction": fraction})
     return {"cell": key, "model": model, "task": task, "seed": seed, "fraction": fraction,
-            "setup": table.table_setup(args), "train_seconds": 60.0,
+            "setup": table.table_setup(args), "train_seconds": 60.0, "precision": precision,
             "metrics": {"val": {"macro_auroc": score,
                                 "ci": {"macro_auroc": [score - 0.01, score + 0.01]}}}}  # fmt: skip
 
@@ -140,7 +140,8 @@ def test_the_summary_shows_the_fraction_asked_for_and_published_values_only_at_f
                                     precision="auto")  # fmt: skip
     rows = [table_row(table, args, "resnet1d-wang", "form", 0, 1.0, 0.86),
             table_row(table, args, "resnet1d-wang", "form", 0, 0.1, 0.80),
-            table_row(table, args, "resnet1d-wang", "form", 1, 0.1, 0.82)]  # fmt: skip
+            table_row(table, args, "resnet1d-wang", "form", 1, 0.1, 0.82,
+                      "torch.bfloat16")]  # fmt: skip
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rng = np.random.default_rng(0)
     y = (rng.random((100, 2)) < 0.3).astype(np.float32)
@@ -155,6 +156,7 @@ def test_the_summary_shows_the_fraction_asked_for_and_published_values_only_at_f
     assert entry["published_fold10"] is None and entry["val"]["minus_published"] is None
     assert entry["against_revision"]["seeds"] == [1]
     assert "n/a (100 % only)" in table.markdown([entry])
+    assert entry["precision"] == ["bf16", "fp32"] and "| bf16+fp32 |" in table.markdown([entry])
     args.fraction = 1.0
     (entry,) = table.summary(args)
     assert (
