@@ -208,8 +208,10 @@ def main() -> None:
         for split in ("val", "test"):
             if split in metrics:
                 metrics[split].pop("per_label", None)
+        config = json.loads((run_dir(args.runs, key, setup) / "config.json").read_text())
         row = {"cell": key, **cell, "strategy": strategy, "setup": setup, "recipe": recipe,
                "backbone": str(args.backbone), "backbone_weights": weights,
+               "precision": config["precision"],
                "seconds": round(time.perf_counter() - start, 1), "hardware": hardware(),
                "metrics": metrics}  # fmt: skip
         keep_predictions(run_dir(args.runs, key, setup), predictions_file(args.predictions, row))
