@@ -66,8 +66,10 @@ def quality_section(quality: dict[str, Any] | None) -> str:
 
 
 def seeds(side: dict[str, Any]) -> str:
+    """``2 seeds, bf16``: how many, and the precisions they trained in."""
     n = len(side["seeds"])
-    return f"{n} seed" if n == 1 else f"{n} seeds"
+    precision = "+".join(side.get("precision", []))
+    return (f"{n} seed" if n == 1 else f"{n} seeds") + (f", {precision}" if precision else "")
 
 
 def model_card(name: str, folder: Path, quality: dict[str, Any] | None) -> str:

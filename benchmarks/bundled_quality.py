@@ -77,11 +77,25 @@ def mean_auroc(by_seed: BySeed) -> float:
     return float(np.mean([r["metrics"]["val"]["macro_auroc"] for r in by_seed.values()]))
 
 
+def row_precision(row: dict[str, Any]) -> str:
+    """The precision a cell trained in: recorded, or (rows written before it was) what
+    ``precision: auto`` picks on the recorded hardware (bf16 on a GPU, or a CPU with
+    AVX512-BF16 or AMX); ``unrecorded`` for the first rows, which kept no hardware."""
+    if "precision" in row:
+        return ptbxl_table.short_precision(row["precision"])
+    forced, hardware = row.get("recipe", {}).get("precision", "auto"), row.get("hardware")
+    if forced != "auto" or hardware is None:
+        return forced if forced != "auto" else "unrecorded"
+    bf16_cpu = {"avx512_bf16", "amx_bf16"} & set(hardware["cpu_flags"])
+    return "bf16" if "accelerator" in hardware or bf16_cpu else "fp32"
+
+
 def side(name: str, by_seed: BySeed) -> dict[str, Any]:
     seeds = sorted(by_seed)
     first = by_seed[seeds[0]]
     revision = {"revision": first["revision"]} if "revision" in first else {}  # a table row
-    return {"name": name, "seeds": seeds, **revision,
+    precision = sorted({row_precision(by_seed[s]) for s in seeds})
+    return {"name": name, "seeds": seeds, **revision, "precision": precision,
             **{m: float(np.mean([by_seed[s]["metrics"]["val"][m] for s in seeds]))
                for m in ("macro_auroc", "macro_auprc")}}  # fmt: skip
 
@@ -126,12 +140,17 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             "comparisons": out}  # fmt: skip
 
 
+def seeds_of(side: dict[str, Any]) -> str:
+    """``2, bf16+fp32``: how many seeds, and the precisions they trained in."""
+    return f"{len(side['seeds'])}, {'+'.join(side['precision'])}"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     lines = ["| task | target | ours (seeds) | against (seeds) | difference [95 % CI] | met |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for e in summary["comparisons"]:
-        ours = f"{e['ours']['macro_auroc']:.3f} ({len(e['ours']['seeds'])})" if e["ours"] else "-"
-        theirs = (f"{e['against']} {e['theirs']['macro_auroc']:.3f} ({len(e['theirs']['seeds'])})"
+        ours = f"{e['ours']['macro_auroc']:.3f} ({seeds_of(e['ours'])})" if e["ours"] else "-"
+        theirs = (f"{e['against']} {e['theirs']['macro_auroc']:.3f} ({seeds_of(e['theirs'])})"
                   if e["theirs"] else e["against"])  # fmt: skip
         if e["difference"]:
             d = e["difference"]
