@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The cells the PTB-XL table (revision 2) and the bundled model's quality grid still need, the
+# most telling first, in two lanes that share no cell, so two workers (one per core) can run
+# side by side. Every step skips finished cells and resumes an interrupted one from its
+# checkpoint, so rerunning a lane goes on where it stopped; each finished cell is committed.
+#   lane superdiagnostic: the bundled model post-trained at 100 % (seeds 0-2), the table's
+#     superdiagnostic cells, then its `all` and `diagnostic` cells, then the bundled grid
+#     (scratch at 100 %, then every variant at 30 % and 100 %) on superdiagnostic;
+#   lane rhythm: the same on rhythm, with the table's `subdiagnostic` cells.
+# Usage: OMP_NUM_THREADS=1 benchmarks/run_remaining.sh superdiagnostic|rhythm --root DIR/ptbxl
+#        [--cache-dir DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+lane=${1:-}
+case $lane in
+    superdiagnostic) others=all,diagnostic ;;
+    rhythm) others=subdiagnostic ;;
+    *) echo "usage: $0 superdiagnostic|rhythm --root DIR/ptbxl [--cache-dir DIR]" >&2; exit 2 ;;
+esac
+shift
+bundled() {
+    benchmarks/run_grid.sh post_training.py benchmarks/results/post_training_ecgfoundry_cpc.jsonl \
+        benchmarks/results/post_training_ecgfoundry_cpc_predictions --backbone ecgfoundry-cpc \
+        --runs runs/post_training_cpc --tasks "$lane" "$@"
+}
+table() { benchmarks/run_ptbxl_table.sh "$@"; }
+bundled --fractions 1.0 --variants post-train "$@" &&
+    table --models resnet1d-wang --tasks "$lane" --seeds 0,1,2 "$@" &&
+    table --models xresnet1d101,inception1d --tasks "$lane" --seeds 0 "$@" &&
+    table --models resnet1d-wang,xresnet1d101,inception1d --tasks "$others" --seeds 0 "$@" &&
+    bundled --fractions 1.0 --variants scratch "$@" &&
+    bundled --fractions 0.3,1.0 --variants main "$@"
