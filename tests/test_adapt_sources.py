@@ -155,6 +155,44 @@ def test_unreadable_table_records_are_skipped_and_listed(ptbxl_root, listing, ca
     assert sum(data.description["records"].values()) == 11  # three patients: no test split
 
 
+def test_the_cache_command_builds_what_cinc_and_table_training_read(
+    cinc_root, ptbxl_root, listing, tmp_path
+):
+    spec = create_model("net1d-tiny").spec
+    frame = _table(ptbxl_root, listing, tmp_path, n=12)
+    frame.loc[0, "record"] = "absent.hea"
+    (tmp_path / "absent.hea").write_text("not a header\n")  # unreadable: named on stderr
+    csv = _write(frame, tmp_path / "t.csv")
+    cache = ("--model", "net1d-tiny", "--cache-dir", tmp_path / "cache")
+    runs = {
+        name: cli_run("data", "cache", *args, *cache)
+        for name, args in {"cinc": ("cinc", "--root", cinc_root), "table": (csv,)}.items()
+    }
+    for result in runs.values():
+        assert result.exit_code == 0, result.output
+    trained = {"cinc": cinc_task(cinc_root, spec, task=CODES, cache_dir=tmp_path / "cache"),
+               "table": table_task(csv, spec, cache_dir=tmp_path / "cache")}  # fmt: skip
+    for name, data in trained.items():
+        assert runs[name].stdout.strip() == data.description["cache"], name
+    assert "11 records cached; 1 could not be read" in runs["table"].stderr
+    assert "absent.hea" in runs["table"].stderr and "could not" not in runs["cinc"].stderr
+    for args, message in (
+        ((csv, "--root", tmp_path), "--root does not apply"),
+        (("cinc",), "cinc needs --root"),
+        (("mitdb",), "expected ptbxl"),
+    ):
+        refused = cli_run("data", "cache", *args, *cache)
+        assert refused.exit_code != 0 and message in str(refused.exception), args
+
+
+def cli_run(*args: object):
+    from typer.testing import CliRunner
+
+    from ecgfoundry.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 BAD_TABLES = {
     "no record column": (lambda f: f.drop(columns="record"), "no 'record' column"),
     "no labels": (lambda f: f.drop(columns=["NORM", "SR"]), "no label columns"),

@@ -56,7 +56,6 @@ def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
 
 
 SummaryDataset = _choices("SummaryDataset", ("ptbxl", "mitdb", "vfdb"))  # what summary reads
-CacheDataset = _choices("CacheDataset", ("ptbxl",))
 DownloadDataset = _choices("DownloadDataset", DATASETS)
 AggregateName = _choices("AggregateName", get_args(Aggregate))
 MissingLeads = _choices("MissingLeads", get_args(MissingLeadsPolicy))
@@ -191,8 +190,10 @@ def data_summary(
 
 @data_app.command("cache")
 def data_cache(
-    dataset: CacheDataset,
-    root: RootOption,
+    dataset: Annotated[
+        str,
+        typer.Argument(help="ptbxl or cinc (with --root), or a .csv table, as finetune --data."),
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -201,18 +202,45 @@ def data_cache(
             "input spec, exactly what `finetune MODEL` reads.",
         ),
     ],
+    root: Annotated[Path | None, typer.Option(help="The dataset folder (ptbxl, cinc).")] = None,
     cache_dir: CacheDirOption = None,
     workers: Annotated[int, typer.Option(help="Processes decoding records.")] = 1,
 ) -> None:
     """Build (or reuse) the cache training a model on a dataset reads; print its location
-    (records the copy lists but could not give are named on stderr)."""
-    from ecgfoundry.adapt.data import ptbxl_cache, source_rate
-    from ecgfoundry.data import ptbxl
+    (records that could not be given are named on stderr)."""
+    from ecgfoundry.adapt.sources import cinc_cache, table_cache
     from ecgfoundry.models.registry import resolve_model
 
     spec = resolve_model(model, weights=False).spec  # the architecture is enough
+    options = {"cache_dir": cache_dir, "workers": workers}
+    if dataset.lower().endswith(".csv"):
+        if root is not None:
+            raise UsageError(f"--root does not apply to a table ({dataset}): its record paths "
+                             "are relative to the table's folder")  # fmt: skip
+        store = table_cache(dataset, spec, **options)
+    elif dataset not in ("ptbxl", "cinc"):
+        raise UsageError(f"{dataset!r}: expected ptbxl, cinc or a .csv table")
+    elif root is None:
+        raise UsageError(f"{dataset} needs --root, the dataset's folder")
+    elif dataset == "cinc":
+        store = cinc_cache(root, spec, **options)
+    else:
+        _ptbxl_cache(root, spec, **options)
+        return
+    if unreadable := store.meta.get("unreadable", []):
+        shown = ", ".join(str(e["record"]) for e in unreadable[:10])
+        more = " ..." if len(unreadable) > 10 else ""
+        print(f"note: {len(store)} records cached; {len(unreadable)} could not be read "
+              f"(damaged or unsupported): {shown}{more}", file=sys.stderr)  # fmt: skip
+    typer.echo(str(store.path))
+
+
+def _ptbxl_cache(root: Path, spec: Any, **options: Any) -> None:
+    from ecgfoundry.adapt.data import ptbxl_cache, source_rate
+    from ecgfoundry.data import ptbxl
+
     db = ptbxl.load(root, fs=source_rate(root, spec))
-    store = ptbxl_cache(root, spec, cache_dir=cache_dir, workers=workers, db=db)
+    store = ptbxl_cache(root, spec, db=db, **options)
     undecoded = [db.table.index[e["item"]] for e in store.meta.get("unreadable", [])]
     left_out = [*map(str, db.missing_records), *map(str, db.unreadable_records),
                 *map(str, undecoded)]  # fmt: skip

@@ -383,6 +383,39 @@ def _given_splits(csv: Path, table: pd.DataFrame, groups: np.ndarray | None) -> 
     return names
 
 
+def _table_store(
+    csv: Path, table: pd.DataFrame, spec: InputSpec, seconds: float, cache_dir: Any, workers: int
+) -> ArrayStore:
+    return record_cache("table", csv, _table_items(csv, table), table["record"].tolist(), spec,
+                        seconds, cache_dir=cache_dir, workers=workers)  # fmt: skip
+
+
+def cinc_cache(
+    root: str | Path,
+    spec: InputSpec,
+    *,
+    seconds: float | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+) -> ArrayStore:
+    """The cache :func:`cinc_task` trains from: every readable record below ``root``."""
+    return _cinc_records(Path(root), spec, seconds, cache_dir, workers)[0]
+
+
+def table_cache(
+    csv: str | Path,
+    spec: InputSpec,
+    *,
+    seconds: float | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+) -> ArrayStore:
+    """The cache :func:`table_task` trains from: the records the table lists."""
+    csv = Path(csv)
+    return _table_store(csv, _read_table(csv), spec, record_seconds(spec, seconds), cache_dir,
+                        workers)  # fmt: skip
+
+
 def table_task(
     csv: str | Path,
     spec: InputSpec,
@@ -408,10 +441,8 @@ def table_task(
         if (empty := pd.isna(groups_all) | (groups_all == "")).any():
             raise ECGInputError(csv, f"empty 'patient_id' at {_lines(empty)}")
     given = _given_splits(csv, table, groups_all) if "split" in table else None
-    items = _table_items(csv, table)
     seconds = record_seconds(spec, seconds)
-    store = record_cache("table", csv, items, table["record"].tolist(), spec, seconds,
-                         cache_dir=cache_dir, workers=workers)  # fmt: skip
+    store = _table_store(csv, table, spec, seconds, cache_dir, workers)
     position = dict(zip(table["record"], range(len(table)), strict=True))
     kept = np.array([position[str(r)] for r in store.index["record"]], dtype=np.int64)
     y = y_all[kept]
