@@ -174,8 +174,8 @@ def test_the_cache_command_builds_what_cinc_and_table_training_read(
                "table": table_task(csv, spec, cache_dir=tmp_path / "cache")}  # fmt: skip
     for name, data in trained.items():
         assert runs[name].stdout.strip() == data.description["cache"], name
-    assert "11 records cached; 1 could not be read" in runs["table"].stderr
-    assert "absent.hea" in runs["table"].stderr and "could not" not in runs["cinc"].stderr
+    assert f"11 records cached; 1 listed in {csv} were left out" in runs["table"].stderr
+    assert "absent.hea" in runs["table"].stderr and "left out" not in runs["cinc"].stderr
     for args, message in (
         ((csv, "--root", tmp_path), "--root does not apply"),
         (("cinc",), "cinc needs --root"),

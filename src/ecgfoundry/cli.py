@@ -213,43 +213,37 @@ def data_cache(
 
     spec = resolve_model(model, weights=False).spec  # the architecture is enough
     options = {"cache_dir": cache_dir, "workers": workers}
-    if dataset.lower().endswith(".csv"):
-        if root is not None:
-            raise UsageError(f"--root does not apply to a table ({dataset}): its record paths "
-                             "are relative to the table's folder")  # fmt: skip
-        store = table_cache(dataset, spec, **options)
-    elif dataset not in ("ptbxl", "cinc"):
+    table = dataset.lower().endswith(".csv")
+    if table and root is not None:
+        raise UsageError(f"--root does not apply to a table ({dataset}): its record paths "
+                         "are relative to the table's folder")  # fmt: skip
+    if not table and dataset not in ("ptbxl", "cinc"):
         raise UsageError(f"{dataset!r}: expected ptbxl, cinc or a .csv table")
-    elif root is None:
+    if not table and root is None:
         raise UsageError(f"{dataset} needs --root, the dataset's folder")
-    elif dataset == "cinc":
-        store = cinc_cache(root, spec, **options)
+    source = Path(dataset) if table else root
+    if dataset == "ptbxl":
+        store, left_out = _ptbxl_store(source, spec, **options)
     else:
-        _ptbxl_cache(root, spec, **options)
-        return
-    if unreadable := store.meta.get("unreadable", []):
-        shown = ", ".join(str(e["record"]) for e in unreadable[:10])
-        more = " ..." if len(unreadable) > 10 else ""
-        print(f"note: {len(store)} records cached; {len(unreadable)} could not be read "
-              f"(damaged or unsupported): {shown}{more}", file=sys.stderr)  # fmt: skip
+        store = (cinc_cache if dataset == "cinc" else table_cache)(source, spec, **options)
+        left_out = [str(e["record"]) for e in store.meta.get("unreadable", [])]
+    if left_out:
+        shown = ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else "")
+        print(f"note: {len(store)} records cached; {len(left_out)} listed in {source} were left "
+              f"out (files absent, damaged or unreadable): {shown}", file=sys.stderr)  # fmt: skip
     typer.echo(str(store.path))
 
 
-def _ptbxl_cache(root: Path, spec: Any, **options: Any) -> None:
+def _ptbxl_store(root: Path, spec: Any, **options: Any) -> tuple[Any, list[str]]:
+    """PTB-XL's cache for ``spec``, and the records its listing names that it lacks."""
     from ecgfoundry.adapt.data import ptbxl_cache, source_rate
     from ecgfoundry.data import ptbxl
 
     db = ptbxl.load(root, fs=source_rate(root, spec))
     store = ptbxl_cache(root, spec, db=db, **options)
     undecoded = [db.table.index[e["item"]] for e in store.meta.get("unreadable", [])]
-    left_out = [*map(str, db.missing_records), *map(str, db.unreadable_records),
-                *map(str, undecoded)]  # fmt: skip
-    if left_out:
-        shown = ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else "")
-        print(f"note: {len(store)} records cached; {len(left_out)} listed in {root} were left "
-              f"out (files absent, damaged or unreadable; `ecgfoundry data summary ptbxl` says "
-              f"which): {shown}", file=sys.stderr)  # fmt: skip
-    typer.echo(str(store.path))
+    return store, [*map(str, db.missing_records), *map(str, db.unreadable_records),
+                   *map(str, undecoded)]  # fmt: skip
 
 
 @data_app.command("download")
