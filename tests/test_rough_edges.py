@@ -16,7 +16,7 @@ from ecgfoundry.cli import app
 from ecgfoundry.data.readers import read_record
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.data.samples import sample_dir
-from ecgfoundry.data.transforms import model_windows
+from ecgfoundry.data.transforms import MissingLeadsError, model_windows
 from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE
 from ecgfoundry.inference import embed, ids_path, load_inputs, predict_proba, prepare
@@ -148,26 +148,30 @@ def test_predict_aggregates_windows_as_evaluation_does(tiny: Path, tmp_path: Pat
 def test_a_holter_records_missing_leads_are_refused_or_zero_filled(tiny, tmp_path) -> None:
     x = np.random.default_rng(3).normal(size=(1, 2, 1000)).astype(np.float32)
     np.save(tmp_path / "holter.npy", x)
-    args = ("predict", tiny, tmp_path / "holter.npy", "--fs", "100", "--leads", "II,V5")
-    refused = cli(*args, "--out", tmp_path / "p.csv")
-    assert isinstance(refused.exception, ECGInputError)
-    assert "holter.npy" in str(refused.exception) and "--missing-leads zero" in str(
-        refused.exception
-    )
-    filled = CliRunner().invoke(app, [str(a) for a in (*args, "--out", tmp_path / "p.csv",
-                                                       "--missing-leads", "zero")])  # fmt: skip
+    args = ("predict", tiny, tmp_path / "holter.npy", "--fs", "100", "--out", tmp_path / "p.csv")
+    refused = cli(*args, "--leads", "II,V5")
+    assert isinstance(refused.exception, MissingLeadsError)
+    assert "holter.npy" in str(refused.exception)
+    assert "--missing-leads zero" in str(refused.exception)
+    filled = cli(*args, "--leads", "II,V5", "--missing-leads", "zero")
     assert filled.exit_code == 0, filled.output
     assert "leads_zero_filled" in filled.stderr
     model = load_model(tiny)
     inputs = prepare(model, load_inputs(tmp_path / "holter.npy", fs=100, leads=["II", "V5"]),
                      missing_leads="zero")  # fmt: skip
     leads = list(model.spec.leads)
-    kept = [leads.index("II"), leads.index("V5")]
-    assert np.isfinite(inputs.windows).all() and inputs.windows[:, kept].std() > 0.5
-    flat = np.delete(inputs.windows, kept, axis=1)  # zeros, then normalised with the record
-    assert np.ptp(flat, axis=-1).max() == 0
+    kept = inputs.windows[:, [leads.index("II"), leads.index("V5")]]
+    assert model.spec.normalisation == "zscore-global"  # over the two leads the record has:
+    assert abs(kept.mean()) < 1e-3 and kept.std() == pytest.approx(1.0, abs=1e-3)
+    filled_rows = [i for i, name in enumerate(leads) if name not in ("II", "V5")]
+    assert not inputs.windows[:, filled_rows].any()  # the ten filled leads stay zeros
     expected = predict_proba(model, inputs)
     np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv").iloc[:, 1:], expected, atol=1e-5)
+    unrelated = cli(*args, "--leads", "X,Y", "--missing-leads", "zero")  # Frank leads
+    assert isinstance(unrelated.exception, MissingLeadsError)
+    assert "shares no lead" in str(unrelated.exception)
+    raw = cli(*args, "--leads", "II,V5", "--no-preprocess", "--missing-leads", "zero")
+    assert isinstance(raw.exception, UsageError) and "drop --no-preprocess" in str(raw.exception)
 
 
 def test_prepare_cuts_records_as_training_and_evaluation_do(tiny: Path) -> None:

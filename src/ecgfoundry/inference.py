@@ -23,7 +23,7 @@ import torch
 
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record
-from ecgfoundry.data.transforms import MissingLeads, model_windows
+from ecgfoundry.data.transforms import MissingLeads, MissingLeadsError, model_windows
 from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
@@ -138,11 +138,14 @@ def prepare(
     missing_leads=...)`` (``"zero"`` fills leads the model needs and a record lacks);
     ``preprocess=False`` takes each record's signal as one model input, as it is: it must
     already have the model's sampling rate, number of leads and length (else refused)."""
+    if not preprocess and missing_leads != "raise":
+        raise UsageError("missing leads are filled while preprocessing: drop --no-preprocess "
+                         "(preprocess=False) or --missing-leads (missing_leads)")  # fmt: skip
     windows, owner, ids, repairs = [], [], [], {}
     for i, record in enumerate(records):
         record_id = record.source or f"record-{i}"
         if preprocess:
-            cut, record = model_windows(record, model.spec, missing_leads=missing_leads)
+            cut, record = _windows(record, model.spec, missing_leads)
         else:
             _check_model_input(record, model.spec)
             cut = record.signal[None]
@@ -158,6 +161,22 @@ def prepare(
     if len(shapes) > 1:
         raise ECGInputError(None, f"inputs of different shapes {sorted(shapes)}: preprocess them")
     return Inputs(np.concatenate(windows).astype(np.float32), np.asarray(owner), ids, repairs)
+
+
+def _windows(
+    record: Record, spec: InputSpec, missing_leads: MissingLeads
+) -> tuple[np.ndarray, Record]:
+    """``model_windows``, whose refusal of missing leads names the option that fills them."""
+    try:
+        return model_windows(record, spec, missing_leads=missing_leads)
+    except MissingLeadsError as error:
+        if missing_leads != "raise" or not error.fillable:
+            raise
+        raise MissingLeadsError(
+            error.source,
+            f"{error.problem} (to run anyway, fill them with "
+            "zeros: --missing-leads zero, missing_leads='zero')",
+        ) from None
 
 
 @torch.no_grad()

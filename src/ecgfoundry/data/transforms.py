@@ -156,7 +156,8 @@ class RemoveBaseline:
 @dataclass(frozen=True)
 class Normalise:
     """``zscore`` per lead, ``zscore-global``, ``minmax`` per lead to [-1, 1], or ``none``.
-    Flat leads become zeros (no division by ~0)."""
+    Flat leads become zeros (no division by ~0); zero-filled leads (the ``leads_zero_filled``
+    repair) stay zeros and are left out of ``zscore-global``'s statistics."""
 
     method: Literal["none", "zscore", "zscore-global", "minmax"] = "zscore"
     eps: float = 1e-6
@@ -169,8 +170,9 @@ class Normalise:
             x = x - x.mean(axis=1, keepdims=True)
             scale = x.std(axis=1, keepdims=True)
         elif self.method == "zscore-global":
-            x = x - x.mean()
-            scale = np.full((x.shape[0], 1), x.std())
+            present = x[[i for i in range(len(x)) if i not in _zero_filled(record)]]
+            x = x - present.mean()
+            scale = np.full((x.shape[0], 1), present.std())
         elif self.method == "minmax":
             low, high = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
             x = x - (low + high) / 2
@@ -178,7 +180,24 @@ class Normalise:
         else:
             raise ValueError(f"unknown normalisation {self.method!r}")
         out = np.where(scale > self.eps, x / np.maximum(scale, self.eps), 0.0)
+        out[_zero_filled(record)] = 0.0
         return record.replace(signal=out.astype(np.float32))
+
+
+def _zero_filled(record: Record) -> list[int]:
+    """Rows of the leads :class:`SelectLeads` filled with zeros."""
+    filled = {name for repair in record.metadata.get("repairs", [])
+              if repair["kind"] == "leads_zero_filled" for name in repair["leads"]}  # fmt: skip
+    return [i for i, name in enumerate(record.leads) if name in filled]
+
+
+class MissingLeadsError(ECGInputError):
+    """A record lacks leads a model needs (and they cannot be derived); ``fillable``: whether
+    ``missing="zero"`` would run it (not when it shares no lead with the model)."""
+
+    def __init__(self, source: str | None, problem: str, *, fillable: bool = True):
+        super().__init__(source, problem)
+        self.fillable = fillable
 
 
 _DERIVED: dict[str, tuple[tuple[str, float], ...]] = {
@@ -214,11 +233,12 @@ class SelectLeads:
         derivable = self.derive and {"I", "II"} <= index.keys()
         derived = [n for n in wanted if n not in index and derivable and n in _DERIVED]
         zeroed = [n for n in wanted if n not in index and n not in derived]
+        if len(zeroed) == len(wanted):
+            raise MissingLeadsError(record.source, f"shares no lead with the {wanted} needed: "
+                                    f"it has {list(record.leads)}", fillable=False)  # fmt: skip
         if zeroed and self.missing == "raise":
-            raise ECGInputError(
-                record.source,
-                f"leads {zeroed} are needed but the record has {list(record.leads)} (to run "
-                "anyway, fill them with zeros: missing_leads='zero', --missing-leads zero)",
+            raise MissingLeadsError(
+                record.source, f"leads {zeroed} are needed but the record has {list(record.leads)}"
             )
         rows = []
         for name in wanted:

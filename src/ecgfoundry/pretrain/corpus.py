@@ -45,7 +45,7 @@ from ecgfoundry.data.arrhythmia import SAME_SUBJECT, record_names
 from ecgfoundry.data.cache import ArrayStore, NoReadableRecords, build_cache
 from ecgfoundry.data.readers import find_records, read_record
 from ecgfoundry.data.record import ECGInputError, Record, canonical_lead_name
-from ecgfoundry.data.transforms import Compose, SelectLeads, pipeline_for
+from ecgfoundry.data.transforms import Compose, MissingLeads, SelectLeads, pipeline_for
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.errors import UsageError
 from ecgfoundry.pretrain.leakage import file_record_id, ptbxl_copy, record_files, record_id
@@ -78,7 +78,7 @@ class CorpusSource:
     folds: tuple[int, ...] = TRAINING_FOLDS
     allow_evaluation_folds: bool = False
     rename_leads: Mapping[str, str] = field(default_factory=dict)
-    missing_leads: Literal["raise", "zero"] = "raise"
+    missing_leads: MissingLeads = "raise"
     fs: float | None = None
     leads: tuple[str, ...] | None = None
 
