@@ -14,11 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from click.testing import Result
 from test_ptbxl import copy_records
+from typer.testing import CliRunner
 
 from ecgfoundry.adapt import RunConfigError, finetune
 from ecgfoundry.adapt.run import build_model
 from ecgfoundry.adapt.sources import cinc_task, table_task
+from ecgfoundry.cli import app
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.models import create_model, save_model
@@ -155,6 +158,10 @@ def test_unreadable_table_records_are_skipped_and_listed(ptbxl_root, listing, ca
     assert sum(data.description["records"].values()) == 11  # three patients: no test split
 
 
+def cli_run(*args: object) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 def test_the_cache_command_builds_what_cinc_and_table_training_read(
     cinc_root, ptbxl_root, listing, tmp_path
 ):
@@ -162,16 +169,18 @@ def test_the_cache_command_builds_what_cinc_and_table_training_read(
     frame = _table(ptbxl_root, listing, tmp_path, n=12)
     frame.loc[0, "record"] = "absent.hea"
     (tmp_path / "absent.hea").write_text("not a header\n")  # unreadable: named on stderr
-    csv = _write(frame, tmp_path / "t.csv")
+    csv = _write(frame, tmp_path / "T.CSV")
     cache = ("--model", "net1d-tiny", "--cache-dir", tmp_path / "cache")
     runs = {
-        name: cli_run("data", "cache", *args, *cache)
-        for name, args in {"cinc": ("cinc", "--root", cinc_root), "table": (csv,)}.items()
+        "cinc": cli_run("data", "cache", "cinc", "--root", cinc_root, *cache),
+        "cinc=DIR": cli_run("data", "cache", f"cinc={cinc_root}", *cache),
+        "table": cli_run("data", "cache", csv, *cache),
     }
     for result in runs.values():
         assert result.exit_code == 0, result.output
     trained = {"cinc": cinc_task(cinc_root, spec, task=CODES, cache_dir=tmp_path / "cache"),
                "table": table_task(csv, spec, cache_dir=tmp_path / "cache")}  # fmt: skip
+    trained["cinc=DIR"] = trained["cinc"]
     for name, data in trained.items():
         assert runs[name].stdout.strip() == data.description["cache"], name
     assert f"11 records cached; 1 listed in {csv} were left out" in runs["table"].stderr
@@ -183,14 +192,6 @@ def test_the_cache_command_builds_what_cinc_and_table_training_read(
     ):
         refused = cli_run("data", "cache", *args, *cache)
         assert refused.exit_code != 0 and message in str(refused.exception), args
-
-
-def cli_run(*args: object):
-    from typer.testing import CliRunner
-
-    from ecgfoundry.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 BAD_TABLES = {

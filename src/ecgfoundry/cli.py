@@ -24,8 +24,10 @@ from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
 from ecgfoundry.export import FORMATS
 
 if TYPE_CHECKING:
+    from ecgfoundry.data.cache import ArrayStore
     from ecgfoundry.inference import Inputs
     from ecgfoundry.models import ECGModel
+    from ecgfoundry.spec import InputSpec
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -192,7 +194,10 @@ def data_summary(
 def data_cache(
     dataset: Annotated[
         str,
-        typer.Argument(help="ptbxl or cinc (with --root), or a .csv table, as finetune --data."),
+        typer.Argument(
+            help="ptbxl or cinc (with --root, or ptbxl=DIR / cinc=DIR), or a .csv "
+            "table: what finetune --data takes."
+        ),
     ],
     model: Annotated[
         str,
@@ -213,6 +218,7 @@ def data_cache(
 
     spec = resolve_model(model, weights=False).spec  # the architecture is enough
     options = {"cache_dir": cache_dir, "workers": workers}
+    dataset, root = _named_folder(dataset, root)
     table = dataset.lower().endswith(".csv")
     if table and root is not None:
         raise UsageError(f"--root does not apply to a table ({dataset}): its record paths "
@@ -234,7 +240,7 @@ def data_cache(
     typer.echo(str(store.path))
 
 
-def _ptbxl_store(root: Path, spec: Any, **options: Any) -> tuple[Any, list[str]]:
+def _ptbxl_store(root: Path, spec: InputSpec, **options: Any) -> tuple[ArrayStore, list[str]]:
     """PTB-XL's cache for ``spec``, and the records its listing names that it lacks."""
     from ecgfoundry.adapt.data import ptbxl_cache, source_rate
     from ecgfoundry.data import ptbxl
@@ -478,6 +484,16 @@ def export(
     typer.echo(line)
 
 
+def _named_folder(data: str, root: Path | None) -> tuple[str, Path | None]:
+    """``ptbxl=DIR`` / ``cinc=DIR`` as (``ptbxl``/``cinc``, DIR); other data as given."""
+    kind, named, folder = data.partition("=")
+    if not (named and kind in ("ptbxl", "cinc")):
+        return data, root
+    if root is not None:
+        raise UsageError(f"{data} names the folder already: drop --root")
+    return kind, Path(folder)
+
+
 @app.command()
 def finetune(
     model: ModelArgument,
@@ -515,11 +531,7 @@ def finetune(
     from ecgfoundry.adapt import finetune as run
 
     _one_of("--strategy", strategy, STRATEGIES)
-    kind, named, folder = data.partition("=")
-    if named and kind in ("ptbxl", "cinc"):
-        if root is not None:
-            raise UsageError(f"--data {data} names the folder already: drop --root")
-        data, root = kind, Path(folder)
+    data, root = _named_folder(data, root)
     metrics = run(
         model, data=data, root=root, task=task, strategy=strategy, out=out, fraction=fraction,
         seed=seed, config=config, epochs=epochs, cache_dir=cache_dir, workers=workers,

@@ -3,7 +3,7 @@
 from ecgfoundry.adapt.objective import SupervisedObjective
 from ecgfoundry.adapt.recipe import STRATEGIES, Recipe, Stage, recipe_for
 from ecgfoundry.adapt.run import finetune
-from ecgfoundry.adapt.sources import cinc_task, table_task
+from ecgfoundry.adapt.sources import cinc_cache, cinc_task, table_cache, table_task
 from ecgfoundry.engine import RunConfigError, TrainingError
 
 __all__ = [
@@ -13,8 +13,10 @@ __all__ = [
     "Stage",
     "SupervisedObjective",
     "TrainingError",
+    "cinc_cache",
     "cinc_task",
     "finetune",
     "recipe_for",
+    "table_cache",
     "table_task",
 ]

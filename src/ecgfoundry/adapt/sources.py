@@ -384,8 +384,14 @@ def _given_splits(csv: Path, table: pd.DataFrame, groups: np.ndarray | None) -> 
 
 
 def _table_store(
-    csv: Path, table: pd.DataFrame, spec: InputSpec, seconds: float, cache_dir: Any, workers: int
+    csv: Path,
+    table: pd.DataFrame,
+    spec: InputSpec,
+    seconds: float,
+    cache_dir: str | Path | None,
+    workers: int,
 ) -> ArrayStore:
+    """The cache of the records ``table`` (read from ``csv``) lists."""
     return record_cache("table", csv, _table_items(csv, table), table["record"].tolist(), spec,
                         seconds, cache_dir=cache_dir, workers=workers)  # fmt: skip
 
