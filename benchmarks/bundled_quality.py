@@ -34,6 +34,7 @@ from post_training import is_current, read_rows
 from summarise_post_training import paired
 
 from ecgfoundry.adapt import recipe_for
+from ecgfoundry.engine.precision import bf16_pays_on_cpu
 from ecgfoundry.models.registry import weights_fingerprint
 
 BUNDLED = "ecgfoundry-cpc"
@@ -84,10 +85,12 @@ def row_precision(row: dict[str, Any]) -> str:
     if "precision" in row:
         return ptbxl_table.short_precision(row["precision"])
     forced, hardware = row.get("recipe", {}).get("precision", "auto"), row.get("hardware")
-    if forced != "auto" or hardware is None:
-        return forced if forced != "auto" else "unrecorded"
-    bf16_cpu = {"avx512_bf16", "amx_bf16"} & set(hardware["cpu_flags"])
-    return "bf16" if "accelerator" in hardware or bf16_cpu else "fp32"
+    if forced != "auto":
+        return forced
+    if hardware is None:
+        return "unrecorded"
+    bf16 = "accelerator" in hardware or bf16_pays_on_cpu(hardware["cpu_flags"])
+    return "bf16" if bf16 else "fp32"
 
 
 def side(name: str, by_seed: BySeed) -> dict[str, Any]:

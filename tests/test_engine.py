@@ -219,3 +219,24 @@ def test_models_declare_parameters_a_training_step_leaves_unused(name: str) -> N
     model(torch.randn(2, len(spec.leads), spec.samples)).sum().backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     assert model.has_unused_parameters == bool(unused), unused[:5]
+
+
+CPU_FLAG_CASES = [
+    ("avx2 avx512f avx512_vnni", None),
+    ("avx2 avx512_bf16", torch.bfloat16),
+    ("avx2 amx_bf16 amx_tile", torch.bfloat16),
+]
+
+
+@pytest.mark.parametrize(("flags", "expected"), CPU_FLAG_CASES)
+def test_auto_precision_picks_bf16_only_where_the_cpu_flags_say_it_pays(
+    flags: str, expected: torch.dtype | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecgfoundry.engine import precision
+
+    monkeypatch.setattr(precision, "_cpuinfo", lambda: f"model name\t: x\nflags\t\t: {flags}\n")
+    cpu = torch.device("cpu")
+    assert precision.autocast_dtype("auto", cpu) == expected
+    assert precision.bf16_pays_on_cpu(flags.split()) == (expected is not None)
+    assert precision.autocast_dtype("fp32", cpu) is None
+    assert precision.autocast_dtype("bf16", cpu) == torch.bfloat16
