@@ -9,12 +9,12 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import Result
 from test_ptbxl import copy_records
 from typer.testing import CliRunner
 
@@ -158,7 +158,7 @@ def test_unreadable_table_records_are_skipped_and_listed(ptbxl_root, listing, ca
     assert sum(data.description["records"].values()) == 11  # three patients: no test split
 
 
-def cli_run(*args: object) -> Result:
+def cli_run(*args: object) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 

@@ -240,3 +240,23 @@ def test_auto_precision_picks_bf16_only_where_the_cpu_flags_say_it_pays(
     assert precision.bf16_pays_on_cpu(flags.split()) == (expected is not None)
     assert precision.autocast_dtype("fp32", cpu) is None
     assert precision.autocast_dtype("bf16", cpu) == torch.bfloat16
+
+
+def test_a_process_that_does_not_write_the_claim_ignores_the_writers_temporary_file(
+    tmp_path: Path,
+) -> None:
+    """Under torchrun the other ranks check while rank 0 writes config.json through a temporary
+    file: seeing only that file must not refuse the folder (it made a 2-process run flaky)."""
+    from ecgfoundry.engine.run_dir import RunConfigError, claim_run_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".config.json.tmp-1-abcd").write_text("{")
+    claim_run_dir(out, {"seed": 0}, write=False)  # rank 1, mid-write: no verdict
+    with pytest.raises(RunConfigError, match="not empty"):
+        claim_run_dir(out, {"seed": 0}, write=True)  # the writer judges the folder
+    (out / ".config.json.tmp-1-abcd").unlink()
+    claim_run_dir(out, {"seed": 0}, write=True)
+    claim_run_dir(out, {"seed": 0}, write=False)
+    with pytest.raises(RunConfigError, match="different configuration"):
+        claim_run_dir(out, {"seed": 1}, write=False)

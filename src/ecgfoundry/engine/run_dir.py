@@ -16,9 +16,11 @@ class RunConfigError(ValueError, ReportedError):
 
 
 def claim_run_dir(out: Path, config: dict[str, Any], *, write: bool) -> None:
-    """Check that ``out/config.json`` is this run's, or make it so (every process checks; the
-    one with ``write`` writes). A folder of another configuration, or a non-empty folder that
-    holds no run, is refused: finished work is never silently reused or overwritten."""
+    """Check that ``out/config.json`` is this run's, or make it so (the process with ``write``
+    checks and writes; the others, racing it before a barrier, compare a config.json that is
+    there and never judge the folder's other files, such as its temporary file). A folder of
+    another configuration, or a non-empty folder that holds no run, is refused: finished work
+    is never silently reused or overwritten."""
     path = out / "config.json"
     if path.exists():
         before = json.loads(path.read_text())
@@ -29,10 +31,11 @@ def claim_run_dir(out: Path, config: dict[str, Any], *, write: bool) -> None:
                 "use another --out, or delete the folder to start over"
             )
         return
+    if not write:
+        return
     if out.exists() and any(p.name != "config.json" for p in out.iterdir()):
         raise RunConfigError(f"{out} is not empty and holds no ecgfoundry run: use another --out")
-    if write:
-        atomic_write_text(path, json.dumps(config, indent=1))
+    atomic_write_text(path, json.dumps(config, indent=1))
 
 
 class EpochLog:
