@@ -163,14 +163,14 @@ class Normalise:
     eps: float = 1e-6
 
     def __call__(self, record: Record) -> Record:
-        x = record.signal.astype(np.float64)
         if self.method == "none":
             return record
+        x, filled = record.signal.astype(np.float64), _zero_filled(record)
         if self.method == "zscore":
             x = x - x.mean(axis=1, keepdims=True)
             scale = x.std(axis=1, keepdims=True)
         elif self.method == "zscore-global":
-            present = x[[i for i in range(len(x)) if i not in _zero_filled(record)]]
+            present = np.delete(x, filled, axis=0)
             x = x - present.mean()
             scale = np.full((x.shape[0], 1), present.std())
         elif self.method == "minmax":
@@ -180,7 +180,7 @@ class Normalise:
         else:
             raise ValueError(f"unknown normalisation {self.method!r}")
         out = np.where(scale > self.eps, x / np.maximum(scale, self.eps), 0.0)
-        out[_zero_filled(record)] = 0.0
+        out[filled] = 0.0
         return record.replace(signal=out.astype(np.float32))
 
 
