@@ -11,7 +11,7 @@ import wfdb
 
 from ecgfoundry.data.quality import FLAT_MV
 from ecgfoundry.data.readers import check_wfdb_files, read_array, read_record, read_wfdb
-from ecgfoundry.data.record import STANDARD_LEADS, ECGInputError
+from ecgfoundry.data.record import STANDARD_LEADS, ECGInputError, describe_repair
 from ecgfoundry.data.transforms import Normalise, Resample, SelectLeads, pipeline_for
 from ecgfoundry.spec import InputSpec
 
@@ -72,6 +72,7 @@ def test_nan_runs_are_interpolated_and_flagged(tmp_path: Path) -> None:
     record = read_wfdb(base)
     assert np.isfinite(record.signal).all()
     assert record.metadata["repairs"] == [{"kind": "nan_interpolated", "samples": {"I": 10}}]
+    assert describe_repair(record.metadata["repairs"][0]) == "nan_interpolated: 10 samples of I"
     expected = np.interp(np.arange(100, 110), [99, 110], signal[[99, 110], 0])
     np.testing.assert_allclose(record.signal[0, 100:110], expected, atol=2e-3)
     with pytest.raises(ECGInputError, match=r"syn: non-finite samples in leads \{'I': 10\}"):

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from scipy import signal as sps
 
 from ecgfoundry.data.readers import read_array
-from ecgfoundry.data.record import STANDARD_LEADS, Annotations, ECGInputError, Record
+from ecgfoundry.data.record import (
+    STANDARD_LEADS,
+    Annotations,
+    ECGInputError,
+    Record,
+    describe_repair,
+)
 from ecgfoundry.data.transforms import (
     BandPass,
     Compose,
@@ -129,6 +135,7 @@ def test_select_leads_reorders_and_derives_limb_leads() -> None:
     zeroed = SelectLeads(("II", "V1"), missing="zero")(record)
     assert np.all(zeroed.signal[1] == 0)
     assert zeroed.metadata["repairs"][-1] == {"kind": "leads_zero_filled", "leads": ["V1"]}
+    assert describe_repair(zeroed.metadata["repairs"][-1]) == "leads_zero_filled: V1"
 
 
 @settings(max_examples=40, deadline=None)

@@ -381,10 +381,10 @@ def _inputs(
         model, records, preprocess=preprocess, missing_leads=missing_leads.value
     )
     if inputs.repairs:
-        shown = "; ".join(f"{rid} ({', '.join(kinds)})"
-                          for rid, kinds in list(inputs.repairs.items())[:5])  # fmt: skip
-        more = f"; {len(inputs.repairs) - 5} more" if len(inputs.repairs) > 5 else ""
-        print(f"note: {len(inputs.repairs)} record(s) were repaired before scoring: "
+        shown = "".join(f"\n  {rid} ({'; '.join(done)})"
+                        for rid, done in list(inputs.repairs.items())[:5])  # fmt: skip
+        more = f"\n  and {len(inputs.repairs) - 5} more" if len(inputs.repairs) > 5 else ""
+        print(f"note: {len(inputs.repairs)} record(s) were repaired before scoring:"
               f"{shown}{more}", file=sys.stderr)  # fmt: skip
     return inputs
 

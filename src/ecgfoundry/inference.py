@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
-from ecgfoundry.data.record import ECGInputError, Record
+from ecgfoundry.data.record import ECGInputError, Record, describe_repair
 from ecgfoundry.data.transforms import MissingLeads, MissingLeadsError, model_windows
 from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
@@ -37,7 +37,7 @@ class Inputs:
     windows: np.ndarray
     owner: np.ndarray  # int [W]: index into ``ids``
     ids: list[str]
-    repairs: dict[str, list[str]] = field(default_factory=dict)
+    repairs: dict[str, list[str]] = field(default_factory=dict)  # record id: repairs in words
 
 
 def load_inputs(
@@ -149,7 +149,7 @@ def prepare(
         else:
             _check_model_input(record, model.spec)
             cut = record.signal[None]
-        done = [r["kind"] for r in record.metadata.get("repairs", [])]
+        done = [describe_repair(r) for r in record.metadata.get("repairs", [])]
         if done:
             repairs[record_id] = done
         windows.append(cut)

@@ -153,3 +153,17 @@ class Record:
         """A copy whose ``metadata["repairs"]`` also lists this repair."""
         repairs = [*self.metadata.get("repairs", []), repair]
         return self.replace(metadata={**self.metadata, "repairs": repairs})
+
+
+def describe_repair(repair: dict[str, Any]) -> str:
+    """One repair in words, e.g. ``leads_zero_filled: V1, V2`` or ``zero_padded: 400 samples``."""
+    leads, samples = repair.get("leads"), repair.get("samples")
+    if leads:
+        return f"{repair['kind']}: {', '.join(leads)}"
+    if isinstance(samples, dict):
+        return f"{repair['kind']}: " + ", ".join(
+            f"{n} samples of {lead}" for lead, n in samples.items()
+        )
+    if samples is not None:
+        return f"{repair['kind']}: {samples} samples"
+    return repair["kind"]
