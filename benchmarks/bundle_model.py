@@ -6,9 +6,13 @@ every result's fingerprint). Without RUN_DIR it refreshes the card of the model 
 bundled, from its own files (after new results; the run folder need not exist any more).
 
     python benchmarks/bundle_model.py runs/pretrain/ecgfoundry-cpc --name ecgfoundry-cpc \\
-        [--quality benchmarks/results/bundled_quality.json] [--replace]
+        [--quality benchmarks/results/bundled_quality.json] [--replace] [--ptbxl-root DIR]
     python benchmarks/bundle_model.py --name ecgfoundry-cpc \\
-        --quality benchmarks/results/bundled_quality.json
+        --quality benchmarks/results/bundled_quality.json --ptbxl-root DIR/ptbxl
+
+``--ptbxl-root`` (the PTB-XL copy the corpus came from) lets the card name the folds its
+PTB-XL records come from, how many records that copy lists, and how many of those folds' records
+the corpus lacks.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 import ecgfoundry
+from ecgfoundry.data import ptbxl
 from ecgfoundry.models.registry import BUNDLED_DIR, count_parameters, load_model, model_entry
 
 FILES = ("config.json", "model.safetensors", "manifest.json", "pretraining.json")
@@ -29,7 +36,7 @@ REPRODUCE = """\
     ecgfoundry pretrain {name} --objective cpc --data ptbxl=DIR/ptbxl \\
         --config benchmarks/configs/{name}.yaml --epochs {epochs} --out runs/pretrain/{name} \\
         --checkpoint-minutes 10
-    python benchmarks/bundle_model.py runs/pretrain/{name} --name {name}"""
+    python benchmarks/bundle_model.py runs/pretrain/{name} --name {name} --ptbxl-root DIR/ptbxl"""
 
 
 def package_megabytes() -> float:
@@ -72,7 +79,32 @@ def seeds(side: dict[str, Any]) -> str:
     return (f"{n} seed" if n == 1 else f"{n} seeds") + (f", {precision}" if precision else "")
 
 
-def model_card(name: str, folder: Path, quality: dict[str, Any] | None) -> str:
+def corpus_sentence(manifest: dict[str, Any], ptbxl_root: Path | None) -> str:
+    """What the corpus was, from its manifest (and, given the PTB-XL copy, its folds)."""
+    parts = ", ".join(f"{k}: {n:,}" for k, n in manifest["datasets"].items())
+    text = f"{manifest['count']:,} records ({parts})"
+    if "ptbxl" not in manifest["datasets"] or ptbxl_root is None:
+        return text
+    folds = pd.read_csv(ptbxl_root / ptbxl.DATABASE_CSV, usecols=["ecg_id", "strat_fold"])
+    folds = folds.set_index("ecg_id")["strat_fold"]
+    used = {int(r["id"].split(":")[1]) for r in manifest["records"] if r["id"].startswith("ptbxl:")}
+    chosen = sorted(set(folds[sorted(used)]))
+    lacked = int(folds.isin(chosen).sum()) - len(used)
+    span = (
+        f"{chosen[0]}-{chosen[-1]}"
+        if chosen == list(range(chosen[0], chosen[-1] + 1))
+        else (", ".join(map(str, chosen)))
+    )
+    text += (f": PTB-XL folds {span} of a copy whose database lists {len(folds):,} of the "
+             f"release's {ptbxl.RELEASE_RECORDS:,} records")  # fmt: skip
+    if lacked:
+        text += f", less {lacked} records of those folds that could not be read"
+    return text
+
+
+def model_card(
+    name: str, folder: Path, quality: dict[str, Any] | None, ptbxl_root: Path | None = None
+) -> str:
     model = load_model(folder)
     config, run = model.config, json.loads((folder / "pretraining.json").read_text())
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -80,7 +112,6 @@ def model_card(name: str, folder: Path, quality: dict[str, Any] | None) -> str:
     hardware, spec = run["hardware"], config.spec
     samples = round(spec["fs"] * spec["seconds"])
     tokens_per_s = config.tokens(samples) / spec["seconds"]
-    corpus = ", ".join(f"{k}: {n:,}" for k, n in manifest["datasets"].items())
     megabytes = (folder / "model.safetensors").stat().st_size / 1e6
     return f"""# {name}: ecgfoundry's own ECG foundation model
 
@@ -117,9 +148,8 @@ ms) ahead against {cpc["negatives"]} negatives from the same record. AdamW (weig
 `benchmarks/configs/{name}.yaml`: ECG-CPC's published ones except the horizon (kept at \
 ECG-CPC's 117 ms) and the learning-rate factor (chosen in a one-epoch pilot on the \
 pretraining corpus' own held-out patients).
-- Corpus: {manifest["count"]:,} records ({corpus}): PTB-XL 1.0.3 folds 1-8 at 100 Hz, less \
-the 10 records whose labels changed between releases, which the development copy omits \
-(`manifest.json`, hash `{manifest["hash"]}`). {settings["val"]["records"]:,} records of 5 % \
+- Corpus: {corpus_sentence(manifest, ptbxl_root)} (ids in `manifest.json`, hash \
+`{manifest["hash"]}`). {settings["val"]["records"]:,} records of 5 % \
 of the patients validated the objective and {settings["train"]["records"]:,} trained it. \
 **PTB-XL folds 9 and 10 were never used**: fine-tuning or evaluating this model on any \
 record of its manifest is refused unless explicitly allowed.
@@ -159,6 +189,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="a preset registered with bundled=True")
     parser.add_argument("--quality", type=Path, help="bundled_quality.py --json output")
     parser.add_argument("--replace", action="store_true", help="replace bundled weights")
+    parser.add_argument("--ptbxl-root", type=Path, help="the PTB-XL copy the corpus came from")
     args = parser.parse_args()
     entry = model_entry(args.name)
     if not entry.bundled:
@@ -177,7 +208,7 @@ def main() -> None:
         for name in FILES:
             shutil.copyfile(source / name, folder / name)
     quality = json.loads(args.quality.read_text()) if args.quality else None
-    (folder / "MODEL_CARD.md").write_text(model_card(args.name, folder, quality))
+    (folder / "MODEL_CARD.md").write_text(model_card(args.name, folder, quality, args.ptbxl_root))
     size = package_megabytes()
     print(json.dumps({"bundled": str(folder), "package_mb": round(size, 2)}))
     if size > PACKAGE_LIMIT_MB:

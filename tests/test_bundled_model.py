@@ -66,17 +66,23 @@ def test_the_package_holds_the_card_and_stays_small() -> None:
     assert size / 1e6 < PACKAGE_LIMIT_MB
 
 
-def test_its_card_is_what_the_committed_quality_results_give(tmp_path, monkeypatch) -> None:
+@pytest.mark.shared_data
+def test_its_card_is_what_the_committed_quality_results_give(
+    ptbxl_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = Path(__file__).resolve().parents[1]
     script = load_script("bundle_model")
     shutil.copytree(BUNDLED_DIR / NAME, tmp_path / NAME)
     (tmp_path / NAME / "MODEL_CARD.md").unlink()
     monkeypatch.setattr(script, "BUNDLED_DIR", tmp_path)
     quality = root / "benchmarks/results/bundled_quality.json"
-    monkeypatch.setattr(sys, "argv", ["bundle_model.py", "--name", NAME, "--quality", str(quality)])
+    monkeypatch.setattr(sys, "argv", ["bundle_model.py", "--name", NAME, "--quality", str(quality),
+                                      "--ptbxl-root", str(ptbxl_root)])  # fmt: skip
     script.main()  # no run folder: the card is refreshed from the bundled files
     card = (tmp_path / NAME / "MODEL_CARD.md").read_text()
     assert card == (BUNDLED_DIR / NAME / "MODEL_CARD.md").read_text()
+    listed = len(pd.read_csv(ptbxl_root / ptbxl.DATABASE_CSV))
+    assert f"PTB-XL folds 1-8 of a copy whose database lists {listed:,} of the release's" in card
     rows = json.loads(quality.read_text())["comparisons"]
     assert all(f"{row['difference']['value']:+.3f}" in card for row in rows if row["difference"])
 
