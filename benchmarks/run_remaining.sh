@@ -7,9 +7,8 @@
 #     superdiagnostic cells, then its `all` and `diagnostic` cells, then the bundled grid
 #     (scratch at 100 %, then every variant at 30 % and 100 %) on superdiagnostic;
 #   lane rhythm: the same on rhythm, with the table's `subdiagnostic` cells.
-# Both lanes append to the same results files, so run_grid.sh, which names a commit after the
-# last row, may name one after the other lane's cell; every row and prediction is committed
-# all the same (its retries cover the lanes' concurrent commits).
+# Both lanes append to the same results files; run_grid.sh names each commit after the rows it
+# adds, whichever lane wrote them.
 # Usage: OMP_NUM_THREADS=1 benchmarks/run_remaining.sh superdiagnostic|rhythm --root DIR/ptbxl
 #        [--cache-dir DIR]
 set -uo pipefail
