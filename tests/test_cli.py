@@ -1,4 +1,7 @@
-"""The command-line contracts, run as a user runs them (``python -m ecgfoundry ...``)."""
+"""The command-line contracts, as a user meets them: through the console script's entry point
+(one-line errors, exit codes, stdout apart from stderr). The demo runs as ``python -m ecgfoundry``
+in a process of its own, with the network unreachable; the other commands run in this process,
+which spares each a new Python and its imports."""
 
 from __future__ import annotations
 
@@ -7,15 +10,32 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from test_ptbxl import copy_records, fold_counts, present_records
+from typer.testing import CliRunner
 
+from ecgfoundry.cli import main
 from ecgfoundry.models import resolve_model
 
 
-def ecgfoundry(*args: str | Path, env: dict | None = None,
-               timeout: int = 300) -> subprocess.CompletedProcess:  # fmt: skip
+def ecgfoundry(*args: str | Path) -> subprocess.CompletedProcess:
+    """``ecgfoundry ARGS`` through :func:`ecgfoundry.cli.main`, in this process."""
+    argv = ["ecgfoundry", *map(str, args)]
+    with CliRunner().isolation() as (out, err, _), mock.patch.object(sys, "argv", argv):
+        try:
+            main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        sys.stdout.flush(), sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess(argv, code, stdout, stderr)
+
+
+def ecgfoundry_process(*args: str | Path, env: dict, timeout: int) -> subprocess.CompletedProcess:
+    """``python -m ecgfoundry ARGS`` in a new process."""
     command = [sys.executable, "-m", "ecgfoundry", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -23,7 +43,7 @@ def ecgfoundry(*args: str | Path, env: dict | None = None,
 def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "HTTP_PROXY": "http://0.0.0.0:9",
            "HTTPS_PROXY": "http://0.0.0.0:9"}  # fmt: skip  # no network to reach
-    result = ecgfoundry("demo", "--out", tmp_path / "demo", "--json", env=env, timeout=600)
+    result = ecgfoundry_process("demo", "--out", tmp_path / "demo", "--json", env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     demo = json.loads(result.stdout)
     rows = {row["record"]: row for row in demo["samples"]}
@@ -44,7 +64,7 @@ def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
     page = Path(demo["report"]).read_text()
     assert all(f'<section id="{s}">' in page for s in ("performance", "representation",
                                                         "attribution"))  # fmt: skip
-    again = ecgfoundry("demo", "--out", tmp_path / "demo", env=env, timeout=600)  # resumes
+    again = ecgfoundry_process("demo", "--out", tmp_path / "demo", env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "ptbxl/00008_lr" in again.stdout and "12x1000" in again.stdout
     assert "ecgfoundry-cpc's input: 100 Hz, 10 s, 12 leads, normalisation: none" in again.stdout
