@@ -12,7 +12,7 @@ bundled, from its own files (after new results; the run folder need not exist an
 
 ``--ptbxl-root`` (the PTB-XL copy the corpus came from) lets the card name the folds its
 PTB-XL records come from, how many records that copy lists, and how many of those folds' records
-the corpus lacks.
+the corpus does not hold.
 """
 
 from __future__ import annotations
@@ -88,6 +88,12 @@ def corpus_sentence(manifest: dict[str, Any], ptbxl_root: Path | None) -> str:
     folds = pd.read_csv(ptbxl_root / ptbxl.DATABASE_CSV, usecols=["ecg_id", "strat_fold"])
     folds = folds.set_index("ecg_id")["strat_fold"]
     used = {int(r["id"].split(":")[1]) for r in manifest["records"] if r["id"].startswith("ptbxl:")}
+    unknown = sorted(used - set(folds.index))
+    if unknown:
+        raise SystemExit(
+            f"{ptbxl_root}: its database lacks {len(unknown)} of the corpus' PTB-XL records "
+            f"(e.g. {unknown[:3]}): not the copy it came from"
+        )
     chosen = sorted(set(folds[sorted(used)]))
     lacked = int(folds.isin(chosen).sum()) - len(used)
     span = (
@@ -98,7 +104,7 @@ def corpus_sentence(manifest: dict[str, Any], ptbxl_root: Path | None) -> str:
     text += (f": PTB-XL folds {span} of a copy whose database lists {len(folds):,} of the "
              f"release's {ptbxl.RELEASE_RECORDS:,} records")  # fmt: skip
     if lacked:
-        text += f", less {lacked} records of those folds that could not be read"
+        text += f", less {lacked} records of those folds that the corpus does not hold"
     return text
 
 
@@ -191,6 +197,8 @@ def main() -> None:
     parser.add_argument("--replace", action="store_true", help="replace bundled weights")
     parser.add_argument("--ptbxl-root", type=Path, help="the PTB-XL copy the corpus came from")
     args = parser.parse_args()
+    if args.ptbxl_root and not (args.ptbxl_root / ptbxl.DATABASE_CSV).is_file():
+        parser.error(f"--ptbxl-root {args.ptbxl_root}: no {ptbxl.DATABASE_CSV} there")
     entry = model_entry(args.name)
     if not entry.bundled:
         parser.error(f"{args.name} is not registered with bundled=True")
