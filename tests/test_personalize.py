@@ -229,6 +229,12 @@ def test_the_cli_meta_trains_and_adapts_to_a_person(tmp_path: Path) -> None:
     assert "holds a run with a different configuration (differs in ['config'])" in str(
         other.exception
     )  # not silently resumed from the second-order run's checkpoint
+    (tmp_path / "first.yaml").write_text(QUICK + "first_order: true\n")
+    from_config = [*arguments[:-1], str(tmp_path / "first.yaml")]
+    again = CliRunner().invoke(app, ["personalize", "meta-train", *from_config])
+    assert "differs in ['config']" in str(again.exception)  # the config's first_order is used
+    assert CliRunner().invoke(app, ["personalize", "meta-train", *from_config,
+                                    "--second-order"]).exit_code == 0  # fmt: skip
     person = split["test"][0].split("/")[1]
     mine = tmp_path / "mine"
     result = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",
@@ -239,6 +245,16 @@ def test_the_cli_meta_trains_and_adapts_to_a_person(tmp_path: Path) -> None:
     assert len(support["support_seconds"]) == 10 and support["normalise"]["sd"] > 0
     assert support["scored_from_seconds"] > max(support["support_seconds"])
     assert load_model(mine).spec.samples == 400
+    (tmp_path / "none.yaml").write_text("adapt_steps: 0\n")  # the config sets the adaptation
+    unchanged = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",
+                                         str(data), "--subject", person, "--out",
+                                         str(tmp_path / "same"), "--no-pre-finetune", "--config",
+                                         str(tmp_path / "none.yaml")])  # fmt: skip
+    assert unchanged.exit_code == 0, unchanged.output
+    before, after = (load_model(f).state_dict() for f in (run / "model", tmp_path / "same"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    adapted = load_model(mine).state_dict()
+    assert not all(torch.equal(before[k], adapted[k]) for k in before)
     missing = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",
                                        str(data), "--subject", "nobody", "--out",
                                        str(tmp_path / "x")])  # fmt: skip

@@ -394,7 +394,7 @@ def embed(
     model: ModelArgument,
     source: InputArgument,
     out: Annotated[
-        Path, typer.Option("--out", help="Output .npy [records, D]; record ids in NAME.ids.txt.")
+        Path, typer.Option("--out", help="Output .npy \\[records, D]; record ids in NAME.ids.txt.")
     ],
     fs: InputFsOption = None,
     leads: LeadsOption = None,
@@ -659,8 +659,13 @@ def personalize_meta_train(
     seed: SeedOption = 0,
     config: MAMLConfigOption = None,
     first_order: Annotated[
-        bool, typer.Option("--first-order", help="First-order MAML (no second derivatives).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--first-order/--second-order",
+            help="First-order MAML (no second derivatives), or second-order; unset: the "
+            "config's first_order (default second-order).",
+        ),
+    ] = None,
     curriculum: Annotated[bool, typer.Option(help="Easy subjects first.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
@@ -671,7 +676,9 @@ def personalize_meta_train(
     subjects, problems = P.load_subjects(data)
     parts = P.split_subjects(subjects, seed)
     by_name = {s.name: s for s in subjects}
-    settings = dataclasses.replace(_maml_config(config), first_order=first_order)
+    settings = _maml_config(config)
+    if first_order is not None:
+        settings = dataclasses.replace(settings, first_order=first_order)
     if not curriculum:
         settings = dataclasses.replace(settings, curriculum=None)
     P.meta_train(P.backbone(backbone, seed=seed), [by_name[n] for n in parts["meta-train"]],
@@ -694,9 +701,11 @@ def personalize_adapt(
     out: Annotated[Path, typer.Option("--out", help="Folder for the person's model.")],
     shots: Annotated[int, typer.Option(help="Support windows per class: the earliest.")] = 10,
     pre_finetune: Annotated[bool, typer.Option(help="MetaVA's pre-fine-tuning first.")] = True,
+    config: MAMLConfigOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Adapt a meta-trained model to one person from their earliest labelled windows; writes
+    """Adapt a meta-trained model to one person from their earliest labelled windows (steps and
+    rates from --config: adapt_steps, inner_lr, pre_finetune_steps, pre_finetune_lr); writes
     the person's model and support.json (its windows and the normalisation to apply)."""
     from ecgfoundry import personalize as P
     from ecgfoundry.models import load_model
@@ -709,7 +718,7 @@ def personalize_adapt(
         raise UsageError(f"--subject {subject}: not in {data} (subjects: {names})")
     person = found[0]
     split = P.split_subject(person, shots, "leak-free")
-    mine = personalise_split(load_model(model), person, split, P.MAMLConfig(), pre_finetune)
+    mine = personalise_split(load_model(model), person, split, _maml_config(config), pre_finetune)
     support = P.save_person(mine, person, split, out, pre_finetune=pre_finetune)
     if as_json:
         _print_json(support | {"model": str(out)})
