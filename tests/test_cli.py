@@ -29,7 +29,8 @@ def ecgfoundry(*args: str | Path) -> subprocess.CompletedProcess:
             code = 0
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
-        sys.stdout.flush(), sys.stderr.flush()
+        sys.stdout.flush()  # print() output is buffered until then
+        sys.stderr.flush()
         stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
     return subprocess.CompletedProcess(argv, code, stdout, stderr)
 
