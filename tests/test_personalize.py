@@ -45,7 +45,8 @@ from ecgfoundry.personalize.run import META_RUNS, per_subject_markdown
 
 FS, SECONDS = 50.0, 2.0
 QUICK = ("epochs: 1\niterations: 1\ninner_steps: 1\nadapt_steps: 3\npre_finetune_steps: 1\n"
-         "scratch_steps: 3\nval_shots: 3\ncurriculum: {start: 0.5, full_at: 0.5}\n")  # fmt: skip
+         "scratch_steps: 3\nval_shots: 3\ncurriculum: {start: 0.5, full_at: 0.5}\n"
+         "global_epochs: 1\n")  # fmt: skip
 
 
 def synthetic(name: str, seed: int, n_other: int = 60, n_va: int = 30, va_at: float = 0.3,
@@ -292,6 +293,8 @@ def test_the_cli_evaluates_every_method_on_held_out_people(tmp_path: Path) -> No
     assert {(e["protocol"], e["shots"]) for e in saved["summary"]} == {("leak-free", 5),
                                                                      ("metava", 5)}  # fmt: skip
     assert not set(saved["subjects"]["test"]) & set(saved["subjects"]["meta-train"])
+    global_log = (tmp_path / "runs" / "global" / "log.jsonl").read_text().splitlines()
+    assert saved["config"]["global_epochs"] == 1 and len(global_log) == 1  # the config's epochs
 
 
 def test_a_config_with_an_unknown_field_is_refused_by_name() -> None:

@@ -78,6 +78,7 @@ class MAMLConfig:
     pre_finetune_lr: float = 0.01
     val_shots: int = 5
     scratch_steps: int = 100  # the scratch baseline's Adam steps on the support set
+    global_epochs: int = 5  # the global baseline's epochs over every meta-training window
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

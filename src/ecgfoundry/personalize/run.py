@@ -419,7 +419,8 @@ def run_protocol(
     def architecture() -> nn.Module:
         return backbone(backbone_name, seed=seed)
 
-    models = {"global": train_global(architecture(), train, val, Path(runs) / "global", seed=seed)}
+    models = {"global": train_global(architecture(), train, val, Path(runs) / "global",
+                                     epochs=config.global_epochs, seed=seed)}  # fmt: skip
     failed: dict[str, str] = {}
     for name, (first, curriculum) in META_RUNS.items():
         schedule = (config.curriculum or Curriculum()) if curriculum else None
