@@ -24,10 +24,8 @@ from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
 from ecgfoundry.export import FORMATS
 
 if TYPE_CHECKING:
-    from ecgfoundry.data.cache import ArrayStore
     from ecgfoundry.inference import Inputs
     from ecgfoundry.models import ECGModel
-    from ecgfoundry.spec import InputSpec
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -213,43 +211,18 @@ def data_cache(
 ) -> None:
     """Build (or reuse) the cache training a model on a dataset reads; print its location
     (records that could not be given are named on stderr)."""
-    from ecgfoundry.adapt.sources import cinc_cache, table_cache
+    from ecgfoundry.adapt.sources import source_cache
     from ecgfoundry.models.registry import resolve_model
 
     spec = resolve_model(model, weights=False).spec  # the architecture is enough
-    options = {"cache_dir": cache_dir, "workers": workers}
     dataset, root = _named_folder(dataset, root)
-    table = dataset.lower().endswith(".csv")
-    if table and root is not None:
-        raise UsageError(f"--root does not apply to a table ({dataset}): its record paths "
-                         "are relative to the table's folder")  # fmt: skip
-    if not table and dataset not in ("ptbxl", "cinc"):
-        raise UsageError(f"{dataset!r}: expected ptbxl, cinc or a .csv table")
-    if not table and root is None:
-        raise UsageError(f"{dataset} needs --root, the dataset's folder")
-    source = Path(dataset) if table else root
-    if dataset == "ptbxl":
-        store, left_out = _ptbxl_store(source, spec, **options)
-    else:
-        store = (cinc_cache if dataset == "cinc" else table_cache)(source, spec, **options)
-        left_out = [str(e["record"]) for e in store.meta.get("unreadable", [])]
+    store, left_out = source_cache(dataset, spec, root=root, cache_dir=cache_dir, workers=workers)
     if left_out:
         shown = ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else "")
-        print(f"note: {len(store)} records cached; {len(left_out)} listed in {source} were left "
-              f"out (files absent, damaged or unreadable): {shown}", file=sys.stderr)  # fmt: skip
+        print(f"note: {len(store)} records cached; {len(left_out)} listed in {root or dataset} "
+              f"were left out (files absent, damaged or unreadable): {shown}",
+              file=sys.stderr)  # fmt: skip
     typer.echo(str(store.path))
-
-
-def _ptbxl_store(root: Path, spec: InputSpec, **options: Any) -> tuple[ArrayStore, list[str]]:
-    """PTB-XL's cache for ``spec``, and the records its listing names that it lacks."""
-    from ecgfoundry.adapt.data import ptbxl_cache, source_rate
-    from ecgfoundry.data import ptbxl
-
-    db = ptbxl.load(root, fs=source_rate(root, spec))
-    store = ptbxl_cache(root, spec, db=db, **options)
-    undecoded = [db.table.index[e["item"]] for e in store.meta.get("unreadable", [])]
-    return store, [*map(str, db.missing_records), *map(str, db.unreadable_records),
-                   *map(str, undecoded)]  # fmt: skip
 
 
 @data_app.command("download")

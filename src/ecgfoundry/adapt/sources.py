@@ -20,12 +20,13 @@ import math
 import re
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from ecgfoundry.adapt.data import Split, TaskData, ptbxl_task
+from ecgfoundry.adapt.data import Split, TaskData, ptbxl_cache, ptbxl_task, source_rate
+from ecgfoundry.data import ptbxl
 from ecgfoundry.data.cache import ArrayStore, NoReadableRecords, build_cache
 from ecgfoundry.data.readers import find_records, read_record
 from ecgfoundry.data.record import ECGInputError, Record
@@ -488,21 +489,56 @@ def task_data(
                                  "(subset it before passing it)")  # fmt: skip
         return data
     name = str(data)
-    if name == "ptbxl":
-        if root is None or task is None:
-            raise RunConfigError("PTB-XL needs root (the copy's folder) and task (e.g. "
-                                 "superdiagnostic)")  # fmt: skip
+    kind = source_kind(name, root)
+    if kind == "ptbxl":
+        if task is None:
+            raise RunConfigError("PTB-XL needs task (e.g. superdiagnostic)")
         return ptbxl_task(root, task, spec, fraction=fraction, seed=seed, cache_dir=cache_dir,
                           workers=workers)  # fmt: skip
-    if name == "cinc":
-        if root is None:
-            raise RunConfigError("data 'cinc' needs root: the challenge folder")
+    if kind == "cinc":
         return cinc_task(root, spec, task=task, fraction=fraction, seed=seed,
                          cache_dir=cache_dir, workers=workers)  # fmt: skip
-    if name.lower().endswith(".csv"):
+    return table_task(name, spec, task=task, fraction=fraction, seed=seed, cache_dir=cache_dir,
+                      workers=workers)  # fmt: skip
+
+
+def source_kind(data: str, root: str | Path | None) -> Literal["ptbxl", "cinc", "table"]:
+    """Which source ``data`` names (``ptbxl``, ``cinc`` or a ``.csv`` table), checking that
+    ``root`` is given where the source needs it and not where it does not."""
+    if data == "ptbxl" and root is None:
+        raise RunConfigError("PTB-XL needs root (--root, the copy's folder)")
+    if data == "cinc" and root is None:
+        raise RunConfigError("cinc needs --root (root): the challenge folder")
+    if data in ("ptbxl", "cinc"):
+        return data
+    if data.lower().endswith(".csv"):
         if root is not None:
-            raise RunConfigError(f"root does not apply to a table ({name}): its record paths "
-                                 "are relative to the table's folder")  # fmt: skip
-        return table_task(name, spec, task=task, fraction=fraction, seed=seed,
-                          cache_dir=cache_dir, workers=workers)  # fmt: skip
-    raise RunConfigError(f"data {name!r}: expected ptbxl, cinc, a .csv table or a TaskData")
+            raise RunConfigError(f"{data} is a table: --root does not apply (root= in Python); "
+                                 "its record paths are relative to the table's folder")  # fmt: skip
+        return "table"
+    raise RunConfigError(f"data {data!r}: expected ptbxl, cinc, a .csv table or (in Python) a "
+                         "TaskData")  # fmt: skip
+
+
+def source_cache(
+    data: str,
+    spec: InputSpec,
+    *,
+    root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+) -> tuple[ArrayStore, list[str]]:
+    """The cache :func:`task_data` trains from for ``data`` (built on first use), and the
+    records the source lists that it left out (absent, damaged or unreadable)."""
+    kind = source_kind(data, root)
+    if kind == "ptbxl":
+        db = ptbxl.load(root, fs=source_rate(root, spec))
+        store = ptbxl_cache(root, spec, db=db, cache_dir=cache_dir, workers=workers)
+        undecoded = [db.table.index[e["item"]] for e in store.meta.get("unreadable", [])]
+        return store, [*map(str, db.missing_records), *map(str, db.unreadable_records),
+                       *map(str, undecoded)]  # fmt: skip
+    if kind == "cinc":
+        store = cinc_cache(root, spec, cache_dir=cache_dir, workers=workers)
+    else:
+        store = table_cache(data, spec, cache_dir=cache_dir, workers=workers)
+    return store, [str(e["record"]) for e in store.meta.get("unreadable", [])]
