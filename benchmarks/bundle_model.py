@@ -96,11 +96,8 @@ def corpus_sentence(manifest: dict[str, Any], ptbxl_root: Path | None) -> str:
         )
     chosen = sorted(set(folds[sorted(used)]))
     lacked = int(folds.isin(chosen).sum()) - len(used)
-    span = (
-        f"{chosen[0]}-{chosen[-1]}"
-        if chosen == list(range(chosen[0], chosen[-1] + 1))
-        else (", ".join(map(str, chosen)))
-    )
+    contiguous = chosen == list(range(chosen[0], chosen[-1] + 1))
+    span = f"{chosen[0]}-{chosen[-1]}" if contiguous else ", ".join(map(str, chosen))
     text += (f": PTB-XL folds {span} of a copy whose database lists {len(folds):,} of the "
              f"release's {ptbxl.RELEASE_RECORDS:,} records")  # fmt: skip
     if lacked:

@@ -9,19 +9,17 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from test_ptbxl import copy_records
-from typer.testing import CliRunner
+from test_rough_edges import cli
 
 from ecgfoundry.adapt import RunConfigError, finetune
 from ecgfoundry.adapt.run import build_model
 from ecgfoundry.adapt.sources import cinc_task, table_task
-from ecgfoundry.cli import app
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.models import create_model, save_model
@@ -158,10 +156,6 @@ def test_unreadable_table_records_are_skipped_and_listed(ptbxl_root, listing, ca
     assert sum(data.description["records"].values()) == 11  # three patients: no test split
 
 
-def cli_run(*args: object) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 def test_the_cache_command_builds_what_cinc_and_table_training_read(
     cinc_root, ptbxl_root, listing, tmp_path
 ):
@@ -172,9 +166,9 @@ def test_the_cache_command_builds_what_cinc_and_table_training_read(
     csv = _write(frame, tmp_path / "T.CSV")
     cache = ("--model", "net1d-tiny", "--cache-dir", tmp_path / "cache")
     runs = {
-        "cinc": cli_run("data", "cache", "cinc", "--root", cinc_root, *cache),
-        "cinc=DIR": cli_run("data", "cache", f"cinc={cinc_root}", *cache),
-        "table": cli_run("data", "cache", csv, *cache),
+        "cinc": cli("data", "cache", "cinc", "--root", cinc_root, *cache),
+        "cinc=DIR": cli("data", "cache", f"cinc={cinc_root}", *cache),
+        "table": cli("data", "cache", csv, *cache),
     }
     for result in runs.values():
         assert result.exit_code == 0, result.output
@@ -190,7 +184,7 @@ def test_the_cache_command_builds_what_cinc_and_table_training_read(
         (("cinc",), "cinc needs --root"),
         (("mitdb",), "expected ptbxl"),
     ):
-        refused = cli_run("data", "cache", *args, *cache)
+        refused = cli("data", "cache", *args, *cache)
         assert refused.exit_code != 0 and message in str(refused.exception), args
 
 
