@@ -307,7 +307,11 @@ def convert(
 
 
 InputArgument = Annotated[
-    Path, typer.Argument(help="A record file, a folder of records, or an .npy [N, leads, samples].")
+    Path,
+    typer.Argument(
+        help="A record file (WFDB, CinC, EDF/BDF, CSV), a folder of records, or an .npy "
+        "\\[N, leads, samples]."
+    ),
 ]
 InputFsOption = Annotated[
     float | None,

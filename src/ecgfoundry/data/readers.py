@@ -1,4 +1,4 @@
-"""Readers: WFDB, PhysioNet/CinC challenge (.mat + .hea), NumPy and CSV -> :class:`Record`.
+"""Readers: WFDB, PhysioNet/CinC challenge (.mat + .hea), EDF/BDF, NumPy, CSV -> :class:`Record`.
 
 Every reader returns float32 millivolts, canonical lead names where the name is known, the
 source path, and metadata; non-finite samples and flat leads go through
@@ -17,29 +17,23 @@ from typing import Any
 import numpy as np
 import wfdb
 
+from ecgfoundry.data.edf import EDF_SUFFIXES, read_edf
 from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
 from ecgfoundry.data.record import (
     Annotations,
     ECGInputError,
     Record,
     canonical_leads,
+    millivolts_per_unit,
     require_known_leads,
 )
 
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "microvolt": 1e-3, "v": 1e3, "nv": 1e-6}
 # Bytes per sample of the WFDB storage formats whose file size follows from the header.
 _BYTES_PER_SAMPLE = {
     "8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3,
     "311": 4 / 3,
 }  # fmt: skip
-RECORD_SUFFIXES = (".hea", ".mat", ".dat", ".npy", ".csv")
-
-
-def _mv_scale(unit: str | None, source: Path | str) -> float:
-    key = (unit or "mV").strip().lower()
-    if key not in _TO_MV:
-        raise ECGInputError(source, f"unknown signal unit {unit!r}; expected mV, uV or V")
-    return _TO_MV[key]
+RECORD_SUFFIXES = (".hea", ".mat", ".dat", *EDF_SUFFIXES, ".npy", ".csv")
 
 
 def _record_base(path: str | Path) -> Path:
@@ -160,7 +154,7 @@ def read_wfdb(
     if rec.p_signal is None:
         raise ECGInputError(base, "record has no signal")
     units = list(rec.units or [None] * rec.n_sig)
-    scale = np.array([_mv_scale(u, base) for u in units], dtype=np.float64)[:, None]
+    scale = np.array([millivolts_per_unit(u, base) for u in units], dtype=np.float64)[:, None]
     signal = (rec.p_signal.T * scale).astype(np.float32)
     metadata: dict[str, Any] = {
         "record_name": rec.record_name,
@@ -277,7 +271,7 @@ def read_challenge(
         raise ECGInputError(mat, f"'val' has shape {val.shape}, header {hea.name} says {expected}")
     gains = np.array(header["gains"], dtype=np.float64)[:, None]
     baselines = np.array(header["baselines"], dtype=np.float64)[:, None]
-    scale = np.array([_mv_scale(u, hea) for u in header["units"]])[:, None]
+    scale = np.array([millivolts_per_unit(u, hea) for u in header["units"]])[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         signal = ((val - baselines) / gains * scale).astype(np.float32)
     comments = header["comments"]
@@ -327,7 +321,7 @@ def read_array(
         raise ECGInputError(source, f"signal must be numeric, got dtype {array.dtype}")
     if not allow_unknown_leads:
         require_known_leads(tuple(leads), source)
-    array = _leads_first(array, len(leads), source) * _mv_scale(units, source or "<array>")
+    array = _leads_first(array, len(leads), source) * millivolts_per_unit(units, source)
     record = Record(
         signal=array.astype(np.float32),
         fs=fs,
@@ -422,8 +416,8 @@ def read_record(
 ) -> Record:
     """Read any supported file, choosing the reader by its suffix.
 
-    ``.hea``/``.dat`` (WFDB) and ``.mat`` (challenge) describe themselves; ``.npy`` and
-    ``.csv`` need ``fs`` (and ``leads`` unless the CSV has a header row).
+    ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge) and ``.edf``/``.bdf`` describe themselves;
+    ``.npy`` and ``.csv`` need ``fs`` (and ``leads`` unless the CSV has a header row).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -431,6 +425,8 @@ def read_record(
         return read_challenge(path, **options)
     if suffix in (".hea", ".dat", ""):
         return read_wfdb(path, **options)
+    if suffix in EDF_SUFFIXES:
+        return read_edf(path, **options)
     if suffix in (".npy", ".csv"):
         if fs is None:
             raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs (CLI --fs)")
@@ -448,7 +444,8 @@ def read_record(
 
 
 def find_records(folder: str | Path) -> list[Path]:
-    """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus .npy/.csv.
+    """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus
+    .edf/.bdf/.npy/.csv files.
 
     Hidden entries (dot-names) below ``folder`` are skipped; the folder itself may lie anywhere,
     e.g. under ``~/.cache``.
@@ -459,7 +456,7 @@ def find_records(folder: str | Path) -> list[Path]:
     found = [
         p
         for p in sorted(folder.rglob("*"))
-        if p.suffix.lower() in (".hea", ".npy", ".csv") and p.is_file()
+        if p.suffix.lower() in (".hea", *EDF_SUFFIXES, ".npy", ".csv") and p.is_file()
     ]
     return [
         p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)

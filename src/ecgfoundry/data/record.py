@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,15 @@ class ECGInputError(ValueError, ReportedError):
         super().__init__(f"{self.source}: {problem}")
 
 
+# EDF's standard texts and many exports put the signal type first: "ECG V1", "EKG-II".
+_SIGNAL_TYPE = re.compile(r"^(?:ECG|EKG)[ _-]+")
+
+
 def canonical_lead_name(name: str) -> str | None:
-    """The canonical spelling of a lead name (``'AVR'`` -> ``'aVR'``), or None if unknown."""
-    return _ALIASES.get(" ".join(str(name).split()).upper())
+    """The canonical spelling of a lead name (``'AVR'`` -> ``'aVR'``, ``'ECG V1'`` -> ``'V1'``),
+    or None if unknown."""
+    key = " ".join(str(name).split()).upper()
+    return _ALIASES.get(key) or _ALIASES.get(_SIGNAL_TYPE.sub("", key))
 
 
 def canonical_leads(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -55,6 +62,17 @@ def canonical_leads(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
             numbers = iter(range(1, len(out) + 1))
             out = [f"{n}{next(numbers)}" if n == name else n for n in out]
     return tuple(out)
+
+
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "microvolt": 1e-3, "v": 1e3, "nv": 1e-6}
+
+
+def millivolts_per_unit(unit: str | None, source: str | Path | None) -> float:
+    """The factor that turns a signal in ``unit`` (empty: mV) into millivolts."""
+    key = (unit or "mV").strip().lower()
+    if key not in _TO_MV:
+        raise ECGInputError(source, f"unknown signal unit {unit!r}; expected mV, uV or V")
+    return _TO_MV[key]
 
 
 def require_known_leads(names: tuple[str, ...], source: str | Path | None) -> None:

@@ -1,0 +1,157 @@
+"""EDF / EDF+ / BDF files: real PTB-XL records written as EDF read back as the same ECG."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import ecgfoundry
+
+from ecgfoundry.data import STANDARD_LEADS, ECGInputError, find_records, read_record, read_wfdb
+
+RECORD = "records100/00000/00001_lr"
+
+
+def _field(value: object, width: int) -> bytes:
+    text = str(value).encode("latin-1")
+    assert len(text) <= width, (value, width)
+    return text.ljust(width)
+
+
+def write_edf(
+    path: Path,
+    channels: list[tuple[str, np.ndarray, str]],
+    *,
+    records: int = 10,
+    seconds_per_record: int = 1,
+    bdf: bool = False,
+    reserved: str = "EDF+C",
+    patient: str = "X F 02-MAY-1951 X",
+    start: tuple[str, str] = ("01.03.02", "10.20.30"),
+) -> None:
+    """Write (label, values, unit) channels as ``records`` data records of EDF or BDF,
+    following the specification: per-channel physical range, full digital range."""
+    dmin, dmax = (-(2**23), 2**23 - 1) if bdf else (-(2**15), 2**15 - 1)
+    fields: dict[str, list[object]] = {k: [] for k in ("label", "unit", "pmin", "pmax", "n")}
+    digital = []
+    for label, values, unit in channels:
+        pmin, pmax = math.floor(values.min()) - 1, math.ceil(values.max()) + 1
+        scaled = np.round((values - pmin) / (pmax - pmin) * (dmax - dmin) + dmin).astype(np.int64)
+        digital.append(scaled.reshape(records, -1))
+        for key, value in zip(
+            fields, (label, unit, pmin, pmax, len(values) // records), strict=True
+        ):
+            fields[key].append(value)
+    ns = len(channels)
+    header = (b"\xffBIOSEMI" if bdf else _field("0", 8)) + _field(patient, 80)
+    header += _field("Startdate 01-MAR-2002 X X X", 80) + _field(start[0], 8)
+    header += _field(start[1], 8) + _field(256 * (ns + 1), 8) + _field(reserved, 44)
+    header += _field(records, 8) + _field(seconds_per_record, 8) + _field(ns, 4)
+    for key, width in (("label", 16), (None, 80), ("unit", 8), ("pmin", 8), ("pmax", 8)):
+        header += b"".join(_field(v, width) for v in (fields[key] if key else [""] * ns))
+    header += _field(dmin, 8) * ns + _field(dmax, 8) * ns + _field("", 80) * ns
+    header += b"".join(_field(n, 8) for n in fields["n"]) + _field("", 32) * ns
+    data = np.concatenate(digital, axis=1).reshape(-1)
+    if bdf:
+        unsigned = (data % (1 << 24)).astype(np.uint32)
+        body = np.stack([unsigned & 255, (unsigned >> 8) & 255, unsigned >> 16], axis=1)
+        payload = body.astype(np.uint8).tobytes()
+    else:
+        payload = data.astype("<i2").tobytes()
+    path.write_bytes(header + payload)
+
+
+def _ptbxl_channels(ptbxl_root: Path, prefix: str = "ECG ") -> list[tuple[str, np.ndarray, str]]:
+    record = read_wfdb(ptbxl_root / RECORD)
+    names = ["I", "II", "III", "aVR", "aVL", "aVF", *[f"V{k}" for k in range(1, 7)]]
+    return [(f"{prefix}{lead}", record.signal[i] * 1000.0, "uV") for i, lead in enumerate(names)]
+
+
+def test_an_edf_plus_holds_the_wfdb_record(ptbxl_root: Path, tmp_path: Path) -> None:
+    """12 leads in microvolts with a respiration channel at its own rate and an annotation
+    channel: the reader keeps the leads, scales them to mV and says what it left out."""
+    wfdb_record = read_wfdb(ptbxl_root / RECORD)
+    resp = np.sin(np.linspace(0, 6, 250)) * 100
+    annotations = np.zeros(10 * 30)
+    channels = [*_ptbxl_channels(ptbxl_root), ("Resp", resp, "a.u."),
+                ("EDF Annotations", annotations, "")]  # fmt: skip
+    write_edf(tmp_path / "ecg.edf", channels)
+    record = read_record(tmp_path / "ecg.edf")
+    assert record.leads == STANDARD_LEADS and record.fs == 100.0
+    assert record.signal.shape == wfdb_record.signal.shape
+    step = max((c[1].max() - c[1].min() + 2) / 65535 / 1000 for c in channels[:12])
+    np.testing.assert_allclose(record.signal, wfdb_record.signal, atol=step)
+    assert record.metadata["dropped_channels"] == ["Resp", "EDF Annotations"]
+    assert record.metadata["original_leads"][0] == "ECG I"
+    assert (record.metadata["sex"], record.metadata["age"]) == ("Female", 50.0)
+    assert record.metadata["start"] == "2002-03-01 10:20:30"
+
+
+def test_a_bdf_file_is_read_at_24_bits(ptbxl_root: Path, tmp_path: Path) -> None:
+    wfdb_record = read_wfdb(ptbxl_root / RECORD)
+    channels = [(label, values / 1000.0, "mV") for label, values, _ in
+                _ptbxl_channels(ptbxl_root, prefix="")]  # fmt: skip
+    write_edf(tmp_path / "ecg.bdf", channels, bdf=True, reserved="24BIT")
+    record = read_record(tmp_path / "ecg.bdf")
+    assert record.leads == STANDARD_LEADS
+    np.testing.assert_allclose(record.signal, wfdb_record.signal, atol=2e-6)  # 24-bit steps
+    assert "sex" not in record.metadata  # a BDF's patient field is free text, not EDF+'s
+
+
+def test_a_single_ecg_channel_holter(tmp_path: Path) -> None:
+    """Channels not named as leads: the ECG-labelled one is kept under its own name."""
+    ecg = np.sin(np.linspace(0, 60, 2500)) * 1000
+    write_edf(tmp_path / "holter.edf", [("ECG", ecg, "uV"), ("Accel X", ecg[:250], "mg")])
+    record = read_record(tmp_path / "holter.edf")
+    assert record.leads == ("ECG",) and record.fs == 250.0
+    assert record.metadata["dropped_channels"] == ["Accel X"]
+    np.testing.assert_allclose(record.signal[0], ecg / 1000, atol=1e-4)
+
+
+def test_bad_edf_files_are_named_with_the_problem(ptbxl_root: Path, tmp_path: Path) -> None:
+    channels = _ptbxl_channels(ptbxl_root)
+    good = tmp_path / "good.edf"
+    write_edf(good, channels)
+    truncated = tmp_path / "truncated.edf"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(ECGInputError, match=r"10 data records of 2400 bytes .* truncated"):
+        read_record(truncated)
+    gaps = tmp_path / "gaps.edf"
+    write_edf(gaps, channels, reserved="EDF+D")
+    with pytest.raises(ECGInputError, match="EDF\\+D: an interrupted recording"):
+        read_record(gaps)
+    mixed = tmp_path / "mixed.edf"
+    write_edf(mixed, [channels[0], ("ECG II", channels[1][1][::2], "uV")])
+    with pytest.raises(ECGInputError, match="different sampling rates \\(ECG I 100 Hz, ECG II 50"):
+        read_record(mixed)
+    not_edf = tmp_path / "notes.edf"
+    not_edf.write_bytes(b"%PDF-1.4" + bytes(400))
+    with pytest.raises(ECGInputError, match=f"^{not_edf}: not an EDF or BDF file"):
+        read_record(not_edf)
+    garbled = tmp_path / "garbled.edf"
+    data = bytearray(good.read_bytes())
+    at = 256 + 12 * (16 + 80 + 8)  # the first signal's physical minimum
+    data[at : at + 8] = b"minus 1 "
+    garbled.write_bytes(bytes(data))
+    with pytest.raises(ECGInputError, match="physical min of signal 'ECG I' is 'minus 1'"):
+        read_record(garbled)
+
+
+def test_embed_reads_edf_beside_wfdb(ptbxl_root: Path, tmp_path: Path) -> None:
+    """A folder holding a record as WFDB and as EDF: both are found, and the bundled model
+    embeds them alike (EDF's 16-bit steps are far below the signal's)."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for suffix in (".hea", ".dat"):
+        shutil.copy(ptbxl_root / f"{RECORD}{suffix}", folder)
+    write_edf(folder / "00001_lr_copy.edf", _ptbxl_channels(ptbxl_root))
+    assert [p.name for p in find_records(folder)] == ["00001_lr.hea", "00001_lr_copy.edf"]
+    result = ecgfoundry("embed", "ecgfoundry-cpc", folder, "--out", tmp_path / "e.npy")
+    assert result.returncode == 0, result.stderr
+    ids = (tmp_path / "e.ids.txt").read_text().splitlines()
+    assert [Path(i).name for i in ids] == ["00001_lr", "00001_lr_copy.edf"]
+    wfdb_row, edf_row = np.load(tmp_path / "e.npy")
+    np.testing.assert_allclose(edf_row, wfdb_row, atol=1e-3 * np.abs(wfdb_row).max())
