@@ -155,3 +155,16 @@ def test_embed_reads_edf_beside_wfdb(ptbxl_root: Path, tmp_path: Path) -> None:
     assert [Path(i).name for i in ids] == ["00001_lr", "00001_lr_copy.edf"]
     wfdb_row, edf_row = np.load(tmp_path / "e.npy")
     np.testing.assert_allclose(edf_row, wfdb_row, atol=1e-3 * np.abs(wfdb_row).max())
+
+
+def test_wfdbs_own_edf_writer_agrees(ptbxl_root: Path, tmp_path: Path) -> None:
+    """An independent writer: wfdb's ``wfdb_to_edf`` (it pads the last data record; the
+    padding is not the record's)."""
+    from wfdb.io.convert.edf import wfdb_to_edf
+
+    wfdb_to_edf(str(ptbxl_root / RECORD), output_filename=str(tmp_path / "x.edf"))
+    wfdb_record = read_wfdb(ptbxl_root / RECORD)
+    record = read_record(tmp_path / "x.edf")
+    assert record.leads == STANDARD_LEADS and record.fs == 100.0
+    n = wfdb_record.n_samples
+    np.testing.assert_allclose(record.signal[:, :n], wfdb_record.signal, atol=1e-6)
