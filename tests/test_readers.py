@@ -133,9 +133,9 @@ def test_numpy_and_csv_readers(tmp_path: Path) -> None:
 
 
 def test_file_type_errors_name_the_file(tmp_path: Path) -> None:
-    (tmp_path / "x.xml").write_bytes(b"<ecg/>")
-    with pytest.raises(ECGInputError, match=r"x\.xml: unsupported file type '\.xml'; expected"):
-        read_record(tmp_path / "x.xml")
+    (tmp_path / "x.scp").write_bytes(b"\x00" * 10)
+    with pytest.raises(ECGInputError, match=r"x\.scp: unsupported file type '\.scp'; expected"):
+        read_record(tmp_path / "x.scp")
     (tmp_path / "x.edf").write_bytes(b"0")
     with pytest.raises(ECGInputError, match=r"x\.edf: 1 bytes: too short for an EDF header"):
         read_record(tmp_path / "x.edf")

@@ -71,7 +71,7 @@ def load_inputs(
             found = [p for p in found if p not in arrays]
         if not found:
             raise ECGInputError(path, "no ECG records in this folder (WFDB/CinC .hea records, "
-                                ".edf/.bdf files, or .npy/.csv arrays with --fs)")  # fmt: skip
+                                ".edf/.bdf/.xml files, or .npy/.csv arrays with --fs)")  # fmt: skip
         return _readable(found, fs=fs, leads=leads, preprocess=preprocess)
     if not path.exists():
         raise ECGInputError(path, "no such file or folder")

@@ -4,6 +4,7 @@ Knows nothing of models or training; a model's InputSpec becomes a pipeline thro
 :func:`ecgfoundry.data.transforms.pipeline_for`.
 """
 
+from ecgfoundry.data.ecg_xml import read_ecg_xml
 from ecgfoundry.data.edf import read_edf
 from ecgfoundry.data.readers import (
     find_records,
@@ -29,6 +30,7 @@ __all__ = [
     "read_array",
     "read_challenge",
     "read_csv",
+    "read_ecg_xml",
     "read_edf",
     "read_numpy",
     "read_record",

@@ -1,4 +1,5 @@
-"""Readers: WFDB, PhysioNet/CinC challenge (.mat + .hea), EDF/BDF, NumPy, CSV -> :class:`Record`.
+"""Readers: WFDB, PhysioNet/CinC challenge (.mat + .hea), EDF/BDF, GE MUSE / HL7 aECG XML, NumPy
+and CSV -> :class:`Record`.
 
 Every reader returns float32 millivolts, canonical lead names where the name is known, the
 source path, and metadata; non-finite samples and flat leads go through
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import wfdb
 
+from ecgfoundry.data.ecg_xml import read_ecg_xml
 from ecgfoundry.data.edf import EDF_SUFFIXES, read_edf
 from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
 from ecgfoundry.data.record import (
@@ -33,7 +35,7 @@ _BYTES_PER_SAMPLE = {
     "8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3,
     "311": 4 / 3,
 }  # fmt: skip
-RECORD_SUFFIXES = (".hea", ".mat", ".dat", *EDF_SUFFIXES, ".npy", ".csv")
+RECORD_SUFFIXES = (".hea", ".mat", ".dat", *EDF_SUFFIXES, ".xml", ".npy", ".csv")
 
 
 def _record_base(path: str | Path) -> Path:
@@ -416,7 +418,8 @@ def read_record(
 ) -> Record:
     """Read any supported file, choosing the reader by its suffix.
 
-    ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge) and ``.edf``/``.bdf`` describe themselves;
+    ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge), ``.edf``/``.bdf`` and ``.xml`` (GE MUSE,
+    HL7 aECG) describe themselves;
     ``.npy`` and ``.csv`` need ``fs`` (and ``leads`` unless the CSV has a header row).
     """
     path = Path(path)
@@ -427,6 +430,8 @@ def read_record(
         return read_wfdb(path, **options)
     if suffix in EDF_SUFFIXES:
         return read_edf(path, **options)
+    if suffix == ".xml":
+        return read_ecg_xml(path, **options)
     if suffix in (".npy", ".csv"):
         if fs is None:
             raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs (CLI --fs)")
@@ -445,7 +450,7 @@ def read_record(
 
 def find_records(folder: str | Path) -> list[Path]:
     """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus
-    .edf/.bdf/.npy/.csv files.
+    .edf/.bdf/.xml/.npy/.csv files.
 
     Hidden entries (dot-names) below ``folder`` are skipped; the folder itself may lie anywhere,
     e.g. under ``~/.cache``.
@@ -456,7 +461,7 @@ def find_records(folder: str | Path) -> list[Path]:
     found = [
         p
         for p in sorted(folder.rglob("*"))
-        if p.suffix.lower() in (".hea", *EDF_SUFFIXES, ".npy", ".csv") and p.is_file()
+        if p.suffix.lower() in (".hea", *EDF_SUFFIXES, ".xml", ".npy", ".csv") and p.is_file()
     ]
     return [
         p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)

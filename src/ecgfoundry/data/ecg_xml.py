@@ -1,0 +1,182 @@
+"""Hospital ECG exports in XML -> :class:`Record`: GE MUSE and HL7 aECG.
+
+- **GE MUSE** (``<RestingECG>``, restecg.dtd): the ``Rhythm`` waveform, each lead Base64
+  little-endian integers (``LeadSampleSize`` bytes) times ``LeadAmplitudeUnitsPerBit`` in
+  ``LeadAmplitudeUnits``, at ``SampleBase x 10^SampleExponent`` Hz. MUSE usually stores 8
+  leads (I, II, V1-V6); the model's pipeline derives III, aVR, aVL, aVF from I and II.
+- **HL7 aECG** (``<AnnotatedECG>``, the FDA's annotated ECG, namespace ``urn:hl7-org:v3``):
+  the first rhythm ``series``; each lead a ``sequence`` coded ``MDC_ECG_LEAD_*`` whose
+  ``SLIST_PQ`` value is ``origin + scale x digits``, timed by the ``GLIST`` increment of the
+  series' time sequence. Median beats (``derivedSeries``) are not read.
+
+Both give age/sex where the file states them; MUSE's interpretation statements are kept in
+``metadata["statements"]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
+from ecgfoundry.data.record import ECGInputError, Record, canonical_leads, millivolts_per_unit
+
+_MUSE_UNITS = {"MICROVOLTS": "uV", "MILLIVOLTS": "mV", "VOLTS": "V", "NANOVOLTS": "nV"}
+_YEARS_PER = {"YEARS": 1.0, "MONTHS": 1 / 12, "WEEKS": 7 / 365.25, "DAYS": 1 / 365.25}
+_HL7 = "{urn:hl7-org:v3}"
+_XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+
+
+def _number(text: str | None, path: Path, what: str) -> float:
+    try:
+        return float((text or "").strip().replace(",", "."))
+    except ValueError:
+        raise ECGInputError(path, f"{what} is {text!r}, not a number") from None
+
+
+def _child(node: ET.Element | None, tag: str) -> str:
+    """The stripped text of a direct child, '' when absent."""
+    found = node.find(tag) if node is not None else None
+    return (found.text or "").strip() if found is not None else ""
+
+
+def _muse_lead(lead: ET.Element, path: Path) -> tuple[str, np.ndarray]:
+    name = _child(lead, "LeadID")
+    try:
+        payload = base64.b64decode("".join(_child(lead, "WaveFormData").split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ECGInputError(path, f"lead {name}: WaveFormData is not Base64 ({error})") from None
+    size = int(_number(_child(lead, "LeadSampleSize") or "2", path, f"lead {name}'s sample size"))
+    if size not in (1, 2, 4) or len(payload) % size:
+        raise ECGInputError(path, f"lead {name}: {len(payload)} bytes are not whole samples of "
+                            f"{size} bytes")  # fmt: skip
+    digits = np.frombuffer(payload, dtype=f"<i{size}").astype(np.float64)
+    stated = _child(lead, "LeadSampleCountTotal")
+    if stated and int(_number(stated, path, "LeadSampleCountTotal")) != len(digits):
+        raise ECGInputError(path, f"lead {name}: LeadSampleCountTotal says {stated} samples, "
+                            f"its WaveFormData holds {len(digits)}")  # fmt: skip
+    per_bit = _number(_child(lead, "LeadAmplitudeUnitsPerBit") or "1", path,
+                      f"lead {name}'s LeadAmplitudeUnitsPerBit")  # fmt: skip
+    unit_text = _child(lead, "LeadAmplitudeUnits").upper() or "MICROVOLTS"
+    unit = _MUSE_UNITS.get(unit_text, unit_text)
+    return name, digits * per_bit * millivolts_per_unit(unit, path)
+
+
+def _muse(root: ET.Element, path: Path) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
+    waveforms = {_child(w, "WaveformType").lower(): w for w in root.findall("Waveform")}
+    rhythm = waveforms.get("rhythm")
+    if rhythm is None:
+        raise ECGInputError(path, f"no Rhythm waveform (found: {sorted(waveforms) or 'none'})")
+    base = _number(_child(rhythm, "SampleBase"), path, "SampleBase")
+    exponent = _number(_child(rhythm, "SampleExponent") or "0", path, "SampleExponent")
+    leads = dict(_muse_lead(lead, path) for lead in rhythm.findall("LeadData"))
+    demographics, test = root.find("PatientDemographics"), root.find("TestDemographics")
+    metadata: dict[str, Any] = {}
+    sex = _child(demographics, "Gender").upper()
+    if sex in ("MALE", "FEMALE"):
+        metadata["sex"] = sex.title()
+    age = _child(demographics, "PatientAge")
+    years = _YEARS_PER.get(_child(demographics, "AgeUnits").upper() or "YEARS")
+    if age and years:
+        metadata["age"] = float(int(_number(age, path, "PatientAge") * years))
+    acquired = f"{_child(test, 'AcquisitionDate')} {_child(test, 'AcquisitionTime')}"
+    try:
+        start = dt.datetime.strptime(acquired, "%m-%d-%Y %H:%M:%S")  # MUSE's date layout
+        metadata["start"] = start.isoformat(sep=" ")
+    except ValueError:
+        pass
+    statements = [s.text.strip() for s in root.iterfind("Diagnosis/DiagnosisStatement/StmtText")
+                  if s.text and s.text.strip()]  # fmt: skip
+    if statements:
+        metadata["statements"] = statements
+    return leads, base * 10**exponent, metadata
+
+
+def _seconds(value: ET.Element, path: Path) -> float:
+    increment = value.find(f"{_HL7}increment")
+    if increment is None:
+        raise ECGInputError(path, "the time sequence has no increment (a sampling interval)")
+    step = _number(increment.get("value"), path, "the time increment")
+    unit = increment.get("unit", "s")
+    if unit not in ("s", "ms", "us"):
+        raise ECGInputError(path, f"time increment in {unit!r}; expected s, ms or us")
+    return step * {"s": 1.0, "ms": 1e-3, "us": 1e-6}[unit]
+
+
+def _hl7(root: ET.Element, path: Path) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
+    series = root.find(f"{_HL7}component/{_HL7}series")
+    if series is None:
+        raise ECGInputError(path, "no rhythm series (component/series) in this aECG")
+    leads, interval = {}, None
+    for sequence in series.iterfind(f"{_HL7}component/{_HL7}sequenceSet/{_HL7}component/"
+                                    f"{_HL7}sequence"):  # fmt: skip
+        code = sequence.find(f"{_HL7}code")
+        value = sequence.find(f"{_HL7}value")
+        if code is None or value is None:
+            continue
+        name, kind = code.get("code", ""), value.get(_XSI_TYPE, "")
+        if name.startswith("TIME_"):
+            interval = _seconds(value, path)
+        elif kind.endswith("SLIST_PQ"):
+            origin, scale = value.find(f"{_HL7}origin"), value.find(f"{_HL7}scale")
+            digits_text = value.findtext(f"{_HL7}digits") or ""
+            try:
+                digits = np.array(digits_text.split(), dtype=np.float64)
+            except ValueError:
+                raise ECGInputError(path, f"{name}: digits that are not numbers") from None
+            factors = []
+            for part, default in ((origin, "0"), (scale, "1")):
+                number = _number(part.get("value", default) if part is not None else default,
+                                 path, f"{name}'s origin/scale")  # fmt: skip
+                unit = part.get("unit", "uV") if part is not None else "uV"
+                factors.append(number * millivolts_per_unit(unit, path))
+            leads[name.removeprefix("MDC_ECG_LEAD_")] = factors[0] + factors[1] * digits
+    if interval is None or interval <= 0:
+        raise ECGInputError(path, "no time sequence with a positive increment in the series")
+    metadata: dict[str, Any] = {}
+    sex = root.find(f".//{_HL7}administrativeGenderCode")
+    if sex is not None and sex.get("code") in ("M", "F"):
+        metadata["sex"] = "Male" if sex.get("code") == "M" else "Female"
+    return leads, 1.0 / interval, metadata
+
+
+def read_ecg_xml(
+    path: str | Path, *, nan: NanPolicy = "interpolate", flat: FlatPolicy = "flag"
+) -> Record:
+    """Read a GE MUSE or HL7 aECG XML file (chosen by its root element)."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as error:
+        raise ECGInputError(path, f"not well-formed XML ({error})") from None
+    except OSError as error:
+        raise ECGInputError(path, f"cannot open ({error})") from None
+    if root.tag.lower() == "restingecg":
+        leads, fs, metadata = _muse(root, path)
+    elif root.tag == f"{_HL7}AnnotatedECG":
+        leads, fs, metadata = _hl7(root, path)
+    else:
+        raise ECGInputError(path, f"root element <{root.tag}>: not a GE MUSE (<RestingECG>) or "
+                            "HL7 aECG (<AnnotatedECG>) file")  # fmt: skip
+    if not leads:
+        raise ECGInputError(path, "no lead data in the rhythm waveform")
+    lengths = {name: len(signal) for name, signal in leads.items()}
+    if len(set(lengths.values())) > 1:
+        raise ECGInputError(path, f"leads of different lengths ({lengths})")
+    record = Record(
+        signal=np.stack(list(leads.values())).astype(np.float32),
+        fs=float(fs),
+        leads=canonical_leads(list(leads)),
+        source=str(path),
+        metadata={"record_name": path.stem, "original_leads": list(leads), **metadata},
+    )
+    return clean(record, nan=nan, flat=flat)
+
+
+__all__ = ["read_ecg_xml"]
