@@ -163,3 +163,40 @@ def test_embed_finds_xml_and_leaves_out_other_xml(wfdb_record, tmp_path: Path) -
     assert reference.returncode == 0, reference.stderr
     (expected,) = np.load(tmp_path / "w.npy")
     np.testing.assert_allclose(row, expected, atol=1e-2 * np.abs(expected).max())
+
+
+def test_what_real_exports_do(wfdb_record, tmp_path: Path) -> None:
+    """A second rhythm waveform (the first is read), leads a sample apart (cut to the
+    shortest, as a repair), a lead stored twice and a baseline offset (refused), and an aECG
+    with a second sequence set at another rate (only the first set is read)."""
+    signal = dict(zip(wfdb_record.leads, wfdb_record.signal, strict=True))
+    eight = {k: signal[k] for k in MUSE_LEADS}
+    text = muse_xml(eight, 100)
+    second = text[text.index("<Waveform><WaveformType>Rhythm") : text.index("</RestingECG>")]
+    later = second.replace("<SampleBase>100<", "<SampleBase>250<")
+    path = tmp_path / "two.xml"
+    path.write_text(text.replace("</RestingECG>", later + "</RestingECG>"), "latin-1")
+    record = read_record(path)
+    assert record.fs == 100.0 and record.n_samples == 1000
+    short = {**eight, "V6": eight["V6"][:-1]}
+    path.write_text(muse_xml(short, 100), "latin-1")
+    record = read_record(path)
+    assert record.n_samples == 999
+    assert record.metadata["repairs"] == [{"kind": "leads_cut_to_shortest", "samples": 1}]
+    path.write_text(muse_xml({**eight, "V6": eight["V6"][:500]}, 100), "latin-1")
+    with pytest.raises(ECGInputError, match="leads of different lengths"):
+        read_record(path)
+    path.write_text(muse_xml(eight, 100).replace("<LeadID>V6<", "<LeadID>V5<"), "latin-1")
+    with pytest.raises(ECGInputError, match=r"lead\(s\) V5 stored twice"):
+        read_record(path)
+    baseline = "<LeadSampleSize>2</LeadSampleSize><FirstSampleBaseline>12</FirstSampleBaseline>"
+    path.write_text(muse_xml(eight, 100).replace("<LeadSampleSize>2</LeadSampleSize>", baseline))
+    with pytest.raises(ECGInputError, match="lead I: FirstSampleBaseline 12 is not 0"):
+        read_record(path)
+    aecg = aecg_xml(dict(zip(AECG_CODES, wfdb_record.signal, strict=True)), 100)
+    first_set = aecg[aecg.index("<component><sequenceSet>") : aecg.index("<derivation>")]
+    other_rate = first_set.replace('increment value="10"', 'increment value="2"')
+    assert other_rate != first_set
+    path.write_text(aecg.replace("<derivation>", other_rate + "<derivation>"))
+    record = read_record(path)
+    assert record.fs == pytest.approx(100.0) and record.leads == wfdb_record.leads

@@ -11,6 +11,7 @@ import pytest
 from test_cli import ecgfoundry
 
 from ecgfoundry.data import STANDARD_LEADS, ECGInputError, find_records, read_record, read_wfdb
+from ecgfoundry.data.record import describe_repair
 
 RECORD = "records100/00000/00001_lr"
 
@@ -115,10 +116,10 @@ def test_bad_edf_files_are_named_with_the_problem(ptbxl_root: Path, tmp_path: Pa
     channels = _ptbxl_channels(ptbxl_root)
     good = tmp_path / "good.edf"
     write_edf(good, channels)
-    truncated = tmp_path / "truncated.edf"
-    truncated.write_bytes(good.read_bytes()[:-100])
-    with pytest.raises(ECGInputError, match=r"10 data records of 2400 bytes .* truncated"):
-        read_record(truncated)
+    empty = tmp_path / "empty.edf"
+    empty.write_bytes(good.read_bytes()[: 256 * 13 + 100])
+    with pytest.raises(ECGInputError, match="no whole data record of 2400 bytes"):
+        read_record(empty)
     gaps = tmp_path / "gaps.edf"
     write_edf(gaps, channels, reserved="EDF+D")
     with pytest.raises(ECGInputError, match="EDF\\+D: an interrupted recording"):
@@ -168,3 +169,82 @@ def test_wfdbs_own_edf_writer_agrees(ptbxl_root: Path, tmp_path: Path) -> None:
     assert record.leads == STANDARD_LEADS and record.fs == 100.0
     n = wfdb_record.n_samples
     np.testing.assert_allclose(record.signal[:, :n], wfdb_record.signal, atol=1e-6)
+
+
+def _set_field(path: Path, at: int, text: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    data[at : at + len(text)] = text
+    path.write_bytes(bytes(data))
+
+
+def test_a_recording_cut_short_keeps_its_whole_data_records(ptbxl_root: Path, tmp_path: Path):
+    """A copy cut short, or a Holter whose writer never filled in the record count (-1): the
+    whole records are read, and the repair says what the header and the file disagreed on."""
+    wfdb_record = read_wfdb(ptbxl_root / RECORD)
+    good = tmp_path / "good.edf"
+    write_edf(good, _ptbxl_channels(ptbxl_root))
+    cut = tmp_path / "cut.edf"
+    cut.write_bytes(good.read_bytes()[:-100])  # the last of 10 one-second records, partly
+    record = read_record(cut)
+    assert record.n_samples == 900
+    np.testing.assert_allclose(record.signal, wfdb_record.signal[:, :900], atol=1e-4)
+    (repair,) = record.metadata["repairs"]
+    assert describe_repair(repair) == (
+        "data_records_from_file_size: header says 10 data records, the file holds 9 and 2300 "
+        "bytes of a partial one (left out)"
+    )
+    unknown = tmp_path / "unknown.edf"
+    unknown.write_bytes(good.read_bytes())
+    _set_field(unknown, 236, b"-1      ")  # the number of data records
+    assert read_record(unknown).n_samples == 1000
+    assert "header says an unknown number (-1) data records, the file holds 10" in describe_repair(
+        read_record(unknown).metadata["repairs"][0]
+    )
+
+
+def test_headers_padded_with_nuls_and_decimal_commas(ptbxl_root: Path, tmp_path: Path) -> None:
+    wfdb_record = read_wfdb(ptbxl_root / RECORD)
+    path = tmp_path / "odd.edf"
+    channels = _ptbxl_channels(ptbxl_root)
+    write_edf(path, channels)
+    pmin = 256 + 12 * (16 + 80 + 8)  # the first signal's physical minimum
+    text = path.read_bytes()[pmin : pmin + 8].strip()
+    _set_field(path, pmin, (text + b",0").ljust(8, b"\0"))  # "-1234,0" then NULs
+    _set_field(path, 236, b"10\0\0\0\0\0\0")
+    record = read_record(path)
+    np.testing.assert_allclose(record.signal, wfdb_record.signal, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("patient", "start", "reserved", "expected"),
+    [
+        ("X F 01-MAR-1952 X", ("01.03.02", "10.00.00"), "EDF+C", ("Female", 50.0, 2002)),
+        ("X F 02-MAR-1952 X", ("01.03.02", "10.00.00"), "EDF+C", ("Female", 49.0, 2002)),
+        ("X M 15-JUN-1930 X", ("01.03.85", "10.00.00"), "BDF+C", ("Male", 54.0, 1985)),
+        ("X M 15-JUN-2000 X", ("01.03.84", "10.00.00"), "EDF+C", ("Male", 83.0, 2084)),
+        ("X M 15-JUN-2000 X", ("01.03.84", "10.00.00"), "", (None, None, 2084)),
+    ],
+)
+def test_sex_age_and_two_digit_years(patient, start, reserved, expected, tmp_path: Path) -> None:
+    """EDF+ (and BDF+) patient fields; EDF's clipping date: 85-99 are 19xx, 00-84 20xx;
+    a plain EDF's patient field is free text, so it says nothing."""
+    bdf = reserved.startswith("BDF")
+    path = tmp_path / ("x.bdf" if bdf else "x.edf")
+    write_edf(path, [("ECG II", np.sin(np.arange(1000) / 10) * 1000, "uV")], bdf=bdf,
+              patient=patient, start=start, reserved=reserved)  # fmt: skip
+    metadata = read_record(path).metadata
+    assert (metadata.get("sex"), metadata.get("age")) == expected[:2]
+    assert metadata["start"].startswith(f"{expected[2]}-03-01")
+
+
+def test_channels_are_chosen_by_lead_name_on_voltage_channels_only(tmp_path: Path) -> None:
+    ecg = np.sin(np.arange(1000) / 10) * 1000
+    path = tmp_path / "patch.edf"
+    write_edf(path, [("ECG", ecg, "uV"), ("X", ecg / 10, "mg"), ("Y", ecg / 10, "mg"),
+                     ("Z", ecg / 10, "mg")])  # fmt: skip
+    record = read_record(path)
+    assert record.leads == ("ECG",) and record.metadata["dropped_channels"] == ["X", "Y", "Z"]
+    path = tmp_path / "leads.edf"
+    write_edf(path, [("Lead I", ecg, "uV"), ("ECG Lead aVR", -ecg, "uV"), ("Lead V1", ecg, "uV"),
+                     ("Pleth", ecg, "")])  # fmt: skip
+    assert read_record(path).leads == ("I", "aVR", "V1")

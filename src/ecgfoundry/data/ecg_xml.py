@@ -56,6 +56,10 @@ def _muse_lead(lead: ET.Element, path: Path) -> tuple[str, np.ndarray]:
     if size not in (1, 2, 4) or len(payload) % size:
         raise ECGInputError(path, f"lead {name}: {len(payload)} bytes are not whole samples of "
                             f"{size} bytes")  # fmt: skip
+    for field in ("FirstSampleBaseline", "LeadOffsetFirstSample"):  # readers disagree on these
+        if _number(_child(lead, field) or "0", path, field) != 0:
+            raise ECGInputError(path, f"lead {name}: {field} {_child(lead, field)} is not 0, "
+                                "which this reader does not interpret")  # fmt: skip
     digits = np.frombuffer(payload, dtype=f"<i{size}").astype(np.float64)
     stated = _child(lead, "LeadSampleCountTotal")
     if stated and int(_number(stated, path, "LeadSampleCountTotal")) != len(digits):
@@ -69,13 +73,13 @@ def _muse_lead(lead: ET.Element, path: Path) -> tuple[str, np.ndarray]:
 
 
 def _muse(root: ET.Element, path: Path) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
-    waveforms = {_child(w, "WaveformType").lower(): w for w in root.findall("Waveform")}
-    rhythm = waveforms.get("rhythm")
-    if rhythm is None:
-        raise ECGInputError(path, f"no Rhythm waveform (found: {sorted(waveforms) or 'none'})")
+    kinds = [_child(w, "WaveformType").lower() for w in root.findall("Waveform")]
+    if "rhythm" not in kinds:
+        raise ECGInputError(path, f"no Rhythm waveform (found: {sorted(set(kinds)) or 'none'})")
+    rhythm = root.findall("Waveform")[kinds.index("rhythm")]  # the first, as MUSE readers do
     base = _number(_child(rhythm, "SampleBase"), path, "SampleBase")
     exponent = _number(_child(rhythm, "SampleExponent") or "0", path, "SampleExponent")
-    leads = dict(_muse_lead(lead, path) for lead in rhythm.findall("LeadData"))
+    leads = _unique(path, [_muse_lead(lead, path) for lead in rhythm.findall("LeadData")])
     demographics, test = root.find("PatientDemographics"), root.find("TestDemographics")
     metadata: dict[str, Any] = {}
     sex = _child(demographics, "Gender").upper()
@@ -113,9 +117,11 @@ def _hl7(root: ET.Element, path: Path) -> tuple[dict[str, np.ndarray], float, di
     series = root.find(f"{_HL7}component/{_HL7}series")
     if series is None:
         raise ECGInputError(path, "no rhythm series (component/series) in this aECG")
-    leads, interval = {}, None
-    for sequence in series.iterfind(f"{_HL7}component/{_HL7}sequenceSet/{_HL7}component/"
-                                    f"{_HL7}sequence"):  # fmt: skip
+    sequences = series.find(f"{_HL7}component/{_HL7}sequenceSet")  # the first set: its own time
+    if sequences is None:
+        raise ECGInputError(path, "the rhythm series holds no sequenceSet")
+    leads, interval = [], None
+    for sequence in sequences.iterfind(f"{_HL7}component/{_HL7}sequence"):
         code = sequence.find(f"{_HL7}code")
         value = sequence.find(f"{_HL7}value")
         if code is None or value is None:
@@ -136,14 +142,32 @@ def _hl7(root: ET.Element, path: Path) -> tuple[dict[str, np.ndarray], float, di
                                  path, f"{name}'s origin/scale")  # fmt: skip
                 unit = part.get("unit", "uV") if part is not None else "uV"
                 factors.append(number * millivolts_per_unit(unit, path))
-            leads[name.removeprefix("MDC_ECG_LEAD_")] = factors[0] + factors[1] * digits
+            leads.append((name.removeprefix("MDC_ECG_LEAD_"), factors[0] + factors[1] * digits))
     if interval is None or interval <= 0:
         raise ECGInputError(path, "no time sequence with a positive increment in the series")
     metadata: dict[str, Any] = {}
     sex = root.find(f".//{_HL7}administrativeGenderCode")
     if sex is not None and sex.get("code") in ("M", "F"):
         metadata["sex"] = "Male" if sex.get("code") == "M" else "Female"
-    return leads, 1.0 / interval, metadata
+    return _unique(path, leads), 1.0 / interval, metadata
+
+
+def _unique(path: Path, leads: list[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    names = [name for name, _ in leads]
+    if len(set(names)) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ECGInputError(path, f"lead(s) {', '.join(twice)} stored twice in one waveform")
+    return dict(leads)
+
+
+def _same_length(path: Path, leads: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """Leads cut to the shortest when they differ by at most 1 % (devices drop a sample or
+    two at the end); returns them and the samples cut from the longest."""
+    lengths = {name: len(signal) for name, signal in leads.items()}
+    shortest, longest = min(lengths.values()), max(lengths.values())
+    if longest - shortest > 0.01 * longest:
+        raise ECGInputError(path, f"leads of different lengths ({lengths})")
+    return {name: signal[:shortest] for name, signal in leads.items()}, longest - shortest
 
 
 def read_ecg_xml(
@@ -158,24 +182,29 @@ def read_ecg_xml(
     except OSError as error:
         raise ECGInputError(path, f"cannot open ({error})") from None
     if root.tag.lower() == "restingecg":
-        leads, fs, metadata = _muse(root, path)
+        file_format, (leads, fs, metadata) = "GE MUSE XML", _muse(root, path)
     elif root.tag == f"{_HL7}AnnotatedECG":
-        leads, fs, metadata = _hl7(root, path)
+        file_format, (leads, fs, metadata) = "HL7 aECG XML", _hl7(root, path)
     else:
         raise ECGInputError(path, f"root element <{root.tag}>: not a GE MUSE (<RestingECG>) or "
                             "HL7 aECG (<AnnotatedECG>) file")  # fmt: skip
     if not leads:
         raise ECGInputError(path, "no lead data in the rhythm waveform")
-    lengths = {name: len(signal) for name, signal in leads.items()}
-    if len(set(lengths.values())) > 1:
-        raise ECGInputError(path, f"leads of different lengths ({lengths})")
+    leads, cut = _same_length(path, leads)
     record = Record(
         signal=np.stack(list(leads.values())).astype(np.float32),
         fs=float(fs),
         leads=canonical_leads(list(leads)),
         source=str(path),
-        metadata={"record_name": path.stem, "original_leads": list(leads), **metadata},
+        metadata={
+            "format": file_format,
+            "record_name": path.stem,
+            "original_leads": list(leads),
+            **metadata,
+        },
     )
+    if cut:
+        record = record.with_repair(kind="leads_cut_to_shortest", samples=cut)
     return clean(record, nan=nan, flat=flat)
 
 

@@ -55,7 +55,7 @@ class EDFHeader:
         out = []
         for label, text in zip(self.signals["label"], self.signals[field], strict=True):
             try:
-                out.append(float(text))
+                out.append(float(text.replace(",", ".")))
             except ValueError:
                 raise ECGInputError(
                     path,
@@ -66,7 +66,8 @@ class EDFHeader:
 
 
 def _text(raw: bytes) -> str:
-    return raw.decode("latin-1").strip()
+    """A header field: ASCII padded with spaces (some writers pad with NULs)."""
+    return raw.split(b"\0", 1)[0].decode("latin-1").strip()
 
 
 def read_edf_header(path: str | Path) -> EDFHeader:
@@ -85,7 +86,8 @@ def read_edf_header(path: str | Path) -> EDFHeader:
                 raise ECGInputError(path, f"not an EDF or BDF file (version field {fixed[:8]!r})")
             try:
                 header_bytes, n_records = int(_text(fixed[184:192])), int(_text(fixed[236:244]))
-                record_seconds, n_signals = float(_text(fixed[244:252])), int(_text(fixed[252:]))
+                record_seconds = float(_text(fixed[244:252]).replace(",", "."))
+                n_signals = int(_text(fixed[252:]))
             except ValueError as error:
                 raise ECGInputError(path, f"malformed EDF header ({error})") from None
             if n_signals < 1 or header_bytes != 256 * (n_signals + 1):
@@ -118,10 +120,21 @@ def read_edf_header(path: str | Path) -> EDFHeader:
     )
 
 
-def _chosen_channels(labels: list[str]) -> list[int]:
-    """ECG leads by name, else ECG/EKG-labelled channels, else every signal channel."""
+def _is_voltage(unit: str) -> bool:
+    try:
+        millivolts_per_unit(unit, None)
+    except ECGInputError:
+        return False
+    return bool(unit)
+
+
+def _chosen_channels(labels: list[str], units: list[str]) -> list[int]:
+    """ECG leads by name (on a voltage channel: an accelerometer's X is not Frank's X), else
+    ECG/EKG-labelled channels, else every signal channel."""
     signal = [i for i, label in enumerate(labels) if label.upper() not in _ANNOTATIONS]
-    named = [i for i in signal if canonical_lead_name(labels[i]) is not None]
+    named = [
+        i for i in signal if canonical_lead_name(labels[i]) is not None and _is_voltage(units[i])
+    ]
     ecg = [i for i in signal if labels[i].upper().startswith(("ECG", "EKG"))]
     return named or ecg or signal
 
@@ -138,7 +151,7 @@ def _start(header: EDFHeader) -> dt.datetime | None:
 def _patient(header: EDFHeader, start: dt.datetime | None) -> dict[str, Any]:
     """Sex and age from an EDF+ patient field ("code sex birthdate name", 'X' when unknown)."""
     fields = header.patient.split()
-    if not header.reserved.startswith("EDF+") or len(fields) < 3:
+    if not header.reserved.startswith(("EDF+", "BDF+")) or len(fields) < 3:
         return {}
     out: dict[str, Any] = {}
     if fields[1] in ("M", "F"):
@@ -148,30 +161,39 @@ def _patient(header: EDFHeader, start: dt.datetime | None) -> dict[str, Any]:
     except ValueError:
         return out
     if start is not None and start >= born:
-        out["age"] = float((start - born).days // 365.25)
+        before_birthday = (start.month, start.day) < (born.month, born.day)
+        out["age"] = float(start.year - born.year - before_birthday)
     return out
 
 
-def _digital(path: Path, header: EDFHeader, samples: np.ndarray) -> np.ndarray:
-    """The data records as integers [records, samples of all signals per record]."""
-    per_record = int(samples.sum())
-    record_bytes = per_record * header.bytes_per_sample
+def _records(path: Path, header: EDFHeader, record_bytes: int) -> tuple[int, dict[str, Any]]:
+    """How many whole data records to read, and the repair when the file disagrees with its
+    header (a recording that was not closed, a copy cut short): the whole records it holds."""
     size = path.stat().st_size - header.header_bytes
-    n_records = header.n_records if header.n_records >= 0 else size // record_bytes
-    expected = n_records * record_bytes
-    if size != expected:
-        problem = "truncated data records" if size < expected else "bytes beyond its data records"
-        raise ECGInputError(path, f"header says {n_records} data records of {record_bytes} bytes "
-                            f"({expected} bytes) but the file holds {size} after its header: "
-                            f"{problem}")  # fmt: skip
-    if n_records == 0:
-        raise ECGInputError(path, "the file holds no data records")
-    raw = np.fromfile(path, dtype=np.uint8, offset=header.header_bytes)
-    if header.bytes_per_sample == 2:
-        return raw.view("<i2").reshape(n_records, per_record).astype(np.int32)
-    triplets = raw.reshape(-1, 3).astype(np.int32)
+    held, partial = divmod(size, record_bytes)
+    stated = header.n_records
+    if held == 0:
+        raise ECGInputError(path, f"no whole data record of {record_bytes} bytes after the "
+                            f"header ({size} bytes)")  # fmt: skip
+    if stated == held and not partial:
+        return held, {}
+    if 0 <= stated < held:
+        return stated, {}  # bytes after the records the header counts: not signal
+    said = "an unknown number (-1)" if stated < 0 else str(stated)
+    detail = f"header says {said} data records, the file holds {held}" + (
+        f" and {partial} bytes of a partial one (left out)" if partial else ""
+    )
+    return held, {"kind": "data_records_from_file_size", "detail": detail}
+
+
+def _channel(digital: np.ndarray, start: int, count: int, bytes_per_sample: int) -> np.ndarray:
+    """One channel's digital values from the data records [records, bytes per record]."""
+    block = np.asarray(digital[:, start * bytes_per_sample : (start + count) * bytes_per_sample])
+    if bytes_per_sample == 2:
+        return np.ascontiguousarray(block).view("<i2").reshape(-1).astype(np.float64)
+    triplets = block.reshape(-1, 3).astype(np.int32)
     values = triplets[:, 0] | (triplets[:, 1] << 8) | (triplets[:, 2] << 16)
-    return np.where(values >= 1 << 23, values - (1 << 24), values).reshape(n_records, per_record)
+    return np.where(values >= 1 << 23, values - (1 << 24), values).astype(np.float64)
 
 
 def read_edf(
@@ -185,16 +207,19 @@ def read_edf(
                             "in time); export it as continuous EDF+C")  # fmt: skip
     if header.record_seconds <= 0:
         raise ECGInputError(path, f"data record duration {header.record_seconds} s: no signal")
-    labels = header.signals["label"]
+    labels, units = header.signals["label"], header.signals["unit"]
     samples = header.values("samples", path).astype(np.int64)
-    chosen = _chosen_channels(labels)
+    chosen = _chosen_channels(labels, units)
     if not chosen:
         raise ECGInputError(path, "no signal channels (only EDF+ annotations)")
     rates = {labels[i]: samples[i] / header.record_seconds for i in chosen}
     if len(set(rates.values())) > 1:
         listed = ", ".join(f"{label} {rate:g} Hz" for label, rate in rates.items())
         raise ECGInputError(path, f"the ECG channels have different sampling rates ({listed})")
-    digital = _digital(path, header, samples)
+    record_bytes = int(samples.sum()) * header.bytes_per_sample
+    n_records, repair = _records(path, header, record_bytes)
+    digital = np.memmap(path, dtype=np.uint8, mode="r", offset=header.header_bytes,
+                        shape=(n_records, record_bytes))  # fmt: skip
     starts = np.concatenate([[0], np.cumsum(samples)])
     pmin, pmax = header.values("physical_min", path), header.values("physical_max", path)
     dmin, dmax = header.values("digital_min", path), header.values("digital_max", path)
@@ -203,14 +228,18 @@ def read_edf(
         if dmax[i] == dmin[i] or pmax[i] == pmin[i]:
             raise ECGInputError(path, f"signal {labels[i]!r}: equal minimum and maximum in the "
                                 "header, so its values cannot be scaled")  # fmt: skip
-        values = digital[:, starts[i] : starts[i + 1]].reshape(-1).astype(np.float64)
+        values = _channel(digital, starts[i], samples[i], header.bytes_per_sample)
         physical = pmin[i] + (values - dmin[i]) * (pmax[i] - pmin[i]) / (dmax[i] - dmin[i])
-        signal.append(physical * millivolts_per_unit(header.signals["unit"][i], path))
+        signal.append(physical * millivolts_per_unit(units[i], path))
     start = _start(header)
+    file_format = "BDF" if header.bytes_per_sample == 3 else "EDF"
     metadata: dict[str, Any] = {
+        "format": f"{file_format}+"
+        if header.reserved.startswith(("EDF+", "BDF+"))
+        else file_format,
         "record_name": path.stem,
         "original_leads": [labels[i] for i in chosen],
-        "units": [header.signals["unit"][i] for i in chosen],
+        "units": [units[i] for i in chosen],
         "dropped_channels": [label for i, label in enumerate(labels) if i not in chosen],
         **_patient(header, start),
     }
@@ -223,7 +252,7 @@ def read_edf(
         source=str(path),
         metadata=metadata,
     )
-    return clean(record, nan=nan, flat=flat)
+    return clean(record.with_repair(**repair) if repair else record, nan=nan, flat=flat)
 
 
 __all__ = ["EDF_SUFFIXES", "EDFHeader", "read_edf", "read_edf_header"]

@@ -40,8 +40,9 @@ class ECGInputError(ValueError, ReportedError):
         super().__init__(f"{self.source}: {problem}")
 
 
-# EDF's standard texts and many exports put the signal type first: "ECG V1", "EKG-II".
-_SIGNAL_TYPE = re.compile(r"^(?:ECG|EKG)[ _-]+")
+# EDF's standard texts and many exports put the signal type first: "ECG V1", "EKG-II",
+# "Lead V1", "ECG Lead aVR".
+_SIGNAL_TYPE = re.compile(r"^(?:(?:ECG|EKG)[ _-]+)?(?:LEAD[ _-]*)?")
 
 
 def canonical_lead_name(name: str) -> str | None:
@@ -64,7 +65,8 @@ def canonical_leads(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "microvolt": 1e-3, "v": 1e3, "nv": 1e-6}
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "microvolt": 1e-3, "v": 1e3, "nv": 1e-6,
+          "âµv": 1e-3, "\x83êv": 1e-3}  # fmt: skip  # UTF-8's µ read as latin-1; Shift-JIS μV
 
 
 def millivolts_per_unit(unit: str | None, source: str | Path | None) -> float:
@@ -176,6 +178,8 @@ class Record:
 def describe_repair(repair: dict[str, Any]) -> str:
     """One repair in words, e.g. ``leads_zero_filled: V1, V2`` or ``zero_padded: 400 samples``."""
     leads, samples = repair.get("leads"), repair.get("samples")
+    if "detail" in repair:
+        return f"{repair['kind']}: {repair['detail']}"
     if leads:
         return f"{repair['kind']}: {', '.join(leads)}"
     if isinstance(samples, dict):
