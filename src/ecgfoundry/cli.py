@@ -106,17 +106,8 @@ def demo(
     from rich.table import Table
 
     console = Console()
-    table = Table(title="The bundled sample ECGs, as the data layer reads them",
-                  title_justify="left")  # fmt: skip
-    for column in ("record", "format", "Hz", "leads", "s", "bpm", "labels", "model input"):
-        table.add_column(column, no_wrap=column != "labels")
-    for row in result["samples"]:
-        shape = "x".join(str(n) for n in row["model_input"])
-        table.add_row(
-            row["record"], row["format"], f"{row['fs']:g}", str(row["leads"]),
-            f"{row['seconds']:g}", str(row["heart_rate_bpm"] or "-"), row["labels"], shape,
-        )  # fmt: skip
-    console.print(table)
+    console.print(_records_table(result["samples"], "The bundled sample ECGs, as the data layer "
+                                 "reads them", ("labels", "model input")))  # fmt: skip
     spec = result["spec"]
     leads, norm = len(spec["leads"]), spec["normalisation"]
     console.print(f"({MODEL}'s input: {spec['fs']:g} Hz, {spec['seconds']:g} s, {leads} leads, "
@@ -416,6 +407,85 @@ def predict(
     probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
     labels = inference.label_names(network)
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
+
+
+def _leads_text(leads: list[str]) -> str:
+    from ecgfoundry.spec import STANDARD_LEADS
+
+    return "12" if tuple(leads) == STANDARD_LEADS else f"{len(leads)} ({', '.join(leads)})"
+
+
+def _records_table(rows: list[dict[str, Any]], title: str, extra: Iterable[str]) -> Any:
+    """A rich table of ``inspect_records`` rows: what was read, then the ``extra`` columns
+    (labels, age/sex, model input, notes)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), title_justify="left")
+    columns = ("record", "format", "Hz", "leads", "s", "bpm", *extra)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("record", "Hz", "s", "bpm", "model input"))
+    for row in rows:
+        if row["format"] is None:  # not read: the problem is all there is to say
+            problem = f"[red]{escape(row['problem'])}"
+            table.add_row(escape(row["record"]), *["-"] * (len(columns) - 2), problem)
+            continue
+        shape = "x".join(map(str, row["model_input"])) if row.get("model_input") else "-"
+        windows = f" ({row['windows']} windows)" if (row.get("windows") or 0) > 1 else ""
+        cells = {
+            "labels": row.get("labels", ""),
+            "age/sex": f"{row['age']:g}" if row["age"] is not None else "-",
+            "model input": shape + windows,
+            "notes": f"[red]{escape(row['problem'])}"
+            if row["problem"]
+            else escape("; ".join(row["repairs"])),
+        }
+        if row["sex"]:
+            cells["age/sex"] += f" {row['sex'][0]}"
+        table.add_row(
+            escape(row["record"]), row["format"], f"{row['fs']:g}", _leads_text(row["leads"]),
+            f"{row['seconds']:g}", str(row["heart_rate_bpm"] or "-"), *[cells[c] for c in extra],
+        )  # fmt: skip
+    return table
+
+
+@data_app.command("inspect")
+def data_inspect(
+    source: InputArgument,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Also give the input this model (folder or registry "
+            "name) makes of each record, or why it cannot.",
+        ),
+    ] = None,
+    fs: InputFsOption = None,
+    leads: LeadsOption = None,
+    missing_leads: MissingLeadsOption = REFUSE_MISSING,
+    as_json: JsonFlag = False,
+) -> None:
+    """What ecgfoundry reads in your files, one row per ECG: format, rate, leads, length,
+    heart rate, age/sex, repairs, and with --model the model input each becomes. Files that
+    cannot be read are listed with their problem (exit status 0)."""
+    from ecgfoundry.inventory import inspect_records
+    from ecgfoundry.models.registry import resolve_model
+
+    spec = resolve_model(model, weights=False).spec if model else None
+    lead_names = [name.strip() for name in leads.split(",")] if leads else None
+    rows = inspect_records(source, spec=spec, fs=fs, leads=lead_names,
+                           missing_leads=missing_leads.value)  # fmt: skip
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.console import Console
+
+    extra = ("age/sex", "model input", "notes") if spec else ("age/sex", "notes")
+    title = f"{source}" + (f" as input of {model}" if model else "")
+    Console().print(_records_table(rows, title, extra))
+    unread = sum(row["format"] is None for row in rows)
+    not_read = f", {unread} file(s) not read" if unread else ""
+    typer.echo(f"{len(rows) - unread} ECG(s) read{not_read}")
 
 
 @app.command()

@@ -21,10 +21,9 @@ import pandas as pd
 
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.readers import read_record
-from ecgfoundry.data.rpeaks import heart_rate
 from ecgfoundry.data.samples import demo_ptbxl, sample_dir, sample_labels, sample_records
 from ecgfoundry.data.snomed import ptbxl_labels
-from ecgfoundry.data.transforms import pipeline_for
+from ecgfoundry.inventory import inspect_records
 from ecgfoundry.spec import InputSpec
 
 MODEL = "ecgfoundry-cpc"
@@ -56,28 +55,12 @@ def _labels(path: Path, metadata: dict[str, Any]) -> str:
 
 
 def read_samples(spec: InputSpec) -> list[dict[str, Any]]:
-    """One row per bundled record: what was read and what it becomes as input of a model
-    with ``spec``."""
-    pipeline = pipeline_for(spec)
-    rows = []
-    for path in sample_records():
-        record = read_record(path)
-        prepared = pipeline(record)
-        lead = "II" if "II" in record.leads else record.leads[0]
-        rate = heart_rate(record.lead(lead), record.fs)
-        rows.append(
-            {
-                "record": path.relative_to(sample_dir()).with_suffix("").as_posix(),
-                "format": "CinC .mat" if path.with_suffix(".mat").exists() else "WFDB",
-                "fs": record.fs,
-                "leads": record.n_leads,
-                "seconds": round(record.seconds, 2),
-                "heart_rate_bpm": round(rate) if rate else None,
-                "labels": _labels(path, record.metadata),
-                "model_input": list(prepared.signal.shape),
-                "repairs": [r["kind"] for r in prepared.metadata.get("repairs", [])],
-            }
-        )
+    """One row per bundled record (:func:`ecgfoundry.inventory.inspect_records`: what was read
+    and the input of a model with ``spec`` it becomes), with its cardiologists' labels."""
+    paths = sample_records()
+    rows = inspect_records(paths, spec=spec)
+    for row, path in zip(rows, paths, strict=True):
+        row["labels"] = _labels(path, read_record(path).metadata)
     return rows
 
 

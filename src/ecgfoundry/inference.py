@@ -145,7 +145,7 @@ def prepare(
     for i, record in enumerate(records):
         record_id = record.source or f"record-{i}"
         if preprocess:
-            cut, record = _windows(record, model.spec, missing_leads)
+            cut, record = record_windows(record, model.spec, missing_leads)
         else:
             _check_model_input(record, model.spec)
             cut = record.signal[None]
@@ -163,10 +163,11 @@ def prepare(
     return Inputs(np.concatenate(windows).astype(np.float32), np.asarray(owner), ids, repairs)
 
 
-def _windows(
-    record: Record, spec: InputSpec, missing_leads: MissingLeads
+def record_windows(
+    record: Record, spec: InputSpec, missing_leads: MissingLeads = "raise"
 ) -> tuple[np.ndarray, Record]:
-    """``model_windows``, whose refusal of missing leads names the option that fills them."""
+    """``model_windows``, whose refusal of missing leads names the option that fills them:
+    (windows [W, leads, samples], the prepared record)."""
     try:
         return model_windows(record, spec, missing_leads=missing_leads)
     except MissingLeadsError as error:

@@ -159,6 +159,7 @@ def read_wfdb(
     scale = np.array([millivolts_per_unit(u, base) for u in units], dtype=np.float64)[:, None]
     signal = (rec.p_signal.T * scale).astype(np.float32)
     metadata: dict[str, Any] = {
+        "format": "WFDB",
         "record_name": rec.record_name,
         "original_leads": list(rec.sig_name),
         "units": units,
@@ -279,6 +280,7 @@ def read_challenge(
     comments = header["comments"]
     dx = [code.strip() for code in comments.get("dx", "").split(",") if code.strip()]
     metadata = {
+        "format": "CinC .mat",
         "record_name": base.name,
         "original_leads": header["names"],
         "age": _parse_age(comments.get("age")),
@@ -316,8 +318,10 @@ def read_array(
     allow_unknown_leads: bool = False,
     nan: NanPolicy = "interpolate",
     flat: FlatPolicy = "flag",
+    file_format: str = "array",
 ) -> Record:
-    """A Record from an in-memory array [leads, samples] (or [samples, leads])."""
+    """A Record from an in-memory array [leads, samples] (or [samples, leads]);
+    ``file_format`` is what ``metadata["format"]`` says it came from."""
     array = np.asarray(signal)
     if not np.issubdtype(array.dtype, np.number):
         raise ECGInputError(source, f"signal must be numeric, got dtype {array.dtype}")
@@ -329,7 +333,11 @@ def read_array(
         fs=fs,
         leads=canonical_leads(list(leads)),
         source=str(source) if source is not None else None,
-        metadata={"original_leads": list(leads), "units": [units] * len(leads)},
+        metadata={
+            "format": file_format,
+            "original_leads": list(leads),
+            "units": [units] * len(leads),
+        },
     )
     return clean(record, nan=nan, flat=flat)
 
@@ -344,10 +352,10 @@ def read_numpy(
     except Exception as error:
         raise ECGInputError(path, f"not a readable .npy array ({error})") from error
     if array.ndim == 2:
-        return [read_array(array, fs, leads, source=path, **options)]
+        return [read_array(array, fs, leads, source=path, file_format="NumPy", **options)]
     if array.ndim == 3:
         return [
-            read_array(item, fs, leads, source=f"{path}[{i}]", **options)
+            read_array(item, fs, leads, source=f"{path}[{i}]", file_format="NumPy", **options)
             for i, item in enumerate(array)
         ]
     raise ECGInputError(
@@ -399,7 +407,7 @@ def read_csv(
         values = frame.to_numpy(dtype=np.float64)
     except ValueError as error:
         raise ECGInputError(path, f"non-numeric values in the signal columns ({error})") from error
-    return read_array(values.T, fs, names, source=path, **options)
+    return read_array(values.T, fs, names, source=path, file_format="CSV", **options)
 
 
 def is_challenge_header(path: Path) -> bool:

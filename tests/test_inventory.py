@@ -1,0 +1,86 @@
+"""``ecgfoundry data inspect`` / ``inspect_records``: what is read in a folder of mixed files,
+and the model input each becomes, through the same path predict and embed take."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import ecgfoundry
+from test_edf import write_edf
+
+from ecgfoundry.data import read_record
+from ecgfoundry.data.samples import sample_dir
+from ecgfoundry.inference import load_inputs, prepare
+from ecgfoundry.inventory import COLUMNS, inspect_records
+from ecgfoundry.models import resolve_model
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A PTB-XL record (WFDB), the same as EDF+ with a patient field, a 12-s 2-lead array
+    at 250 Hz, and a table that is not an ECG."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for suffix in (".hea", ".dat"):
+        shutil.copy(sample_dir() / "ptbxl" / f"00010_lr{suffix}", folder)
+    record = read_record(folder / "00010_lr.hea")
+    channels = [(f"ECG {lead}", row * 1000, "uV") for lead, row in zip(record.leads, record.signal,
+                                                                        strict=True)]  # fmt: skip
+    write_edf(folder / "same.edf", channels, patient="X M 01-JAN-1950 X")
+    t = np.arange(3000) / 250
+    np.save(folder / "holter.npy", np.stack([np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)]))
+    (folder / "visits.csv").write_text("patient,date\n1,2024-01-02\n")
+    return folder
+
+
+def test_rows_say_what_was_read_and_what_a_model_gets(folder: Path) -> None:
+    spec = resolve_model("ecgfoundry-cpc").spec
+    rows = {row["record"]: row for row in inspect_records(folder, spec=spec)}
+    assert sorted(rows) == ["00010_lr", "holter.npy", "same.edf", "visits.csv"]
+    assert all(list(row) == list(COLUMNS) for row in rows.values())
+    wfdb, edf = rows["00010_lr"], rows["same.edf"]
+    assert (wfdb["format"], wfdb["fs"], wfdb["seconds"], wfdb["model_input"], wfdb["windows"]) == (
+        "WFDB", 100.0, 10.0, [12, 1000], 1)  # fmt: skip
+    assert (edf["format"], edf["sex"], edf["age"]) == ("EDF+", "Male", 52.0)
+    assert edf["heart_rate_bpm"] == wfdb["heart_rate_bpm"] == 62  # PTB-XL 10: sinus, 62/min
+    assert "carry no sampling rate" in rows["holter.npy"]["problem"]
+    assert rows["holter.npy"]["format"] is None and "pass fs" in rows["visits.csv"]["problem"]
+
+
+def test_an_array_that_lacks_leads_shows_the_refusal_or_the_repair(folder: Path) -> None:
+    spec = resolve_model("ecgfoundry-cpc").spec
+    options = {"spec": spec, "fs": 250.0, "leads": ["I", "II"]}
+    (holter,) = inspect_records(folder / "holter.npy", **options)
+    assert (holter["record"], holter["format"], holter["leads"]) == ("holter.npy", "NumPy",
+                                                                     ["I", "II"])  # fmt: skip
+    assert holter["model_input"] is None and "--missing-leads zero" in holter["problem"]
+    (filled,) = inspect_records(folder / "holter.npy", missing_leads="zero", **options)
+    assert filled["problem"] is None and filled["model_input"] == [12, 1000]
+    assert filled["windows"] == 2  # 12 s at 100 Hz: two 10-s windows, the last flush with the end
+    assert filled["repairs"] == ["leads_derived: III, aVR, aVL, aVF",
+                                 "leads_zero_filled: V1, V2, V3, V4, V5, V6"]  # fmt: skip
+    # The same windows as predict/embed prepare.
+    model = resolve_model("ecgfoundry-cpc")
+    inputs = prepare(model, load_inputs(folder / "holter.npy", fs=250.0, leads=["I", "II"]),
+                     missing_leads="zero")  # fmt: skip
+    assert inputs.windows.shape == (filled["windows"], *filled["model_input"])
+
+
+def test_the_cli_prints_a_table_or_json_and_exits_0(folder: Path) -> None:
+    result = ecgfoundry("data", "inspect", folder, "--model", "ecgfoundry-cpc")
+    assert result.returncode == 0, result.stderr
+    assert "same.edf" in result.stdout and "EDF+" in result.stdout and "52 M" in result.stdout
+    assert result.stdout.strip().endswith("2 ECG(s) read, 2 file(s) not read")
+    result = ecgfoundry("data", "inspect", folder, "--fs", "250", "--leads", "I,II", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["record"]: row for row in json.loads(result.stdout)}
+    assert rows["holter.npy"]["format"] == "NumPy" and rows["holter.npy"]["model_input"] is None
+    assert "non-numeric values" in rows["visits.csv"]["problem"]
+    empty = folder.parent / "empty"
+    empty.mkdir()
+    result = ecgfoundry("data", "inspect", empty)
+    assert result.returncode != 0 and "no ECG records in this folder" in result.stderr
