@@ -248,3 +248,17 @@ def test_channels_are_chosen_by_lead_name_on_voltage_channels_only(tmp_path: Pat
     write_edf(path, [("Lead I", ecg, "uV"), ("ECG Lead aVR", -ecg, "uV"), ("Lead V1", ecg, "uV"),
                      ("Pleth", ecg, "")])  # fmt: skip
     assert read_record(path).leads == ("I", "aVR", "V1")
+
+
+def test_a_sleep_recording_without_an_ecg_channel(tmp_path: Path) -> None:
+    wave = np.sin(np.arange(1000) / 10) * 50
+    path = tmp_path / "psg.edf"
+    write_edf(path, [("SpO2", np.full(10, 97.0), "%"), ("Resp", wave, "a.u.")])
+    with pytest.raises(ECGInputError, match=r"no ECG channel: .* \(channels: SpO2 \(%\), Resp"):
+        read_record(path)
+    write_edf(path, [("ECG", np.full(1000, 97.0), "%")])
+    with pytest.raises(ECGInputError, match="channel 'ECG' is in '%', not a voltage"):
+        read_record(path)
+    write_edf(path, [("EEG Fz", wave, "uV"), ("SpO2", np.full(10, 97.0), "%")])
+    record = read_record(path)  # voltage channels, when none is named ECG
+    assert record.leads == ("EEG Fz",) and record.metadata["dropped_channels"] == ["SpO2"]

@@ -12,7 +12,7 @@ import pytest
 from test_cli import ecgfoundry
 from test_edf import write_edf
 
-from ecgfoundry.data import read_record
+from ecgfoundry.data import ECGInputError, read_record
 from ecgfoundry.data.samples import sample_dir
 from ecgfoundry.inference import load_inputs, prepare
 from ecgfoundry.inventory import COLUMNS, inspect_records
@@ -37,9 +37,13 @@ def folder(tmp_path: Path) -> Path:
     return folder
 
 
+def _by_name(rows: list[dict]) -> dict[str, dict]:
+    return {Path(row["record"]).name: row for row in rows}
+
+
 def test_rows_say_what_was_read_and_what_a_model_gets(folder: Path) -> None:
     spec = resolve_model("ecgfoundry-cpc").spec
-    rows = {row["record"]: row for row in inspect_records(folder, spec=spec)}
+    rows = _by_name(inspect_records(folder, spec=spec))
     assert sorted(rows) == ["00010_lr", "holter.npy", "same.edf", "visits.csv"]
     assert all(list(row) == list(COLUMNS) for row in rows.values())
     wfdb, edf = rows["00010_lr"], rows["same.edf"]
@@ -47,7 +51,7 @@ def test_rows_say_what_was_read_and_what_a_model_gets(folder: Path) -> None:
         "WFDB", 100.0, 10.0, [12, 1000], 1)  # fmt: skip
     assert (edf["format"], edf["sex"], edf["age"]) == ("EDF+", "Male", 52.0)
     assert edf["heart_rate_bpm"] == wfdb["heart_rate_bpm"] == 62  # PTB-XL 10: sinus, 62/min
-    assert "carry no sampling rate" in rows["holter.npy"]["problem"]
+    assert "carry no sampling rate: pass fs (--fs)" in rows["holter.npy"]["problem"]
     assert rows["holter.npy"]["format"] is None and "pass fs" in rows["visits.csv"]["problem"]
 
 
@@ -55,32 +59,59 @@ def test_an_array_that_lacks_leads_shows_the_refusal_or_the_repair(folder: Path)
     spec = resolve_model("ecgfoundry-cpc").spec
     options = {"spec": spec, "fs": 250.0, "leads": ["I", "II"]}
     (holter,) = inspect_records(folder / "holter.npy", **options)
-    assert (holter["record"], holter["format"], holter["leads"]) == ("holter.npy", "NumPy",
-                                                                     ["I", "II"])  # fmt: skip
+    assert (holter["format"], holter["leads"]) == ("NumPy", ["I", "II"])
     assert holter["model_input"] is None and "--missing-leads zero" in holter["problem"]
+    assert holter["repairs"] == []
     (filled,) = inspect_records(folder / "holter.npy", missing_leads="zero", **options)
     assert filled["problem"] is None and filled["model_input"] == [12, 1000]
     assert filled["windows"] == 2  # 12 s at 100 Hz: two 10-s windows, the last flush with the end
     assert filled["repairs"] == ["leads_derived: III, aVR, aVL, aVF",
                                  "leads_zero_filled: V1, V2, V3, V4, V5, V6"]  # fmt: skip
-    # The same windows as predict/embed prepare.
+    # The windows predict and embed cut, under the ids they write.
     model = resolve_model("ecgfoundry-cpc")
     inputs = prepare(model, load_inputs(folder / "holter.npy", fs=250.0, leads=["I", "II"]),
                      missing_leads="zero")  # fmt: skip
     assert inputs.windows.shape == (filled["windows"], *filled["model_input"])
+    assert inputs.ids == [filled["record"]]
 
 
-def test_the_cli_prints_a_table_or_json_and_exits_0(folder: Path) -> None:
+def test_missing_paths_and_single_unreadable_files_are_errors(folder: Path) -> None:
+    with pytest.raises(ECGInputError, match="nope: no such file or folder"):
+        inspect_records(folder / "nope")
+    with pytest.raises(ECGInputError, match=r"visits\.csv: \.csv files carry no sampling rate"):
+        inspect_records(folder / "visits.csv")
+    empty = folder.parent / "empty"
+    empty.mkdir()
+    with pytest.raises(ECGInputError, match=r"no ECG records in this folder .*\.edf/\.bdf/\.xml"):
+        inspect_records(empty)
+
+
+def test_the_cli_prints_a_table_notes_or_json(folder: Path) -> None:
+    """Ids as embed writes them; repairs, flat leads and problems as notes under the table."""
+    record = read_record(folder / "00010_lr.hea")
+    flat = [(f"ECG {lead}", row * 1000, "uV") for lead, row in zip(record.leads, record.signal,
+                                                                    strict=True)]  # fmt: skip
+    flat[6] = ("ECG V1", np.zeros(1000), "uV")
+    write_edf(folder / "flat.edf", flat)
+    (folder / "cut.edf").write_bytes((folder / "same.edf").read_bytes()[:-100])
     result = ecgfoundry("data", "inspect", folder, "--model", "ecgfoundry-cpc")
     assert result.returncode == 0, result.stderr
     assert "same.edf" in result.stdout and "EDF+" in result.stdout and "52 M" in result.stdout
-    assert result.stdout.strip().endswith("2 ECG(s) read, 2 file(s) not read")
-    result = ecgfoundry("data", "inspect", folder, "--fs", "250", "--leads", "I,II", "--json")
-    assert result.returncode == 0, result.stderr
-    rows = {row["record"]: row for row in json.loads(result.stdout)}
-    assert rows["holter.npy"]["format"] == "NumPy" and rows["holter.npy"]["model_input"] is None
-    assert "non-numeric values" in rows["visits.csv"]["problem"]
-    empty = folder.parent / "empty"
-    empty.mkdir()
-    result = ecgfoundry("data", "inspect", empty)
-    assert result.returncode != 0 and "no ECG records in this folder" in result.stderr
+    lines = result.stdout.splitlines()  # notes follow the table: "record: what to know"
+    notes = dict(line.split(": ", 1) for line in lines if ": " in line and line[0].isalnum())
+    assert notes["flat.edf"] == "flat: V1"
+    assert notes["cut.edf"].startswith("data_records_from_file_size: header says 10")
+    assert notes["visits.csv"].startswith(".csv files carry no sampling rate")
+    assert result.stdout.strip().endswith(
+        "4 ECG(s) read, 4 ready for ecgfoundry-cpc, 2 file(s) not read"
+    )
+    embedded = ecgfoundry("embed", "ecgfoundry-cpc", folder, "--out", folder.parent / "e.npy")
+    assert embedded.returncode == 0, embedded.stderr
+    ids = (folder.parent / "e.ids.txt").read_text().splitlines()
+    result = ecgfoundry("data", "inspect", folder, "--json")
+    rows = json.loads(result.stdout)
+    assert [row["record"] for row in rows if row["format"]] == ids
+    refused = ecgfoundry("data", "inspect", folder, "--missing-leads", "zero")
+    assert refused.returncode == 2 and "give --model" in refused.stderr
+    missing = ecgfoundry("data", "inspect", folder / "nope")
+    assert missing.returncode == 2 and "nope: no such file or folder" in missing.stderr

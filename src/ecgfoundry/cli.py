@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
@@ -34,7 +35,10 @@ app = typer.Typer(
     help="ECG foundation models on your ECGs: read data, load and convert published models, "
     "embed, predict, and adapt them to tasks. Start with `ecgfoundry demo`.",
 )
-data_app = typer.Typer(no_args_is_help=True, help="Read, summarise, cache and download datasets.")
+data_app = typer.Typer(
+    no_args_is_help=True,
+    help="Inspect your ECG files; read, summarise, cache and download datasets.",
+)
 app.add_typer(data_app, name="data")
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 app.add_typer(models_app, name="models")
@@ -342,7 +346,7 @@ def _inputs(
 
     if no_preprocess and fs is None:  # the arrays are model inputs: at the model's rate
         fs = model.spec.fs
-    lead_names = [name.strip() for name in leads.split(",")] if leads else None
+    lead_names = _lead_names(leads)
     preprocess = not no_preprocess
     records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess)
     inputs = inference.prepare(
@@ -415,38 +419,44 @@ def _leads_text(leads: list[str]) -> str:
     return "12" if tuple(leads) == STANDARD_LEADS else f"{len(leads)} ({', '.join(leads)})"
 
 
+def _notes(row: dict[str, Any]) -> list[str]:
+    """What to say about an ``inspect_records`` row beyond its columns, the problem first."""
+    flat = [f"flat: {', '.join(row['flat_leads'])}"] if row["flat_leads"] else []
+    return [row["problem"]] * bool(row["problem"]) + (row["repairs"] or []) + flat
+
+
 def _records_table(rows: list[dict[str, Any]], title: str, extra: Iterable[str]) -> Any:
-    """A rich table of ``inspect_records`` rows: what was read, then the ``extra`` columns
-    (labels, age/sex, model input, notes)."""
+    """A rich table of ``inspect_records`` rows (their ``record`` as it should be shown): what
+    was read, then the ``extra`` columns (labels, age/sex, model input); a file not read shows
+    dashes (its problem is a note)."""
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=escape(title), title_justify="left")
     columns = ("record", "format", "Hz", "leads", "s", "bpm", *extra)
     for column in columns:
-        table.add_column(column, no_wrap=column in ("record", "Hz", "s", "bpm", "model input"))
+        table.add_column(column, no_wrap=column not in ("record", "labels"), overflow="fold")
     for row in rows:
-        if row["format"] is None:  # not read: the problem is all there is to say
-            problem = f"[red]{escape(row['problem'])}"
-            table.add_row(escape(row["record"]), *["-"] * (len(columns) - 2), problem)
+        if row["format"] is None:
+            table.add_row(escape(row["record"]), *["-"] * (len(columns) - 1))
             continue
         shape = "x".join(map(str, row["model_input"])) if row.get("model_input") else "-"
         windows = f" ({row['windows']} windows)" if (row.get("windows") or 0) > 1 else ""
+        age = f"{row['age']:g}" if row["age"] is not None else "-"
         cells = {
             "labels": row.get("labels", ""),
-            "age/sex": f"{row['age']:g}" if row["age"] is not None else "-",
+            "age/sex": age + (f" {row['sex'][0]}" if row["sex"] else ""),
             "model input": shape + windows,
-            "notes": f"[red]{escape(row['problem'])}"
-            if row["problem"]
-            else escape("; ".join(row["repairs"])),
         }
-        if row["sex"]:
-            cells["age/sex"] += f" {row['sex'][0]}"
         table.add_row(
             escape(row["record"]), row["format"], f"{row['fs']:g}", _leads_text(row["leads"]),
             f"{row['seconds']:g}", str(row["heart_rate_bpm"] or "-"), *[cells[c] for c in extra],
         )  # fmt: skip
     return table
+
+
+def _lead_names(leads: str | None) -> list[str] | None:
+    return [name.strip() for name in leads.split(",")] if leads else None
 
 
 @data_app.command("inspect")
@@ -460,32 +470,42 @@ def data_inspect(
             "name) makes of each record, or why it cannot.",
         ),
     ] = None,
-    fs: InputFsOption = None,
+    fs: Annotated[float | None, typer.Option("--fs", help="Sampling rate of .npy/.csv.")] = None,
     leads: LeadsOption = None,
     missing_leads: MissingLeadsOption = REFUSE_MISSING,
     as_json: JsonFlag = False,
 ) -> None:
     """What ecgfoundry reads in your files, one row per ECG: format, rate, leads, length,
-    heart rate, age/sex, repairs, and with --model the model input each becomes. Files that
-    cannot be read are listed with their problem (exit status 0)."""
+    heart rate, age/sex, repairs, and with --model the model input each becomes (ids as
+    predict/embed write them). In a folder, files that cannot be read are listed with their
+    problem (exit status 0)."""
     from ecgfoundry.inventory import inspect_records
     from ecgfoundry.models.registry import resolve_model
 
+    if missing_leads.value != "raise" and not model:
+        raise UsageError("--missing-leads says how a model's input is made: give --model")
     spec = resolve_model(model, weights=False).spec if model else None
-    lead_names = [name.strip() for name in leads.split(",")] if leads else None
-    rows = inspect_records(source, spec=spec, fs=fs, leads=lead_names,
+    rows = inspect_records(source, spec=spec, fs=fs, leads=_lead_names(leads),
                            missing_leads=missing_leads.value)  # fmt: skip
     if as_json:
         _print_json(rows)
         return
     from rich.console import Console
 
-    extra = ("age/sex", "model input", "notes") if spec else ("age/sex", "notes")
+    base = source if source.is_dir() else source.parent  # the table names records below it
+    shown = [{**row, "record": os.path.relpath(row["record"], base)} for row in rows]
+    extra = ("age/sex", "model input") if spec else ("age/sex",)
     title = f"{source}" + (f" as input of {model}" if model else "")
-    Console().print(_records_table(rows, title, extra))
+    Console().print(_records_table(shown, title, extra))
+    for row in shown:
+        if notes := _notes(row):
+            typer.echo(f"{row['record']}: {'; '.join(notes)}")
     unread = sum(row["format"] is None for row in rows)
-    not_read = f", {unread} file(s) not read" if unread else ""
-    typer.echo(f"{len(rows) - unread} ECG(s) read{not_read}")
+    summary = f"{len(rows) - unread} ECG(s) read"
+    if spec:
+        ready = sum(row["model_input"] is not None for row in rows)
+        summary += f", {ready} ready for {model}"
+    typer.echo(summary + (f", {unread} file(s) not read" if unread else ""))
 
 
 @app.command()

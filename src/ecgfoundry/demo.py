@@ -60,6 +60,7 @@ def read_samples(spec: InputSpec) -> list[dict[str, Any]]:
     paths = sample_records()
     rows = inspect_records(paths, spec=spec)
     for row, path in zip(rows, paths, strict=True):
+        row["record"] = path.relative_to(sample_dir()).with_suffix("").as_posix()
         row["labels"] = _labels(path, read_record(path).metadata)
     return rows
 

@@ -23,7 +23,12 @@ import torch
 
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record, describe_repair
-from ecgfoundry.data.transforms import MissingLeads, MissingLeadsError, model_windows
+from ecgfoundry.data.transforms import (
+    MissingLeads,
+    MissingLeadsError,
+    input_windows,
+    model_input,
+)
 from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
@@ -38,6 +43,10 @@ class Inputs:
     owner: np.ndarray  # int [W]: index into ``ids``
     ids: list[str]
     repairs: dict[str, list[str]] = field(default_factory=dict)  # record id: repairs in words
+
+
+NO_RECORDS = ("no ECG records in this folder (WFDB/CinC .hea records, .edf/.bdf/.xml files, or "
+              ".npy/.csv arrays with --fs)")  # fmt: skip
 
 
 def load_inputs(
@@ -70,8 +79,7 @@ def load_inputs(
                       file=sys.stderr)  # fmt: skip
             found = [p for p in found if p not in arrays]
         if not found:
-            raise ECGInputError(path, "no ECG records in this folder (WFDB/CinC .hea records, "
-                                ".edf/.bdf/.xml files, or .npy/.csv arrays with --fs)")  # fmt: skip
+            raise ECGInputError(path, NO_RECORDS)
         return _readable(found, fs=fs, leads=leads, preprocess=preprocess)
     if not path.exists():
         raise ECGInputError(path, "no such file or folder")
@@ -163,13 +171,12 @@ def prepare(
     return Inputs(np.concatenate(windows).astype(np.float32), np.asarray(owner), ids, repairs)
 
 
-def record_windows(
+def prepared_input(
     record: Record, spec: InputSpec, missing_leads: MissingLeads = "raise"
-) -> tuple[np.ndarray, Record]:
-    """``model_windows``, whose refusal of missing leads names the option that fills them:
-    (windows [W, leads, samples], the prepared record)."""
+) -> Record:
+    """``model_input``, whose refusal of missing leads names the option that fills them."""
     try:
-        return model_windows(record, spec, missing_leads=missing_leads)
+        return model_input(record, spec, missing_leads=missing_leads)
     except MissingLeadsError as error:
         if missing_leads != "raise" or not error.fillable:
             raise
@@ -178,6 +185,15 @@ def record_windows(
             f"{error.problem} (to run anyway, fill them with "
             "zeros: --missing-leads zero, missing_leads='zero')",
         ) from None
+
+
+def record_windows(
+    record: Record, spec: InputSpec, missing_leads: MissingLeads = "raise"
+) -> tuple[np.ndarray, Record]:
+    """``model_windows`` with :func:`prepared_input`'s refusal: (windows [W, leads, samples],
+    the prepared record)."""
+    prepared = prepared_input(record, spec, missing_leads)
+    return input_windows(prepared, spec), prepared
 
 
 @torch.no_grad()

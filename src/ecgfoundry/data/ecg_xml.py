@@ -9,8 +9,8 @@
   ``SLIST_PQ`` value is ``origin + scale x digits``, timed by the ``GLIST`` increment of the
   series' time sequence. Median beats (``derivedSeries``) are not read.
 
-Both give age/sex where the file states them; MUSE's interpretation statements are kept in
-``metadata["statements"]``.
+MUSE gives age and sex, aECG sex, where the file states them; MUSE's interpretation
+statements are kept in ``metadata["statements"]``.
 """
 
 from __future__ import annotations

@@ -130,13 +130,13 @@ def _is_voltage(unit: str) -> bool:
 
 def _chosen_channels(labels: list[str], units: list[str]) -> list[int]:
     """ECG leads by name (on a voltage channel: an accelerometer's X is not Frank's X), else
-    ECG/EKG-labelled channels, else every signal channel."""
+    ECG/EKG-labelled channels, else every voltage channel."""
     signal = [i for i, label in enumerate(labels) if label.upper() not in _ANNOTATIONS]
     named = [
         i for i in signal if canonical_lead_name(labels[i]) is not None and _is_voltage(units[i])
     ]
     ecg = [i for i in signal if labels[i].upper().startswith(("ECG", "EKG"))]
-    return named or ecg or signal
+    return named or ecg or [i for i in signal if _is_voltage(units[i])]
 
 
 def _start(header: EDFHeader) -> dt.datetime | None:
@@ -211,11 +211,19 @@ def read_edf(
     samples = header.values("samples", path).astype(np.int64)
     chosen = _chosen_channels(labels, units)
     if not chosen:
-        raise ECGInputError(path, "no signal channels (only EDF+ annotations)")
+        pairs = zip(labels, units, strict=True)
+        listed = ", ".join(f"{label} ({unit or 'no unit'})" for label, unit in pairs)
+        raise ECGInputError(path, f"no ECG channel: none named as a lead or ECG, none in volts "
+                            f"(channels: {listed})")  # fmt: skip
+    for i in chosen:
+        if units[i] and not _is_voltage(units[i]):
+            raise ECGInputError(path, f"channel {labels[i]!r} is in {units[i]!r}, not a voltage "
+                                "(mV, uV, V)")  # fmt: skip
     rates = {labels[i]: samples[i] / header.record_seconds for i in chosen}
     if len(set(rates.values())) > 1:
         listed = ", ".join(f"{label} {rate:g} Hz" for label, rate in rates.items())
-        raise ECGInputError(path, f"the ECG channels have different sampling rates ({listed})")
+        raise ECGInputError(path, f"the channels read as ECG have different sampling rates "
+                            f"({listed})")  # fmt: skip
     record_bytes = int(samples.sum()) * header.bytes_per_sample
     n_records, repair = _records(path, header, record_bytes)
     digital = np.memmap(path, dtype=np.uint8, mode="r", offset=header.header_bytes,

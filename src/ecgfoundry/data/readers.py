@@ -442,7 +442,7 @@ def read_record(
         return read_ecg_xml(path, **options)
     if suffix in (".npy", ".csv"):
         if fs is None:
-            raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs (CLI --fs)")
+            raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs (--fs)")
         if suffix == ".csv":
             return read_csv(path, fs, leads, **options)
         if leads is None:

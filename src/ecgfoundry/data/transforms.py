@@ -318,20 +318,33 @@ def pipeline_for(
     return Compose(tuple(steps))
 
 
+def model_input(
+    record: Record, spec: InputSpec, *, missing_leads: MissingLeads = "raise"
+) -> Record:
+    """A record prepared for a model, uncut: ``pipeline_for(spec, crop=False,
+    missing_leads=...)``, zero-padded to one input if shorter."""
+    prepared = pipeline_for(spec, crop=False, missing_leads=missing_leads)(record)
+    if prepared.n_samples < spec.samples:
+        prepared = CropPad(spec.seconds)(prepared)
+    return prepared
+
+
+def input_windows(prepared: Record, spec: InputSpec) -> np.ndarray:
+    """Every window of :func:`window_starts` of a :func:`model_input` record [W, leads,
+    spec.samples]."""
+    starts = window_starts(prepared.n_samples, spec.samples)
+    return np.stack([prepared.signal[:, s : s + spec.samples] for s in starts])
+
+
 def model_windows(
     record: Record, spec: InputSpec, *, missing_leads: MissingLeads = "raise"
 ) -> tuple[np.ndarray, Record]:
-    """A record as model inputs: ``pipeline_for(spec, crop=False, missing_leads=...)``,
-    zero-padded to one input if shorter, then every window of :func:`window_starts`
-    (half-window stride, the last flush with the end). Returns (windows [W, leads,
-    spec.samples], the prepared record).
+    """A record as model inputs: :func:`model_input`, then every window of
+    :func:`window_starts` (half-window stride, the last flush with the end). Returns
+    (windows [W, leads, spec.samples], the prepared record).
 
     Training (random crops of the same prepared record), evaluation, ``predict``/``embed`` and
     ``pipeline_for(spec)`` (the first window) all see these same numbers.
     """
-    prepared = pipeline_for(spec, crop=False, missing_leads=missing_leads)(record)
-    if prepared.n_samples < spec.samples:
-        prepared = CropPad(spec.seconds)(prepared)
-    starts = window_starts(prepared.n_samples, spec.samples)
-    windows = np.stack([prepared.signal[:, s : s + spec.samples] for s in starts])
-    return windows, prepared
+    prepared = model_input(record, spec, missing_leads=missing_leads)
+    return input_windows(prepared, spec), prepared
