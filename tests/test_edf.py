@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -262,3 +263,25 @@ def test_a_sleep_recording_without_an_ecg_channel(tmp_path: Path) -> None:
     write_edf(path, [("EEG Fz", wave, "uV"), ("SpO2", np.full(10, 97.0), "%")])
     record = read_record(path)  # voltage channels, when none is named ECG
     assert record.leads == ("EEG Fz",) and record.metadata["dropped_channels"] == ["SpO2"]
+
+
+def test_a_holters_unnamed_channels_are_named_with_leads(ptbxl_root: Path, tmp_path: Path):
+    """ECG1/ECG2 say nothing of the leads: the error says how to name them, and --leads
+    (leads=) names them; a file naming its own leads keeps them."""
+    record = read_wfdb(ptbxl_root / RECORD)
+    path = tmp_path / "holter.edf"
+    write_edf(path, [("ECG1", record.signal[1] * 1000, "uV"), ("ECG2", record.signal[10] * 1000,
+                                                               "uV")])  # fmt: skip
+    assert read_record(path).leads == ("ECG1", "ECG2")
+    result = ecgfoundry("data", "inspect", path, "--model", "ecgfoundry-cpc", "--json")
+    (row,) = json.loads(result.stdout)
+    assert "if these channels are leads, name them: --leads" in row["problem"]
+    named = read_record(path, leads=["II", "V5"])
+    assert named.leads == ("II", "V5") and named.metadata["original_leads"] == ["ECG1", "ECG2"]
+    with pytest.raises(ECGInputError, match=r"3 lead names given for its 2 channels \(ECG1, ECG2"):
+        read_record(path, leads=["I", "II", "V5"])
+    result = ecgfoundry("data", "inspect", path, "--leads", "II,V5", "--model", "ecgfoundry-cpc",
+                        "--missing-leads", "zero", "--json")  # fmt: skip
+    (row,) = json.loads(result.stdout)
+    assert row["leads"] == ["II", "V5"] and row["model_input"] == [12, 1000]
+    assert read_record(ptbxl_root / f"{RECORD}.hea", leads=["V5"] * 12).leads == STANDARD_LEADS

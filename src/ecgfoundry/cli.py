@@ -314,7 +314,11 @@ InputFsOption = Annotated[
 ]
 LeadsOption = Annotated[
     str | None,
-    typer.Option("--leads", help="Comma-separated lead names of .npy/.csv input (12: I..V6)."),
+    typer.Option(
+        "--leads",
+        help="Comma-separated lead names of .npy/.csv input (12: I..V6), "
+        "or of files that name no channel as a lead (a Holter's ECG1, ECG2).",
+    ),
 ]
 NoPreprocessOption = Annotated[
     bool,

@@ -25,6 +25,7 @@ from ecgfoundry.data.record import (
     Annotations,
     ECGInputError,
     Record,
+    canonical_lead_name,
     canonical_leads,
     millivolts_per_unit,
     require_known_leads,
@@ -417,6 +418,18 @@ def is_challenge_header(path: Path) -> bool:
         return handle.readline().split(" ", 1)[0].endswith(".mat")
 
 
+def name_leads(record: Record, leads: list[str] | tuple[str, ...] | None) -> Record:
+    """``leads`` as the names of a record whose channels the file does not name as leads (a
+    Holter's ``ECG1``, ``ECG2``); a record with any lead name of its own is left as it is."""
+    if leads is None or any(canonical_lead_name(name) for name in record.leads):
+        return record
+    if len(leads) != record.n_leads:
+        raise ECGInputError(record.source, f"{len(leads)} lead names given for its "
+                            f"{record.n_leads} channels ({', '.join(record.leads)})")  # fmt: skip
+    require_known_leads(tuple(leads), record.source)
+    return record.replace(leads=canonical_leads(list(leads)))
+
+
 def read_record(
     path: str | Path,
     *,
@@ -427,19 +440,20 @@ def read_record(
     """Read any supported file, choosing the reader by its suffix.
 
     ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge), ``.edf``/``.bdf`` and ``.xml`` (GE MUSE,
-    HL7 aECG) describe themselves;
-    ``.npy`` and ``.csv`` need ``fs`` (and ``leads`` unless the CSV has a header row).
+    HL7 aECG) describe themselves (``leads`` names their channels only where the file names
+    none of them as a lead: :func:`name_leads`); ``.npy`` and ``.csv`` need ``fs`` (and
+    ``leads`` unless the CSV has a header row).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".mat" or (suffix == ".hea" and path.exists() and is_challenge_header(path)):
-        return read_challenge(path, **options)
+        return name_leads(read_challenge(path, **options), leads)
     if suffix in (".hea", ".dat", ""):
-        return read_wfdb(path, **options)
+        return name_leads(read_wfdb(path, **options), leads)
     if suffix in EDF_SUFFIXES:
-        return read_edf(path, **options)
+        return name_leads(read_edf(path, **options), leads)
     if suffix == ".xml":
-        return read_ecg_xml(path, **options)
+        return name_leads(read_ecg_xml(path, **options), leads)
     if suffix in (".npy", ".csv"):
         if fs is None:
             raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs (--fs)")

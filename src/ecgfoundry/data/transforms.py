@@ -234,8 +234,11 @@ class SelectLeads:
         derived = [n for n in wanted if n not in index and derivable and n in _DERIVED]
         zeroed = [n for n in wanted if n not in index and n not in derived]
         if len(zeroed) == len(wanted):
+            unnamed = not any(canonical_lead_name(n) for n in record.leads)
+            hint = " (if these channels are leads, name them: --leads, leads=)" if unnamed else ""
+            has = f"it has {list(record.leads)}{hint}"
             raise MissingLeadsError(record.source, f"shares no lead with the {wanted} needed: "
-                                    f"it has {list(record.leads)}", fillable=False)  # fmt: skip
+                                    f"{has}", fillable=False)  # fmt: skip
         if zeroed and self.missing == "raise":
             raise MissingLeadsError(
                 record.source, f"leads {zeroed} are needed but the record has {list(record.leads)}"
