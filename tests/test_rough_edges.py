@@ -280,3 +280,30 @@ def test_an_unreachable_hub_model_is_one_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match=r"hf-hub:nobody/nothing: could not download it"):
         resolve_model("hf-hub:nobody/nothing")
+
+
+def test_predict_per_window_follows_a_long_recording(tiny: Path, tmp_path: Path) -> None:
+    """25 s at 100 Hz: 10-s windows every 5 s, the last flush with the end; each window's
+    probabilities, whose maximum is the per-record prediction."""
+    signal = np.concatenate([read_record(sample_dir() / "ptbxl" / f"{name}.hea").signal
+                             for name in RECORDS], axis=1)[:, :2500]  # fmt: skip
+    np.save(tmp_path / "long.npy", signal)
+    out = tmp_path / "w.csv"
+    result = cli("predict", tiny, tmp_path / "long.npy", "--fs", "100", "--out", out,
+                 "--per-window")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    windows = pd.read_csv(out)
+    assert list(windows.columns[:3]) == ["record", "start_s", "end_s"]
+    assert windows.start_s.tolist() == [0, 5, 10, 15] and windows.end_s.tolist() == [10, 15, 20, 25]
+    assert set(windows.record) == {str(tmp_path / "long.npy")}
+    result = cli("predict", tiny, tmp_path / "long.npy", "--fs", "100", "--out", tmp_path / "r.csv")
+    per_record = pd.read_csv(tmp_path / "r.csv").iloc[0, 1:].to_numpy(dtype=float)
+    np.testing.assert_allclose(windows.iloc[:, 3:].max().to_numpy(), per_record, atol=1e-6)
+    result = cli("predict", tiny, tmp_path / "long.npy", "--fs", "100", "--out",
+                 tmp_path / "w.json", "--per-window")  # fmt: skip
+    rows = pd.read_json(tmp_path / "w.json")
+    assert result.exit_code == 0 and len(rows) == 4 and set(rows.columns) >= {"probabilities"}
+    result = cli("predict", tiny, tmp_path / "long.npy", "--fs", "100", "--out",
+                 tmp_path / "w.npy", "--per-window")  # fmt: skip
+    assert isinstance(result.exception, UsageError)
+    assert str(result.exception).endswith("w.npy: must end in .csv or .json")

@@ -404,16 +404,29 @@ def predict(
     aggregate: Annotated[
         AggregateName, typer.Option(help="Over a record's windows (evaluation uses the default).")
     ] = EVALUATION_AGGREGATE,
+    per_window: Annotated[
+        bool,
+        typer.Option(
+            "--per-window",
+            help="One row per window (record, start_s, end_s; .csv or "
+            ".json), not per record: a long recording over time.",
+        ),
+    ] = False,
 ) -> None:
-    """Write per-label probabilities for each record."""
+    """Write per-label probabilities for each record (or each window of it)."""
     from ecgfoundry import inference
 
-    inference.check_output(out, inference.PREDICTION_FORMATS)
+    formats = inference.WINDOW_PREDICTION_FORMATS if per_window else inference.PREDICTION_FORMATS
+    inference.check_output(out, formats)
     network = _model(model)
     inference.require_head(network, model)
     inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
-    probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
     labels = inference.label_names(network)
+    if per_window:
+        probabilities = inference.predict_windows(network, inputs)
+        typer.echo(str(inference.write_window_predictions(out, probabilities, inputs, labels)))
+        return
+    probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
     typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
 
 

@@ -4,7 +4,8 @@ Each record goes through :func:`ecgfoundry.data.transforms.model_windows`, the p
 and evaluation use: the model's pipeline, zero-padding if shorter than one input (listed as a
 repair), then windows of the input length at half-window stride (the last flush with the end).
 A record's embedding is the mean of its windows' embeddings and its prediction an aggregate of
-their probabilities (``max`` by default, as evaluation does).
+their probabilities (``max`` by default, as evaluation does); :func:`predict_windows` keeps
+every window's (a Holter over time).
 
 Array outputs (``.npy``) carry their row order beside them: ``NAME.ids.txt``, one record id per
 line.
@@ -28,6 +29,7 @@ from ecgfoundry.data.transforms import (
     MissingLeadsError,
     input_windows,
     model_input,
+    window_starts,
 )
 from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
@@ -37,11 +39,14 @@ from ecgfoundry.spec import STANDARD_LEADS, InputSpec
 
 @dataclass
 class Inputs:
-    """Model-ready windows [W, leads, samples] and, per window, the record it came from."""
+    """Model-ready windows [W, leads, samples] and, per window, the record it came from and
+    where in it the window starts."""
 
     windows: np.ndarray
     owner: np.ndarray  # int [W]: index into ``ids``
     ids: list[str]
+    starts: np.ndarray  # float [W]: seconds from the record's start
+    seconds: float  # the length of every window
     repairs: dict[str, list[str]] = field(default_factory=dict)  # record id: repairs in words
 
 
@@ -149,14 +154,17 @@ def prepare(
     if not preprocess and missing_leads != "raise":
         raise UsageError("missing leads are filled while preprocessing: drop --no-preprocess "
                          "(preprocess=False) or --missing-leads (missing_leads)")  # fmt: skip
-    windows, owner, ids, repairs = [], [], [], {}
+    spec = model.spec
+    windows, owner, ids, starts, repairs = [], [], [], [], {}
     for i, record in enumerate(records):
         record_id = record.source or f"record-{i}"
         if preprocess:
-            cut, record = record_windows(record, model.spec, missing_leads)
+            cut, record = record_windows(record, spec, missing_leads)
+            starts.append(window_starts(record.n_samples, spec.samples) / spec.fs)
         else:
-            _check_model_input(record, model.spec)
+            _check_model_input(record, spec)
             cut = record.signal[None]
+            starts.append(np.zeros(1))
         done = [describe_repair(r) for r in record.metadata.get("repairs", [])]
         if done:
             repairs[record_id] = done
@@ -168,7 +176,8 @@ def prepare(
     shapes = {w.shape[1:] for w in windows}
     if len(shapes) > 1:
         raise ECGInputError(None, f"inputs of different shapes {sorted(shapes)}: preprocess them")
-    return Inputs(np.concatenate(windows).astype(np.float32), np.asarray(owner), ids, repairs)
+    return Inputs(np.concatenate(windows).astype(np.float32), np.asarray(owner), ids,
+                  np.concatenate(starts), spec.seconds, repairs)  # fmt: skip
 
 
 def prepared_input(
@@ -216,6 +225,14 @@ def embed(model: ECGModel, inputs: Inputs, *, batch_size: int = 32) -> np.ndarra
     return _per_record(_run(model, inputs, "forward_features", batch_size), inputs, "mean")
 
 
+def predict_windows(model: ECGModel, inputs: Inputs, *, batch_size: int = 32) -> np.ndarray:
+    """Per-label probabilities of every window [W, classes] (sigmoid: labels are not
+    exclusive); ``inputs.owner`` and ``inputs.starts`` say where each window lies."""
+    require_head(model)
+    logits = _run(model, inputs, "forward", batch_size)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def predict_proba(
     model: ECGModel,
     inputs: Inputs,
@@ -223,10 +240,8 @@ def predict_proba(
     batch_size: int = 32,
     aggregate: Aggregate = DEFAULT_AGGREGATE,
 ) -> np.ndarray:
-    """Per-label probabilities [records, classes] (sigmoid: labels are not exclusive)."""
-    require_head(model)
-    logits = _run(model, inputs, "forward", batch_size)
-    return _per_record(1.0 / (1.0 + np.exp(-logits)), inputs, aggregate)
+    """Per-label probabilities [records, classes]: each record's windows aggregated."""
+    return _per_record(predict_windows(model, inputs, batch_size=batch_size), inputs, aggregate)
 
 
 def require_head(model: ECGModel, name: str | Path = "this model") -> None:
@@ -297,4 +312,29 @@ def write_predictions(path: str | Path, probabilities: np.ndarray, ids: list[str
             for rid, p in zip(ids, probabilities, strict=True)
         ]
         path.write_text(json.dumps(rows, indent=1))
+    return path
+
+
+WINDOW_PREDICTION_FORMATS = (".csv", ".json")
+
+
+def write_window_predictions(path: str | Path, probabilities: np.ndarray, inputs: Inputs,
+                             labels: list[str]) -> Path:  # fmt: skip
+    """Save one row per window [W, classes] as ``.csv`` (record, start_s, end_s, one column per
+    label) or ``.json``: where in each record the model saw what (windows overlap by half)."""
+    import json
+
+    import pandas as pd
+
+    path = check_output(path, WINDOW_PREDICTION_FORMATS)
+    where = {"record": [inputs.ids[i] for i in inputs.owner], "start_s": inputs.starts,
+             "end_s": inputs.starts + inputs.seconds}  # fmt: skip
+    frame = pd.DataFrame(where)
+    if path.suffix.lower() == ".csv":
+        scores = pd.DataFrame(probabilities, columns=labels)
+        pd.concat([frame, scores], axis=1).to_csv(path, index=False, float_format="%.6f")
+        return path
+    rows = [{**window, "probabilities": dict(zip(labels, map(float, p), strict=True))}
+            for window, p in zip(frame.to_dict("records"), probabilities, strict=True)]  # fmt: skip
+    path.write_text(json.dumps(rows, indent=1))
     return path
