@@ -187,13 +187,14 @@ def _records(path: Path, header: EDFHeader, record_bytes: int) -> tuple[int, dic
 
 
 def _channel(digital: np.ndarray, start: int, count: int, bytes_per_sample: int) -> np.ndarray:
-    """One channel's digital values from the data records [records, bytes per record]."""
+    """One channel's digital values from the data records [records, bytes per record], as
+    float32 (exact for 16- and 24-bit integers)."""
     block = np.asarray(digital[:, start * bytes_per_sample : (start + count) * bytes_per_sample])
     if bytes_per_sample == 2:
-        return np.ascontiguousarray(block).view("<i2").reshape(-1).astype(np.float64)
+        return np.ascontiguousarray(block).view("<i2").reshape(-1).astype(np.float32)
     triplets = block.reshape(-1, 3).astype(np.int32)
     values = triplets[:, 0] | (triplets[:, 1] << 8) | (triplets[:, 2] << 16)
-    return np.where(values >= 1 << 23, values - (1 << 24), values).astype(np.float64)
+    return np.where(values >= 1 << 23, values - (1 << 24), values).astype(np.float32)
 
 
 def read_edf(
@@ -236,9 +237,14 @@ def read_edf(
         if dmax[i] == dmin[i] or pmax[i] == pmin[i]:
             raise ECGInputError(path, f"signal {labels[i]!r}: equal minimum and maximum in the "
                                 "header, so its values cannot be scaled")  # fmt: skip
+        # physical = pmin + (digital - dmin) * (pmax - pmin) / (dmax - dmin), in mV, as
+        # gain * digital + offset: float32 arrays (a day-long Holter), float64 coefficients.
+        gain = (pmax[i] - pmin[i]) / (dmax[i] - dmin[i]) * millivolts_per_unit(units[i], path)
+        offset = pmin[i] * millivolts_per_unit(units[i], path) - dmin[i] * gain
         values = _channel(digital, starts[i], samples[i], header.bytes_per_sample)
-        physical = pmin[i] + (values - dmin[i]) * (pmax[i] - pmin[i]) / (dmax[i] - dmin[i])
-        signal.append(physical * millivolts_per_unit(units[i], path))
+        values *= np.float32(gain)
+        values += np.float32(offset)
+        signal.append(values)
     start = _start(header)
     file_format = "BDF" if header.bytes_per_sample == 3 else "EDF"
     metadata: dict[str, Any] = {
@@ -254,7 +260,7 @@ def read_edf(
     if start is not None:
         metadata["start"] = start.isoformat(sep=" ")
     record = Record(
-        signal=np.stack(signal).astype(np.float32),
+        signal=np.stack(signal),
         fs=float(next(iter(rates.values()))),
         leads=canonical_leads([labels[i] for i in chosen]),
         source=str(path),
