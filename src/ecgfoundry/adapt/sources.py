@@ -438,7 +438,8 @@ def table_task(
     the CSV's folder or absolute; any format ``read_record`` reads), one 0/1 column per label
     (``task``: a comma-separated choice of them), and optionally ``patient_id``, ``split``
     (train/val/test; else seeded 80/10/10 splits, patient-level with ``patient_id``), ``fs``
-    (Hz; needed for .npy/.csv records) and ``leads`` (e.g. "I,II,V1"; needed for .npy)."""
+    (Hz; needed for .npy/.csv records) and ``leads`` (e.g. "I,II,V1"; needed for .npy; names
+    the channels of a file that names none as a lead)."""
     csv = Path(csv)
     table = _read_table(csv)
     labels, y_all = _table_labels(csv, table, task)
