@@ -175,10 +175,8 @@ def _records(path: Path, header: EDFHeader, record_bytes: int) -> tuple[int, dic
     if held == 0:
         raise ECGInputError(path, f"no whole data record of {record_bytes} bytes after the "
                             f"header ({size} bytes)")  # fmt: skip
-    if stated == held and not partial:
-        return held, {}
-    if 0 <= stated < held:
-        return stated, {}  # bytes after the records the header counts: not signal
+    if 0 <= stated <= held:
+        return stated, {}  # any bytes after the records the header counts are not signal
     said = "an unknown number (-1)" if stated < 0 else str(stated)
     detail = f"header says {said} data records, the file holds {held}" + (
         f" and {partial} bytes of a partial one (left out)" if partial else ""
