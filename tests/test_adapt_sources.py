@@ -21,7 +21,9 @@ from ecgfoundry.adapt import RunConfigError, finetune
 from ecgfoundry.adapt.run import build_model
 from ecgfoundry.adapt.sources import cinc_task, table_task
 from ecgfoundry.data import ptbxl
+from ecgfoundry.data.readers import read_wfdb
 from ecgfoundry.data.record import ECGInputError
+from ecgfoundry.data.transforms import model_input
 from ecgfoundry.models import create_model, save_model
 from ecgfoundry.models.io import model_fingerprint
 
@@ -278,3 +280,29 @@ def test_ptbxl_calls_as_before(backbone, ptbxl_root, listing, cache_dir, tmp_pat
         finetune(backbone, task="superdiagnostic", strategy="finetune", out=tmp_path / "x")
     with pytest.raises(RunConfigError, match=r"expected ptbxl, cinc, a \.csv table"):
         finetune(backbone, data="mitdb", strategy="finetune", out=tmp_path / "x")
+
+
+def test_a_table_of_edf_records_names_their_channels_with_leads(ptbxl_root, listing, cache_dir,
+                                                                  tmp_path):  # fmt: skip
+    """EDF files whose channels are ECG1..ECG12: the table's ``leads`` column names them; a
+    row without it cannot give the model its leads and is listed as unreadable."""
+    from test_edf import write_edf
+
+    rows = []
+    for i, name in enumerate(listing.head(8)["filename_lr"]):
+        record = read_wfdb(ptbxl_root / name)
+        channels = [(f"ECG{k + 1}", row * 1000, "uV") for k, row in enumerate(record.signal)]
+        write_edf(tmp_path / f"r{i}.edf", channels)
+        rows.append({"record": f"r{i}.edf", "A": i % 2, "split": ["train", "val"][i // 6],
+                     "leads": ",".join(record.leads)})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame.loc[0, "leads"] = ""
+    data = table_task(_write(frame, tmp_path / "t.csv"), create_model("net1d-tiny").spec,
+                      cache_dir=cache_dir)  # fmt: skip
+    (unreadable,) = data.description["unreadable_records"]
+    assert unreadable["record"] == "r0.edf" and "name them: --leads" in unreadable["problem"]
+    assert len(data.train) == 5 and len(data.val) == 2
+    spec = create_model("net1d-tiny").spec
+    original = model_input(read_wfdb(ptbxl_root / listing["filename_lr"].iloc[1]), spec)
+    assert data.train.ids[0] == "r1.edf"  # the same ECG as its WFDB original, once prepared
+    np.testing.assert_allclose(data.train.signals[data.train.rows[0]], original.signal, atol=1e-3)
