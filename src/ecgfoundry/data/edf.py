@@ -237,8 +237,9 @@ def read_edf(
                                 "header, so its values cannot be scaled")  # fmt: skip
         # physical = pmin + (digital - dmin) * (pmax - pmin) / (dmax - dmin), in mV, as
         # gain * digital + offset: float32 arrays (a day-long Holter), float64 coefficients.
-        gain = (pmax[i] - pmin[i]) / (dmax[i] - dmin[i]) * millivolts_per_unit(units[i], path)
-        offset = pmin[i] * millivolts_per_unit(units[i], path) - dmin[i] * gain
+        millivolts = millivolts_per_unit(units[i], path)
+        gain = (pmax[i] - pmin[i]) / (dmax[i] - dmin[i]) * millivolts
+        offset = pmin[i] * millivolts - dmin[i] * gain
         values = _channel(digital, starts[i], samples[i], header.bytes_per_sample)
         values *= np.float32(gain)
         values += np.float32(offset)

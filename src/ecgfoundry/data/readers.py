@@ -446,14 +446,6 @@ def read_record(
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".mat" or (suffix == ".hea" and path.exists() and is_challenge_header(path)):
-        return name_leads(read_challenge(path, **options), leads)
-    if suffix in (".hea", ".dat", ""):
-        return name_leads(read_wfdb(path, **options), leads)
-    if suffix in EDF_SUFFIXES:
-        return name_leads(read_edf(path, **options), leads)
-    if suffix == ".xml":
-        return name_leads(read_ecg_xml(path, **options), leads)
     if suffix in (".npy", ".csv"):
         if fs is None:
             raise ECGInputError(path, f"{suffix} files carry no sampling rate: pass fs (--fs)")
@@ -465,9 +457,19 @@ def read_record(
         if len(records) != 1:
             raise ECGInputError(path, f"holds {len(records)} ECGs; use read_numpy for batches")
         return records[0]
-    raise ECGInputError(
-        path, f"unsupported file type {suffix!r}; expected one of {RECORD_SUFFIXES}"
-    )
+    if suffix == ".mat" or (suffix == ".hea" and path.exists() and is_challenge_header(path)):
+        record = read_challenge(path, **options)
+    elif suffix in (".hea", ".dat", ""):
+        record = read_wfdb(path, **options)
+    elif suffix in EDF_SUFFIXES:
+        record = read_edf(path, **options)
+    elif suffix == ".xml":
+        record = read_ecg_xml(path, **options)
+    else:
+        raise ECGInputError(
+            path, f"unsupported file type {suffix!r}; expected one of {RECORD_SUFFIXES}"
+        )
+    return name_leads(record, leads)
 
 
 def find_records(folder: str | Path) -> list[Path]:
