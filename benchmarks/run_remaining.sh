@@ -6,7 +6,8 @@
 #   lane superdiagnostic: the bundled model post-trained at 100 % (seeds 0-2), the table's
 #     superdiagnostic cells, then its `all` and `diagnostic` cells, then the bundled grid
 #     (scratch at 100 %, then every variant at 30 % and 100 %) on superdiagnostic;
-#   lane rhythm: the same on rhythm, with the table's `subdiagnostic` cells.
+#   lane rhythm: the same on rhythm, with the table's `subdiagnostic` cells, except that the
+#     bundled model's seed 2 at 100 % comes after the table (issue 14's cells first).
 # Both lanes append to the same results files; run_grid.sh names each commit after the rows it
 # adds, whichever lane wrote them.
 # Usage: OMP_NUM_THREADS=1 benchmarks/run_remaining.sh superdiagnostic|rhythm --root DIR/ptbxl
@@ -15,8 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 lane=${1:-}
 case $lane in
-    superdiagnostic) others=all,diagnostic ;;
-    rhythm) others=subdiagnostic ;;
+    superdiagnostic) others=all,diagnostic first_seeds=0,1,2 ;;
+    rhythm) others=subdiagnostic first_seeds=0,1 ;;
     *) echo "usage: $0 superdiagnostic|rhythm --root DIR/ptbxl [--cache-dir DIR]" >&2; exit 2 ;;
 esac
 shift
@@ -26,9 +27,10 @@ bundled() {
         --runs runs/post_training_cpc --tasks "$lane" "$@"
 }
 table() { benchmarks/run_ptbxl_table.sh "$@"; }
-bundled --fractions 1.0 --variants post-train "$@" &&
+bundled --fractions 1.0 --variants post-train --seeds "$first_seeds" "$@" &&
     table --models resnet1d-wang --tasks "$lane" --seeds 0,1,2 "$@" &&
     table --models xresnet1d101,inception1d --tasks "$lane" --seeds 0 "$@" &&
     table --models resnet1d-wang,xresnet1d101,inception1d --tasks "$others" --seeds 0 "$@" &&
+    bundled --fractions 1.0 --variants post-train "$@" &&
     bundled --fractions 1.0 --variants scratch "$@" &&
     bundled --fractions 0.3,1.0 --variants main "$@"
