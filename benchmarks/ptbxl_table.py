@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from post_training import hardware, keep_predictions, read_rows
+from post_training import (
+    PREDICTIONS_HELP,
+    hardware,
+    keep_predictions,
+    predictions_beside,
+    read_rows,
+)
 
 import ecgfoundry
 from ecgfoundry.adapt import finetune, recipe_for
@@ -269,21 +275,30 @@ def per_label_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def scored(split: dict[str, Any], seeds: int) -> str:
+    """``mean ± sd [seed 0's 95 % CI]`` of one split's macro AUROC over the seeds."""
+    ci = split["ci_per_seed"][0]
+    text = f"{split['macro_auroc']:.3f}" + (f" ± {split['sd']:.3f}" if split["sd"] else "")
+    return text + f" [{ci[0]:.3f}, {ci[1]:.3f}]" + (" (seed 0)" if seeds > 1 else "")
+
+
 def markdown(table: list[dict[str, Any]]) -> str:
     older = next((e["against_revision"]["revision"] for e in table
                   if e.get("against_revision")), None)  # fmt: skip
     extra = f" minus revision {older}, same seeds [95 % CI] |" if older else ""
     lines = [
         "| model | task | seeds | precision | fold-9 macro AUROC [95 % CI] | published (fold 10) "
-        "| difference | fold 10 here |" + extra,
+        "| difference | fold 10 here [95 % CI] |" + extra,
         "|---|---|---|---|---|---|---|---|" + ("---|" if older else ""),
     ]
     for e in table:
         val = e["val"]
-        ci = val["ci_per_seed"][0]
-        score = f"{val['macro_auroc']:.3f}" + (f" ± {val['sd']:.3f}" if val["sd"] else "")
-        score += f" [{ci[0]:.3f}, {ci[1]:.3f}]" + (" (seed 0)" if e["seeds"] > 1 else "")
-        test = f"{e['test']['macro_auroc']:.3f}" if "test" in e else "absent"
+        score = scored(val, e["seeds"])
+        test = "absent"
+        if "test" in e:
+            test = scored(e["test"], e["seeds"])
+            if e["test"]["minus_published"] is not None:
+                test += f", {e['test']['minus_published']:+.3f} vs published"
         published, difference = e["published_fold10"], val["minus_published"]
         versus = (f"{published:.3f} | {difference:+.3f}" if published is not None
                   else "n/a (100 % only) | n/a")  # fmt: skip
@@ -307,9 +322,7 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, default=Path("benchmarks/results/ptbxl_table.jsonl")
     )
-    parser.add_argument(
-        "--predictions", type=Path, default=Path("benchmarks/results/ptbxl_table_predictions")
-    )
+    parser.add_argument("--predictions", type=Path, help=PREDICTIONS_HELP)
     parser.add_argument(
         "--fraction",
         type=float,
@@ -342,6 +355,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="with --summary: a table")
     parser.add_argument("--per-label", metavar="TASK", help="fold-9 AUROC per label of TASK")
     args = parser.parse_args()
+    args.predictions = args.predictions or predictions_beside(args.results)
     if args.per_label:
         result = per_label(args, args.per_label)
         print(per_label_markdown(result) if args.markdown else json.dumps(result, indent=1))

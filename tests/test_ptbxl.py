@@ -105,6 +105,19 @@ def first_records_copy(root: Path, dest: Path, per_fold: int,
     return dest
 
 
+def move_to_fold_10(copy: Path, share: float = 0.5) -> list[int]:
+    """Give a copy a fold 10, as the full PTB-XL has (the shared one lacks it): the records
+    of the first ``share`` of its fold-9 patients (whole patients, so splits stay
+    patient-disjoint) become fold 10 in its ptbxl_database.csv. Returns their ecg_ids."""
+    table = pd.read_csv(copy / ptbxl.DATABASE_CSV, index_col="ecg_id")
+    patients = sorted(table.loc[table.strat_fold == 9, "patient_id"].unique())
+    moved = table.index[(table.strat_fold == 9) & table.patient_id.isin(
+        patients[: int(len(patients) * share)])]  # fmt: skip
+    table.loc[moved, "strat_fold"] = 10
+    table.to_csv(copy / ptbxl.DATABASE_CSV)
+    return sorted(int(i) for i in moved)
+
+
 def test_label_counts_per_task(data):
     for name, count in LABEL_COUNTS.items():
         task = data.task(name)

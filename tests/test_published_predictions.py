@@ -202,3 +202,33 @@ def test_the_reference_loader_writes_beside_links_not_into_the_data(tmp_path: Pa
     (root / "scp_statements.csv").unlink()
     with pytest.raises(SystemExit, match=r"scp_statements\.csv is missing"):
         script.link_data(root, tmp_path / "other")
+
+
+def test_the_table_reports_fold_10_beside_the_published_value_when_present(tmp_path) -> None:
+    table = load_script("ptbxl_table")
+    args = table.argparse.Namespace(results=tmp_path / "table.jsonl", revision=table.REVISION,
+                                    against_revision=None, fraction=1.0,
+                                    precision="auto")  # fmt: skip
+    setup = table.table_setup(args)
+
+    def row(task: str, seed: int, **splits: float) -> dict:
+        metrics = {split: {"macro_auroc": v, "ci": {"macro_auroc": [v - 0.01, v + 0.01]}}
+                   for split, v in splits.items()}  # fmt: skip
+        return {"model": "resnet1d-wang", "task": task, "seed": seed, "setup": setup,
+                "fraction": 1.0, "precision": "float32", "train_seconds": 60.0,
+                "hardware": {"cpu": "x"}, "metrics": metrics}  # fmt: skip
+
+    rows = [row("rhythm", 0, val=0.95, test=0.94), row("rhythm", 1, val=0.96, test=0.96),
+            row("form", 0, val=0.85)]  # fmt: skip
+    args.results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    entries = {e["task"]: e for e in table.summary(args)}
+    rhythm = entries["rhythm"]["test"]
+    assert rhythm["macro_auroc"] == pytest.approx(0.95)
+    published = table.PUBLISHED["resnet1d-wang"]["rhythm"]  # 0.946
+    assert rhythm["minus_published"] == pytest.approx(0.95 - published)
+    assert "test" not in entries["form"]
+    lines = table.markdown(list(entries.values())).splitlines()
+    (rhythm_line,) = [ln for ln in lines if "| rhythm |" in ln]
+    assert rhythm_line.endswith("| 0.950 ± 0.014 [0.930, 0.950] (seed 0), +0.004 vs published |")
+    (form_line,) = [ln for ln in lines if "| form |" in ln]
+    assert form_line.endswith("| absent |")

@@ -681,15 +681,19 @@ def benchmark_run(
     table = run_benchmark(config, out, backend=backend, address=address, max_cells=max_cells,
                           cache_dir=cache_dir, workers=workers, allow_overlap=allow_overlap,
                           progress=not as_json)  # fmt: skip
-    rows = summary(table)
+    rows, tested = summary(table), summary(table, "test")
     if as_json:
-        _print_json(rows)
+        _print_json(rows + tested)
         return
+    keys = ("model", "data", "task", "mode", "fraction")
+    test_auroc = {tuple(r[k] for k in keys): r["macro_auroc"] for r in tested}
     for row in rows:
         sd = f" ± {row['macro_auroc_sd']:.3f}" if row["macro_auroc_sd"] is not None else ""
+        test = test_auroc.get(tuple(row[k] for k in keys))
         typer.echo(f"{row['model']:<24} {row['data']}:{row['task']:<18} {row['mode']:<14} "
-                   f"{row['fraction']:>5.0%}  AUROC {row['macro_auroc']:.3f}{sd} "
-                   f"(seeds {row['seeds']})")  # fmt: skip
+                   f"{row['fraction']:>5.0%}  AUROC {row['macro_auroc']:.3f}{sd}"
+                   + (f", test {test:.3f}" if test is not None else "")
+                   + f" (seeds {row['seeds']})")  # fmt: skip
     typer.echo(f"results: {Path(out) / 'results.parquet'}")
 
 

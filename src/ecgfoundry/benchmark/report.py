@@ -76,25 +76,42 @@ def _performance(table: pd.DataFrame) -> str:
         return (
             '<p class="note">No finished cell yet: run <code>ecgfoundry benchmark run</code>.</p>'
         )
+    keys = ("model", "data", "task", "mode", "fraction")
+    tested = {tuple(r[k] for k in keys): r for r in summary(table, "test")}
+    headers = ["model", "mode", "labels", "seeds", "macro AUROC", "95 % CI (mean over seeds)",
+               "macro AUPRC"]  # fmt: skip
     out = []
     for task in sorted({f"{r['data']}:{r['task']}" for r in rows}):
+        chosen = [r for r in rows if f"{r['data']}:{r['task']}" == task]
+        with_test = any(tuple(r[k] for k in keys) in tested for r in chosen)
         lines = []
-        for r in (r for r in rows if f"{r['data']}:{r['task']}" == task):
-            low, high = r["macro_auroc_low"], r["macro_auroc_high"]
-            sd = f" ± {r['macro_auroc_sd']:.3f}" if r["macro_auroc_sd"] is not None else ""
-            lines.append([r["model"], r["mode"], f"{r['fraction']:.0%}", len(r["seeds"]),
-                          f"{r['macro_auroc']:.3f}{sd}", f"[{_number(low)}, {_number(high)}]",
-                          _number(r["macro_auprc"])])  # fmt: skip
+        for r in chosen:
+            line = [r["model"], r["mode"], f"{r['fraction']:.0%}", len(r["seeds"]), *_scores(r)]
+            if with_test:
+                test = tested.get(tuple(r[k] for k in keys))
+                line += _scores(test) if test else ["–", "–", "–"]
+            lines.append(line)
+        test_headers = ["test macro AUROC", "test 95 % CI", "test macro AUPRC"]
         out.append(f"<h3>{_e(task)}</h3>" + _table(
-            ["model", "mode", "labels", "seeds", "macro AUROC", "95 % CI (mean over seeds)",
-             "macro AUPRC"], lines, text_columns=2))  # fmt: skip
+            headers + (test_headers if with_test else []), lines, text_columns=2))  # fmt: skip
     refused = table[table["status"] == "refused"]
     if len(refused):
         out.append(f'<p class="fail">{len(refused)} cell(s) refused by the leakage guard: '
                    f"{_e(', '.join(refused['cell']))}</p>")  # fmt: skip
-    out.append('<p class="note">Validation split (PTB-XL: fold 9). CI: bootstrap over the '
-               "evaluated records (1000 resamples), averaged over seeds.</p>")  # fmt: skip
+    out.append('<p class="note">Validation split: PTB-XL fold 9; other data, its validation '
+               "share. Test columns, where the data has a test split: PTB-XL fold 10 (when the "
+               "copy holds it), other data its held-out test share; never used for choosing. "
+               "CI: bootstrap over the evaluated records (1000 resamples), averaged over "
+               "seeds.</p>")  # fmt: skip
     return "".join(out)
+
+
+def _scores(entry: dict[str, Any]) -> list[str]:
+    """Mean macro AUROC (± sd over seeds), its CI and mean macro AUPRC, as table cells."""
+    sd = f" ± {entry['macro_auroc_sd']:.3f}" if entry["macro_auroc_sd"] is not None else ""
+    low, high = entry["macro_auroc_low"], entry["macro_auroc_high"]
+    return [f"{entry['macro_auroc']:.3f}{sd}", f"[{_number(low)}, {_number(high)}]",
+            _number(entry["macro_auprc"])]  # fmt: skip
 
 
 def _efficiency(table: pd.DataFrame) -> str:

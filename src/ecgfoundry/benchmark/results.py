@@ -74,13 +74,15 @@ def write_results(out: str | Path, table: pd.DataFrame | None = None) -> pd.Data
 
 
 def summary(table: pd.DataFrame, split: str = "val") -> list[dict[str, Any]]:
-    """Mean (and sd over seeds) macro AUROC and AUPRC per model, task, mode and fraction, with
-    the mean over seeds of each cell's bootstrap CI bounds (``_low``/``_high``)."""
+    """Mean (and sd over seeds) macro AUROC and AUPRC per model, task, mode and fraction on
+    ``split`` (``"val"`` or ``"test"``), with the mean over seeds of each cell's bootstrap CI
+    bounds (``_low``/``_high``)."""
     done = table[(table["status"] == "done") & (table["split"] == split)]
     out = []
     keys = ["model", "data", "task", "mode", "fraction"]
     for key, group in done.groupby(keys, sort=True):
-        entry = dict(zip(keys, key, strict=True)) | {"seeds": sorted(group["seed"].tolist())}
+        entry = dict(zip(keys, key, strict=True))
+        entry |= {"split": split, "seeds": sorted(group["seed"].tolist())}
         for metric in ("macro_auroc", "macro_auprc"):
             values = group[metric].astype(float)
             entry[metric] = float(values.mean())
