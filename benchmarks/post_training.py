@@ -127,6 +127,15 @@ def run_dir(runs: Path, key: str, setup: str) -> Path:
     return runs / f"{key}-{setup}"
 
 
+PREDICTIONS_HELP = "folder of the kept probabilities (default: RESULTS' name + _predictions)"
+
+
+def predictions_beside(results: Path) -> Path:
+    """The default folder of a results file's kept probabilities: ``X.jsonl`` ->
+    ``X_predictions``, so a results file and its probabilities travel as a pair."""
+    return results.with_name(f"{results.stem}_predictions")
+
+
 def predictions_file(folder: Path, row: dict[str, Any]) -> Path:
     return folder / f"{row['cell'].replace('/', '__')}__{row['setup']}.npz"
 
@@ -173,12 +182,11 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, default=Path("benchmarks/results/post_training.jsonl")
     )
-    parser.add_argument(
-        "--predictions", type=Path, default=Path("benchmarks/results/post_training_predictions")
-    )
+    parser.add_argument("--predictions", type=Path, help=PREDICTIONS_HELP)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--max-cells", type=int, default=None, help="stop after this many cells")
     args = parser.parse_args()
+    args.predictions = args.predictions or predictions_beside(args.results)
 
     chosen = {"main": list(MAIN), "sweep": list(SWEEP)}.get(args.variants, args.variants.split(","))
     cells = [

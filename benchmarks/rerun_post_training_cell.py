@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from post_training import is_current, predictions_file, read_rows
+from post_training import (
+    PREDICTIONS_HELP,
+    is_current,
+    predictions_beside,
+    predictions_file,
+    read_rows,
+)
 
 from ecgfoundry.adapt import finetune
 
@@ -31,13 +37,12 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, default=Path("benchmarks/results/post_training.jsonl")
     )
-    parser.add_argument(
-        "--predictions", type=Path, default=Path("benchmarks/results/post_training_predictions")
-    )
+    parser.add_argument("--predictions", type=Path, help=PREDICTIONS_HELP)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "auto", "bf16"])
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: temporary)")
     args = parser.parse_args()
+    args.predictions = args.predictions or predictions_beside(args.results)
 
     rows = [r for r in read_rows(args.results) if r["cell"] == args.cell and is_current(r)]
     if not rows:

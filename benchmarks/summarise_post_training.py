@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from post_training import SWEEP, is_current, predictions_file, read_rows
+from post_training import (
+    PREDICTIONS_HELP,
+    SWEEP,
+    is_current,
+    predictions_beside,
+    predictions_file,
+    read_rows,
+)
 
 from ecgfoundry.evaluate import bootstrap_difference
 from ecgfoundry.models.registry import weights_fingerprint
@@ -107,7 +114,7 @@ def summarise(
             entry[metric] = {"mean": float(values.mean()), "std": spread}
         against = baseline_fraction if baseline_fraction is not None else fraction
         baseline = groups.get((task, against, "finetune"), {})
-        if (fraction, variant) != (against, "finetune"):
+        if baseline and (fraction, variant) != (against, "finetune"):
             entry["vs_finetune"] = paired(by_seed, baseline, predictions, split, resamples)
         out.append(entry)
     return out
@@ -119,9 +126,11 @@ def markdown(entries: list[dict[str, Any]], baseline: str) -> str:
         return f"{stats['mean']:.4f}" + (f" ± {stats['std']:.4f}" if stats["std"] else "")
 
     def change(entry: dict[str, Any], metric: str) -> str:
-        comparison = entry.get("vs_finetune")
-        if not comparison:
+        if "vs_finetune" not in entry:  # the baseline itself
             return ""
+        comparison = entry["vs_finetune"]
+        if comparison is None:
+            return "n/a (no kept probabilities of the same seeds)"
         c = comparison[metric]
         low, high = c["ci"]
         return f"{c['difference']:+.4f} [{low:+.4f}, {high:+.4f}] ({c['relative_pct']:+.1f} %)"
@@ -168,7 +177,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, nargs="+",
                         default=[Path("benchmarks/results/post_training.jsonl")])  # fmt: skip
     parser.add_argument(
-        "--predictions", type=Path, default=Path("benchmarks/results/post_training_predictions")
+        "--predictions",
+        type=Path,
+        help=PREDICTIONS_HELP.replace("RESULTS'", "the first results file's"),
     )
     parser.add_argument("--split", default="val", choices=["val", "test"])
     parser.add_argument("--backbone", help="the rows of this backbone (model folder) only")
@@ -176,6 +187,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="tabulate the validation sweep")
     args = parser.parse_args()
+    args.predictions = args.predictions or predictions_beside(args.results[0])
     backbone = weights_fingerprint(args.backbone) if args.backbone else None
     groups = load(args.results, args.split, backbone)
     if args.sweep:
@@ -183,7 +195,7 @@ def main() -> None:
         return
     same = summarise(groups, args.predictions, args.split, args.resamples)
     efficiency = [e for e in summarise(groups, args.predictions, args.split, args.resamples, 1.0)
-                  if e.get("vs_finetune")]  # fmt: skip
+                  if "vs_finetune" in e]  # fmt: skip
     if args.markdown:
         print(markdown(same, "finetune") + "\n\nAgainst finetune on 100 % of the labels:\n\n"
               + markdown(efficiency, "finetune 100 %"))  # fmt: skip
