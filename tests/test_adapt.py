@@ -78,6 +78,7 @@ def test_every_strategy_writes_a_complete_run(strategy, backbone, subset, cache_
     metrics = run(backbone, subset, cache_dir, tmp_path / "run", strategy)
     written = json.loads((tmp_path / "run/metrics.json").read_text())
     assert set(written) == {"val", "run"}  # no test fold in this copy
+    assert written["run"]["splits"]["test"] == "absent: this copy has no fold 10"
     val = written["val"]
     assert {"macro_auroc", "macro_auprc", "ci", "per_label"} <= set(val)
     assert 0 <= val["macro_auroc"] <= 1 and val["ci"]["resamples"] == 1000

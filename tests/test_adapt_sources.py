@@ -130,6 +130,11 @@ def test_a_table_trains_with_patient_level_or_given_splits(
                        config=QUICK, cache_dir=cache_dir, progress_bar=False)  # fmt: skip
     assert metrics["run"]["data"]["table"] == str(csv.resolve())
     assert metrics["run"]["val_records"] == len(data.val)
+    assert metrics["run"]["splits"] == {
+        "train": f"80 %, patient-level, seeded: {len(data.train)} records",
+        "val": f"10 %, patient-level, seeded: {len(data.val)} records",
+        "test": f"10 %, patient-level, seeded: {len(data.test)} records",
+    }
 
     given = frame.assign(split=["train"] * 32 + ["val"] * 8)
     csv = _write(given, tmp_path / "tables/given.csv")
@@ -138,6 +143,9 @@ def test_a_table_trains_with_patient_level_or_given_splits(
                        progress_bar=False)  # fmt: skip
     saved = np.load(tmp_path / "given/predictions/predictions.npz")
     assert list(saved["val_ids"]) == list(given["record"][32:]) and "test" not in metrics
+    assert metrics["run"]["splits"] == {"train": "as the table's split column: 32 records",
+                                        "val": "as the table's split column: 8 records",
+                                        "test": "absent: no test records"}  # fmt: skip
     assert list(saved["labels"]) == ["NORM"]
 
 

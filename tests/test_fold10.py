@@ -42,6 +42,12 @@ def test_finetune_scores_fold_10_apart_from_fold_9(with_fold_10: Path, tmp_path:
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     expected = fold_10_records(with_fold_10, "superdiagnostic")
+    run = metrics["run"]
+    assert json.loads(result.stdout)["splits"] == {
+        "train": f"folds 1-8: {run['train_records']} records",
+        "val": f"fold 9: {run['val_records']} records",
+        "test": f"fold 10: {len(expected)} records",
+    }
     assert expected and metrics["run"]["test_records"] == len(expected)
     assert 0 <= metrics["test"]["macro_auroc"] <= 1
     with np.load(out / "predictions" / "predictions.npz") as saved:

@@ -624,7 +624,7 @@ def finetune(
     )  # fmt: skip
     summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
                for split in ("val", "test") if split in metrics}  # fmt: skip
-    _print_json(summary)
+    _print_json({"splits": metrics["run"]["splits"], **summary})
 
 
 @app.command()

@@ -87,6 +87,31 @@ def split_record_ids(data: TaskData, split: Split) -> list[str]:
     return [file_record_id(dataset, folder, folder / str(record)) for record in split.ids]
 
 
+def describe_splits(data: TaskData, evaluate_test: bool = True) -> dict[str, str]:
+    """Which records each split holds, in words: PTB-XL's folds (fold 10 marked absent when the
+    copy lacks it), else the split rule and shares of the data source."""
+    sizes = {"train": len(data.train), "val": len(data.val),
+             "test": len(data.test) if data.test is not None else 0}  # fmt: skip
+    about = data.description
+    if about.get("dataset") == "ptbxl":
+        share = about.get("fraction", 1.0)
+        words = {"train": "folds 1-8" + (f" ({share * 100:g} %, nested)" if share < 1 else ""),
+                 "val": "fold 9", "test": "fold 10"}  # fmt: skip
+    else:
+        level, shares = about.get("split", "record"), about.get("shares")
+        rule = "as the table's split column" if level == "given" else f"{level}-level, seeded"
+        words = {name: (f"{shares[name] * 100:g} %, " if shares else "") + rule for name in sizes}
+    out = {name: f"{words[name]}: {sizes[name]} records" for name in ("train", "val")}
+    if data.test is None:
+        out["test"] = ("absent: this copy has no fold 10" if about.get("dataset") == "ptbxl"
+                       else "absent: no test records")  # fmt: skip
+    elif not evaluate_test:
+        out["test"] = f"{words['test']}: {sizes['test']} records, not scored (evaluate_test=False)"
+    else:
+        out["test"] = f"{words['test']}: {sizes['test']} records"
+    return out
+
+
 def trained_records(data: TaskData) -> list[dict[str, Any]]:
     """The manifest entries of the training records (PTB-XL's with their patients)."""
     ids = split_record_ids(data, data.train)
@@ -234,6 +259,7 @@ def finetune(
         "val_records": len(task_data.val),
         "test_records": len(task_data.test) if task_data.test is not None else 0,
         "leakage_check": leakage_check,
+        "splits": describe_splits(task_data, evaluate_test),
     }  # fmt: skip
     if ptbxl:
         metrics["run"]["folds_present"] = task_data.description["folds_present"]
