@@ -90,6 +90,16 @@ def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=1, default=str))
 
 
+NEXT_STEPS = """Next, on your own ECGs (README: "Reading ECGs", "Adapting a model to a task"):
+  ecgfoundry data inspect MY_ECGS/ --model {model}      what it reads, what the model gets
+  ecgfoundry embed {model} MY_ECGS/ --out embeddings.npy
+  ecgfoundry finetune {model} --data my_labels.csv --strategy post-train --out runs/mine
+  ecgfoundry predict runs/mine/model MY_ECGS/ --out predictions.csv
+The demo's own post-trained model learned from 240 records: it shows the workflow, it is not
+a diagnostic model:
+  {adapted}"""
+
+
 @app.command()
 def demo(
     out: Annotated[
@@ -131,6 +141,12 @@ def demo(
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(row["predicted"].items())[:2])
         predicted.add_row(row["record"], " ".join(row["superclasses"]) or "-", top)
     console.print(predicted)
+    console.print(
+        NEXT_STEPS.format(model=MODEL, adapted=result["model"]),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     console.print(f"demo took {result['seconds']:.0f} s; report:")
     typer.echo(result["report"])
 

@@ -111,8 +111,9 @@ def run_demo(out: str | Path, *, progress: bool = True) -> dict[str, Any]:
     table = run_benchmark(config, out / "benchmark", cache_dir=out / "cache", progress=progress)
     adapted = next(c for c in cells(config) if c.mode == "post-train" and c.fraction == 1.0)
     root = Path(config.tasks[0].data.root)
-    predictions = predict_samples(adapted.folder(out / "benchmark") / RUN / "model", root)
+    model = adapted.folder(out / "benchmark") / RUN / "model"
+    predictions = predict_samples(model, root)
     report = write_report(out / "benchmark", out / "report.html")
     return {"samples": samples, "spec": spec.to_dict(), "benchmark": summary(table),
-            "predictions": predictions,
+            "predictions": predictions, "model": str(model),
             "report": str(report), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
