@@ -178,7 +178,9 @@ def test_registry_and_patterns() -> None:
     ptbxl = get_dataset("PTB-XL")
     assert (ptbxl.name, ptbxl.slug, ptbxl.version) == ("ptbxl", "ptb-xl", "1.0.3")
     assert get_dataset("challenge-2020").version == "1.0.2"
-    assert {get_dataset(n).version for n in ("mitdb", "vfdb")} == {"1.0.0"}
+    assert {get_dataset(n).version for n in ("mitdb", "vfdb", "cudb")} == {"1.0.0"}
+    assert (get_dataset("cinc2021").slug, get_dataset("cinc2021").version) == (
+        "challenge-2021", "1.0.3")  # fmt: skip
     assert "records100/**" in default_patterns(ptbxl)
     assert "records500/**" not in default_patterns(ptbxl)
     assert {"records100/**", "records500/**"} <= set(default_patterns(ptbxl, (100, 500)))
@@ -392,7 +394,7 @@ def test_http_404_names_file_and_url(tiny_mirror: Path, tmp_path: Path) -> None:
 
 
 def test_missing_checksums_and_empty_selection(tiny_mirror: Path, tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="no file listed"):
+    with pytest.raises(DownloadError, match=r"no file listed.*; its folders: none"):
         download("mitdb", tmp_path / "a", include=["*.xyz"], base_url=tiny_mirror.as_uri())
     with pytest.raises(DownloadError, match=f"{CHECKSUMS} <- file://.*not found"):
         download("vfdb", tmp_path / "b", base_url=tiny_mirror.as_uri())
@@ -447,7 +449,7 @@ def test_cli_offers_every_dataset_and_checks_the_rate(
     assert "ptbxl: no 250 Hz option; choices: 100, 500" in str(refused.exception)
     calls: list[tuple[str, int | None]] = []
     monkeypatch.setattr(
-        dl, "download", lambda name, dest, *, fs, progress: calls.append((name, fs))
+        dl, "download", lambda name, dest, *, fs, include, progress: calls.append((name, fs))
     )
     for name in dl.DATASETS:
         assert invoke(name).exit_code == 0, name
@@ -456,3 +458,39 @@ def test_cli_offers_every_dataset_and_checks_the_rate(
     assert isinstance(calls[-1][1], int)
     fractional = invoke("ptbxl", "--fs", "99.5")
     assert isinstance(fractional.exception, UsageError) and "--fs 99.5" in str(fractional.exception)
+
+
+def test_include_fetches_part_of_a_dataset_and_a_typo_lists_its_folders(
+    tiny_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--include` (e.g. one database of a challenge) fetches only the matching files; a
+    pattern matching nothing is refused with the folders the dataset has."""
+    from typer.testing import CliRunner
+
+    from ecgfoundry.cli import app
+
+    project = tiny_mirror / "mitdb" / "1.0.0"
+    for database, record in (("georgia", "E00001"), ("ptb", "S0001")):
+        folder = project / "training" / database / "g1"
+        folder.mkdir(parents=True)
+        (folder / f"{record}.hea").write_text(f"{record} 12 500 5000\n")
+    _write_sums(project)
+    real = dl.download
+    monkeypatch.setattr(
+        dl, "download", lambda *a, **kw: real(*a, base_url=tiny_mirror.as_uri(), **kw)
+    )
+
+    def invoke(out: Path, *include: str):
+        options = [arg for pattern in include for arg in ("--include", pattern)]
+        return CliRunner().invoke(app, ["data", "download", "mitdb", "--out", str(out), *options])
+
+    result = invoke(tmp_path / "one", "training/georgia/**")
+    assert result.exit_code == 0, result.output
+    assert list(_tree(tmp_path / "one")) == ["training/georgia/g1/E00001.hea"]
+    result = invoke(tmp_path / "two", "training/georgia/**", "100.*")
+    georgia = "training/georgia/g1/E00001.hea"
+    assert sorted(_tree(tmp_path / "two")) == ["100.dat", "100.hea", georgia]
+    typo = invoke(tmp_path / "typo", "training/georiga/**")
+    assert typo.exit_code != 0
+    assert ("its folders: training, training/georgia, training/ptb"
+            in str(typo.exception) + typo.output)  # fmt: skip

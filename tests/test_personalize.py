@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
+from ecgfoundry.cli import app
 from ecgfoundry.data import arrhythmia as A
 from ecgfoundry.data.record import Annotations
 from ecgfoundry.errors import UsageError
@@ -384,6 +386,11 @@ def test_cudb_shaped_records_with_bracketed_vf_episodes_load_as_subjects(tmp_pat
         va_starts = subject.time[subject.y == 1]
         assert va_starts.min() >= start - 2 and va_starts.max() <= end  # inside the episode
         assert len(va_starts) >= (end - start) // 2 - 1  # and it is covered
+    result = CliRunner().invoke(app, ["data", "summary", "cudb", "--root", str(folder)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["dataset"] == "cudb" and summary["subjects"] == 2
+    assert summary["va"]["subjects_with_va"] == 2 and summary["va"]["classes"]["va"] > 0
 
 
 def test_a_method_whose_meta_training_failed_is_left_out() -> None:

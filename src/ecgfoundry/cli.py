@@ -59,7 +59,8 @@ def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
     return StrEnum(name, [(value, value) for value in values])
 
 
-SummaryDataset = _choices("SummaryDataset", ("ptbxl", "mitdb", "vfdb"))  # what summary reads
+# what `data summary` reads
+SummaryDataset = _choices("SummaryDataset", ("ptbxl", "mitdb", "vfdb", "cudb"))
 DownloadDataset = _choices("DownloadDataset", DATASETS)
 AggregateName = _choices("AggregateName", get_args(Aggregate))
 MissingLeads = _choices("MissingLeads", get_args(MissingLeadsPolicy))
@@ -173,11 +174,11 @@ def data_summary(
     dataset: SummaryDataset,
     root: RootOption,
     fs: Annotated[
-        float | None, typer.Option(help="PTB-XL: 100 or 500 (default 100). mitdb/vfdb: window Hz.")
+        float | None, typer.Option(help="PTB-XL: 100 or 500 (default 100). Others: window Hz.")
     ] = None,
-    seconds: Annotated[float, typer.Option(help="mitdb/vfdb: window length (s).")] = 2.0,
-    stride: Annotated[float | None, typer.Option(help="mitdb/vfdb: stride (s).")] = None,
-    lead: Annotated[str | None, typer.Option(help="mitdb/vfdb: lead name.")] = None,
+    seconds: Annotated[float, typer.Option(help="mitdb/vfdb/cudb: window length (s).")] = 2.0,
+    stride: Annotated[float | None, typer.Option(help="mitdb/vfdb/cudb: stride (s).")] = None,
+    lead: Annotated[str | None, typer.Option(help="mitdb/vfdb/cudb: lead name.")] = None,
 ) -> None:
     """Print one JSON object describing a dataset (records, folds, tasks, problems)."""
     if dataset == "ptbxl":
@@ -243,12 +244,20 @@ def data_download(
     fs: Annotated[
         float | None, typer.Option(help="Where a dataset offers several rates (PTB-XL: 100, 500).")
     ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only the files matching this glob ('**' spans folders), repeatable; "
+            "e.g. cinc2021 --include 'training/georgia/**'."
+        ),
+    ] = None,
 ) -> None:
     """Download a dataset from PhysioNet (SHA256-verified, resumable: re-run to continue)."""
     from ecgfoundry.data.download import download
 
     try:
-        path = download(dataset.value, out, fs=_whole_hz(fs), progress="rich")
+        path = download(dataset.value, out, fs=_whole_hz(fs), include=include or None,
+                        progress="rich")  # fmt: skip
     except ValueError as error:
         if isinstance(error, ReportedError):
             raise

@@ -90,6 +90,17 @@ DATASETS: dict[str, Dataset] = {
         "Classification of 12-lead ECGs: the PhysioNet/Computing in Cardiology Challenge 2020",
         include=("training/**", "LICENSE.txt"),
     ),
+    "cinc2021": Dataset(
+        "cinc2021",
+        "challenge-2021",
+        "1.0.3",
+        "Will Two Do? Varying Dimensions in Electrocardiography: the PhysioNet/Computing in "
+        "Cardiology Challenge 2021",
+        include=("training/**", "LICENSE.txt"),
+    ),
+    "cudb": Dataset(
+        "cudb", "cudb", "1.0.0", "CU Ventricular Tachyarrhythmia Database", include=("**",)
+    ),
 }
 
 
@@ -191,6 +202,15 @@ def _check_relative(path: str, line_no: int) -> None:
     )
     if unsafe:
         raise DownloadError(f"{CHECKSUMS} line {line_no}: unsafe path {path!r} refused")
+
+
+def folders(paths: Sequence[str], depth: int = 2, limit: int = 30) -> list[str]:
+    """The distinct folders of ``paths`` down to ``depth`` levels (what ``include`` patterns
+    can name), at most ``limit`` of them."""
+    found = sorted({"/".join(parts[:level]) for path in paths
+                    for parts in [path.split("/")[:-1]] for level in range(1, depth + 1)
+                    if len(parts) >= level})  # fmt: skip
+    return found[:limit]
 
 
 def parse_sha256sums(text: str) -> dict[str, str]:
@@ -388,7 +408,8 @@ def _fetch(
     sums = parse_sha256sums(raw.decode("utf-8"))  # refuses unsafe paths before any write
     chosen = [path for path in select(list(sums), patterns) if path not in (CHECKSUMS, MARKER)]
     if not chosen:
-        raise DownloadError(f"no file listed in {sums_url} matches {list(patterns)}")
+        raise DownloadError(f"no file listed in {sums_url} matches {list(patterns)}; its "
+                            f"folders: {', '.join(folders(list(sums))) or 'none'}")  # fmt: skip
     _write_atomic(dest / CHECKSUMS, raw)
 
     job = _Job(dataset, dest, base_url, timeout, retries, backoff)
