@@ -247,14 +247,17 @@ def data_download(
     include: Annotated[
         list[str] | None,
         typer.Option(
-            help="Only the files matching this glob ('**' spans folders), repeatable; "
-            "e.g. cinc2021 --include 'training/georgia/**'."
+            help="Only the files matching this glob ('**' spans folders; the dataset's "
+            "metadata come along), repeatable; e.g. cinc2021 --include 'training/georgia/**'."
         ),
     ] = None,
 ) -> None:
     """Download a dataset from PhysioNet (SHA256-verified, resumable: re-run to continue)."""
     from ecgfoundry.data.download import download
 
+    if fs is not None and include:
+        raise UsageError("--fs and --include: give one (PTB-XL: --include 'records500/**' "
+                         "picks the 500 Hz files)")  # fmt: skip
     try:
         path = download(dataset.value, out, fs=_whole_hz(fs), include=include or None,
                         progress="rich")  # fmt: skip

@@ -60,9 +60,10 @@ class Dataset:
     slug: str
     version: str
     title: str
-    include: tuple[str, ...]  # always fetched
+    include: tuple[str, ...]  # fetched by default
     by_fs: dict[int, tuple[str, ...]] = field(default_factory=dict)  # added per sampling rate
     default_fs: int | None = None
+    always: tuple[str, ...] = ()  # also fetched with a selection of one's own (metadata)
 
     @property
     def url_path(self) -> str:
@@ -78,6 +79,7 @@ DATASETS: dict[str, Dataset] = {
         include=("ptbxl_database.csv", "scp_statements.csv", "LICENSE.txt"),
         by_fs={100: ("records100/**",), 500: ("records500/**",)},
         default_fs=100,
+        always=("ptbxl_database.csv", "scp_statements.csv", "LICENSE.txt"),
     ),
     "mitdb": Dataset("mitdb", "mitdb", "1.0.0", "MIT-BIH Arrhythmia Database", include=("**",)),
     "vfdb": Dataset(
@@ -89,6 +91,7 @@ DATASETS: dict[str, Dataset] = {
         "1.0.2",
         "Classification of 12-lead ECGs: the PhysioNet/Computing in Cardiology Challenge 2020",
         include=("training/**", "LICENSE.txt"),
+        always=("LICENSE.txt",),
     ),
     "cinc2021": Dataset(
         "cinc2021",
@@ -97,6 +100,7 @@ DATASETS: dict[str, Dataset] = {
         "Will Two Do? Varying Dimensions in Electrocardiography: the PhysioNet/Computing in "
         "Cardiology Challenge 2021",
         include=("training/**", "LICENSE.txt"),
+        always=("LICENSE.txt",),
     ),
     "cudb": Dataset(
         "cudb", "cudb", "1.0.0", "CU Ventricular Tachyarrhythmia Database", include=("**",)
@@ -204,13 +208,14 @@ def _check_relative(path: str, line_no: int) -> None:
         raise DownloadError(f"{CHECKSUMS} line {line_no}: unsafe path {path!r} refused")
 
 
-def folders(paths: Sequence[str], depth: int = 2, limit: int = 30) -> list[str]:
+def folders(paths: Sequence[str], depth: int = 2, limit: int = 30) -> str:
     """The distinct folders of ``paths`` down to ``depth`` levels (what ``include`` patterns
-    can name), at most ``limit`` of them."""
+    can name), at most ``limit`` of them, as text."""
     found = sorted({"/".join(parts[:level]) for path in paths
                     for parts in [path.split("/")[:-1]] for level in range(1, depth + 1)
                     if len(parts) >= level})  # fmt: skip
-    return found[:limit]
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return (", ".join(found[:limit]) or "none") + more
 
 
 def parse_sha256sums(text: str) -> dict[str, str]:
@@ -392,13 +397,16 @@ def _fetch(
     patterns: tuple[str, ...],
     base_url: str,
     *,
+    own: tuple[str, ...],
     workers: int,
     retries: int,
     backoff: float,
     timeout: float,
     progress: ProgressCallback | None,
 ) -> None:
-    """The download proper: checksum list, selection, files, then the ``.complete`` manifest."""
+    """The download proper: checksum list, selection, files, then the ``.complete`` manifest.
+    ``own``: the caller's patterns, each of which must match a file (else the default
+    selection must match something)."""
     dest.mkdir(parents=True, exist_ok=True)
     marker = dest / MARKER
     marker.unlink(missing_ok=True)  # a failed run must not look complete
@@ -406,10 +414,12 @@ def _fetch(
     fetch_sums = partial(_fetch_bytes, sums_url, timeout)
     raw = _with_retries(f"{CHECKSUMS} <- {sums_url}", fetch_sums, retries, backoff)
     sums = parse_sha256sums(raw.decode("utf-8"))  # refuses unsafe paths before any write
-    chosen = [path for path in select(list(sums), patterns) if path not in (CHECKSUMS, MARKER)]
-    if not chosen:
-        raise DownloadError(f"no file listed in {sums_url} matches {list(patterns)}; its "
-                            f"folders: {', '.join(folders(list(sums))) or 'none'}")  # fmt: skip
+    listed = [path for path in sums if path not in (CHECKSUMS, MARKER)]
+    chosen = select(listed, patterns)
+    unmatched = [p for p in own if not select(listed, [p])] or ([] if chosen else patterns)
+    if unmatched:
+        raise DownloadError(f"no file listed in {sums_url} matches {list(unmatched)}; its "
+                            f"folders: {folders(listed)}")  # fmt: skip
     _write_atomic(dest / CHECKSUMS, raw)
 
     job = _Job(dataset, dest, base_url, timeout, retries, backoff)
@@ -460,7 +470,8 @@ def download(
 
     ``fs`` picks the sampling rate(s) where a dataset offers several (PTB-XL: 100 (default) or
     500, or ``(100, 500)`` for both); ``include`` replaces the default selection by glob patterns
-    over the paths in ``SHA256SUMS.txt`` (``**`` spans folders). Files already valid are
+    over the paths in ``SHA256SUMS.txt`` (``**`` spans folders; the dataset's metadata files,
+    e.g. PTB-XL's tables, are fetched too; each pattern must match a file). Files already valid are
     skipped, so re-running resumes an interrupted download. Transient failures (dropped
     connection, timeout, HTTP 5xx/429, short or corrupt transfer) are retried ``retries`` times
     after ``backoff * 2**n`` seconds. ``progress``: a callback, ``"rich"`` for a terminal bar,
@@ -470,7 +481,8 @@ def download(
     dataset = get_dataset(name)
     if fs is not None and include is not None:
         raise ValueError("give either fs or include, not both")
-    patterns = tuple(include) if include is not None else default_patterns(dataset, fs)
+    own = tuple(include or ())
+    patterns = (*own, *dataset.always) if own else default_patterns(dataset, fs)
     target = Path(dest).expanduser().resolve()
     if progress == "rich":
         reporter: AbstractContextManager[ProgressCallback | None] = rich_progress(
@@ -480,7 +492,7 @@ def download(
         reporter = nullcontext(progress)
     with reporter as callback:
         _fetch(
-            dataset, target, patterns, _base(base_url), workers=workers, retries=retries,
+            dataset, target, patterns, _base(base_url), own=own, workers=workers, retries=retries,
             backoff=backoff, timeout=timeout, progress=callback,
         )  # fmt: skip
     return target
