@@ -18,7 +18,7 @@ from test_ptbxl import copy_records
 from test_rough_edges import cli
 
 from ecgfoundry.adapt import RunConfigError, finetune
-from ecgfoundry.adapt.run import build_model
+from ecgfoundry.adapt.run import build_model, describe_splits
 from ecgfoundry.adapt.sources import cinc_task, table_task
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.readers import read_wfdb
@@ -100,6 +100,19 @@ def test_cinc_folder_trains_with_seeded_disjoint_record_splits(
     assert not (train & val or train & test or val & test) and len(train | val | test) == 28
     assert (len(train), len(val), len(test)) == (22, 3, 3)  # 80 / 10 / 10
     assert list(saved["val_ids"]) == list(splits[0].val.ids)
+    assert written["run"]["splits"] == describe_splits(splits[0]) == {
+        "train": "80 %, record-level, seeded: 22 records",
+        "val": "10 %, record-level, seeded: 3 records",
+        "test": "10 %, record-level, seeded: 3 records"}  # fmt: skip
+    half = cinc_task(cinc_root, spec, task=CODES, fraction=0.5, cache_dir=cache_dir)
+    described = describe_splits(half, evaluate_test=False)
+    assert described["train"] == (f"80 %, record-level, seeded (50 % of them, nested): "
+                                  f"{len(half.train)} records")  # fmt: skip
+    assert 0 < len(half.train) < 22
+    assert (
+        described["test"] == "10 %, record-level, seeded: 3 records, not scored "
+        "(evaluate_test=False)"
+    )
 
 
 def test_cinc_default_labels_are_codes_with_enough_positives(cinc_root, cache_dir):

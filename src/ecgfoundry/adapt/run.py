@@ -94,13 +94,13 @@ def describe_splits(data: TaskData, evaluate_test: bool = True) -> dict[str, str
              "test": len(data.test) if data.test is not None else 0}  # fmt: skip
     about = data.description
     if about.get("dataset") == "ptbxl":
-        share = about.get("fraction", 1.0)
-        words = {"train": "folds 1-8" + (f" ({share * 100:g} %, nested)" if share < 1 else ""),
-                 "val": "fold 9", "test": "fold 10"}  # fmt: skip
+        words = {"train": "folds 1-8", "val": "fold 9", "test": "fold 10"}
     else:
         level, shares = about.get("split", "record"), about.get("shares")
         rule = "as the table's split column" if level == "given" else f"{level}-level, seeded"
         words = {name: (f"{shares[name] * 100:g} %, " if shares else "") + rule for name in sizes}
+    if (share := about.get("fraction", 1.0)) < 1:
+        words["train"] += f" ({share * 100:g} % of them, nested)"
     out = {name: f"{words[name]}: {sizes[name]} records" for name in ("train", "val")}
     if data.test is None:
         out["test"] = ("absent: this copy has no fold 10" if about.get("dataset") == "ptbxl"
