@@ -12,7 +12,7 @@ On PTB-XL fold 9 (superdiagnostic and rhythm; seeds 0-2), macro AUROC and AUPRC:
 
 "Best" is the task-specific model with the highest mean fold-9 macro AUROC over its seeds, so
 the comparison is chosen in the baseline's favour. Differences are of seed means, with a
-paired bootstrap 95 % CI (both sides rescored on the same 1000 resamples of fold-9 records,
+paired bootstrap 95 % CI (both sides rescored on the same 1000 resamples of the records scored,
 from the kept probabilities); a target counts as met on the point estimate, and the CI says
 how sure that is.
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import ptbxl_table
-from post_training import is_current, read_rows
+from post_training import PREDICTIONS_HELP, is_current, predictions_beside, read_rows
 from summarise_post_training import paired
 
 from ecgfoundry.adapt import recipe_for
@@ -186,16 +186,19 @@ def main() -> None:
     parser.add_argument("--post-training", type=Path,
                         default=results / "post_training_ecgfoundry_cpc.jsonl")  # fmt: skip
     parser.add_argument("--post-training-predictions", type=Path,
-                        default=results / "post_training_ecgfoundry_cpc_predictions")  # fmt: skip
+                        help=PREDICTIONS_HELP.replace("RESULTS'", "--post-training's"))  # fmt: skip
     parser.add_argument("--table", type=Path, default=results / "ptbxl_table.jsonl")
     parser.add_argument("--table-predictions", type=Path,
-                        default=results / "ptbxl_table_predictions")  # fmt: skip
+                        help=PREDICTIONS_HELP.replace("RESULTS'", "--table's"))  # fmt: skip
     parser.add_argument("--split", default="val", choices=["val", "test"],
                         help="val: fold 9; test: fold 10, where the grids scored it")  # fmt: skip
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
+    args.post_training_predictions = (args.post_training_predictions
+                                      or predictions_beside(args.post_training))  # fmt: skip
+    args.table_predictions = args.table_predictions or predictions_beside(args.table)
     summary = compare(args)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ptbxl_table
+from post_training import PREDICTIONS_HELP, predictions_beside
 
 from ecgfoundry.evaluate.metrics import auroc_per_label, bootstrap_difference, macro
 
@@ -197,8 +198,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a checkout of helme/ecg_ptbxl_benchmarking")  # fmt: skip
     parser.add_argument("--results", type=Path,
                         default=Path("benchmarks/results/ptbxl_table.jsonl"))  # fmt: skip
-    parser.add_argument("--predictions", type=Path,
-                        default=Path("benchmarks/results/ptbxl_table_predictions"))  # fmt: skip
+    parser.add_argument("--predictions", type=Path, help=PREDICTIONS_HELP)
     parser.add_argument(
         "--training-fit",
         type=Path,
@@ -213,7 +213,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the committed comparison is revision 1's)")  # fmt: skip
     # the table's setup (ptbxl_table.table_recipe) and its full-data cells
     parser.set_defaults(precision="auto", fraction=1.0, against_revision=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.predictions = args.predictions or predictions_beside(args.results)
+    return args
 
 
 def main() -> None:

@@ -180,7 +180,8 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
     table = []
     for model in MODELS:
         for task in TASKS:
-            mine = [r for r in rows if r["model"] == model and r["task"] == task]
+            mine = sorted((r for r in rows if r["model"] == model and r["task"] == task),
+                          key=lambda r: r["seed"])  # fmt: skip
             if not mine:
                 continue
             published = PUBLISHED[model][task] if full else None
@@ -188,12 +189,13 @@ def summary(args: argparse.Namespace) -> list[dict[str, Any]]:
                                      "fraction": args.fraction,
                                      "published_fold10": published}  # fmt: skip
             for split in ("val", "test"):
-                scores = [r["metrics"][split]["macro_auroc"] for r in mine if split in r["metrics"]]
-                if not scores:
+                scored_rows = [r for r in mine if split in r["metrics"]]
+                if not scored_rows:
                     continue
-                cis = [r["metrics"][split]["ci"]["macro_auroc"] for r in mine
-                       if split in r["metrics"]]  # fmt: skip
+                scores = [r["metrics"][split]["macro_auroc"] for r in scored_rows]
+                cis = [r["metrics"][split]["ci"]["macro_auroc"] for r in scored_rows]
                 entry[split] = {
+                    "seeds": [r["seed"] for r in scored_rows],
                     "macro_auroc": float(np.mean(scores)),
                     "sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
                     "ci_per_seed": cis,
@@ -275,11 +277,12 @@ def per_label_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def scored(split: dict[str, Any], seeds: int) -> str:
-    """``mean ± sd [seed 0's 95 % CI]`` of one split's macro AUROC over the seeds."""
-    ci = split["ci_per_seed"][0]
+def scored(split: dict[str, Any]) -> str:
+    """``mean ± sd [95 % CI] (seed N)`` of one split's macro AUROC over its seeds; the CI is
+    that of its first seed, named when there are several."""
+    ci, seeds = split["ci_per_seed"][0], split["seeds"]
     text = f"{split['macro_auroc']:.3f}" + (f" ± {split['sd']:.3f}" if split["sd"] else "")
-    return text + f" [{ci[0]:.3f}, {ci[1]:.3f}]" + (" (seed 0)" if seeds > 1 else "")
+    return text + f" [{ci[0]:.3f}, {ci[1]:.3f}]" + (f" (seed {seeds[0]})" if len(seeds) > 1 else "")
 
 
 def markdown(table: list[dict[str, Any]]) -> str:
@@ -293,10 +296,12 @@ def markdown(table: list[dict[str, Any]]) -> str:
     ]
     for e in table:
         val = e["val"]
-        score = scored(val, e["seeds"])
+        score = scored(val)
         test = "absent"
         if "test" in e:
-            test = scored(e["test"], e["seeds"])
+            test = scored(e["test"])
+            if e["test"]["seeds"] != val["seeds"]:
+                test += f", seeds {','.join(map(str, e['test']['seeds']))} only"
             if e["test"]["minus_published"] is not None:
                 test += f", {e['test']['minus_published']:+.3f} vs published"
         published, difference = e["published_fold10"], val["minus_published"]

@@ -218,8 +218,8 @@ def test_the_table_reports_fold_10_beside_the_published_value_when_present(tmp_p
                 "fraction": 1.0, "precision": "float32", "train_seconds": 60.0,
                 "hardware": {"cpu": "x"}, "metrics": metrics}  # fmt: skip
 
-    rows = [row("rhythm", 0, val=0.95, test=0.94), row("rhythm", 1, val=0.96, test=0.96),
-            row("form", 0, val=0.85)]  # fmt: skip
+    rows = [row("rhythm", 1, val=0.96, test=0.96), row("rhythm", 0, val=0.95, test=0.94),
+            row("rhythm", 2, val=0.97), row("form", 0, val=0.85)]  # fmt: skip
     args.results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     entries = {e["task"]: e for e in table.summary(args)}
     rhythm = entries["rhythm"]["test"]
@@ -229,6 +229,9 @@ def test_the_table_reports_fold_10_beside_the_published_value_when_present(tmp_p
     assert "test" not in entries["form"]
     lines = table.markdown(list(entries.values())).splitlines()
     (rhythm_line,) = [ln for ln in lines if "| rhythm |" in ln]
-    assert rhythm_line.endswith("| 0.950 ± 0.014 [0.930, 0.950] (seed 0), +0.004 vs published |")
+    assert "| 0.960 ± 0.010 [0.940, 0.960] (seed 0) | 0.946 | +0.014 |" in rhythm_line
+    assert rhythm_line.endswith(
+        "| 0.950 ± 0.014 [0.930, 0.950] (seed 0), seeds 0,1 only, +0.004 vs published |"
+    )
     (form_line,) = [ln for ln in lines if "| form |" in ln]
     assert form_line.endswith("| absent |")
