@@ -17,7 +17,8 @@ from test_ptbxl import first_records_copy
 from typer.testing import CliRunner
 
 from ecgfoundry.benchmark import BenchmarkConfigError, cells, load_config, run_benchmark
-from ecgfoundry.benchmark.results import summary
+from ecgfoundry.benchmark.report import _performance as performance_section
+from ecgfoundry.benchmark.results import summary, summary_with_test
 from ecgfoundry.cli import app
 
 
@@ -121,6 +122,26 @@ def test_the_summary_keeps_each_task_its_own_ci() -> None:
         pytest.approx(0.93),
     )
     assert by_task["superdiagnostic"]["macro_auroc_high"] == pytest.approx(0.73)
+
+
+def test_the_report_shows_test_columns_only_for_tasks_with_a_test_split() -> None:
+    def row(task: str, model: str, split: str, auroc: float) -> dict:
+        return {"model": model, "data": "d", "task": task, "mode": "probe", "fraction": 1.0,
+                "seed": 0, "status": "done", "split": split, "macro_auroc": auroc,
+                "macro_auroc_low": auroc - 0.01, "macro_auroc_high": auroc + 0.01,
+                "macro_auprc": 0.5, "macro_auprc_low": 0.4, "macro_auprc_high": 0.6,
+                "cell": f"{model}-{task}"}  # fmt: skip
+
+    table = pd.DataFrame([row("a", "m1", "val", 0.81), row("a", "m1", "test", 0.71),
+                          row("a", "m2", "val", 0.82), row("b", "m1", "val", 0.91)])  # fmt: skip
+    rows = {(r["task"], r["model"]): r for r in summary_with_test(table)}
+    assert rows[("a", "m1")]["test"]["macro_auroc"] == pytest.approx(0.71)
+    assert "test" not in rows[("a", "m2")] and "test" not in rows[("b", "m1")]
+    html = performance_section(table)
+    task_a, task_b = html.split("<h3>d:b</h3>")
+    assert task_a.count("<th>test macro AUROC</th>") == 1 and "<th>test" not in task_b
+    assert '0.710</td><td class="">[0.700, 0.720]' in task_a  # m1's fold-10 cells
+    assert task_a.count('<td class="">–</td>') == 3  # m2 has no test scores
 
 
 @pytest.mark.shared_data

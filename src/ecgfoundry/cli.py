@@ -704,24 +704,22 @@ def benchmark_run(
 ) -> None:
     """Run a benchmark's cells (models x tasks x modes x label fractions x seeds) into OUT;
     writes OUT/results.parquet and .csv and one folder per cell. Rerun to resume."""
-    from ecgfoundry.benchmark import run_benchmark, summary
+    from ecgfoundry.benchmark import run_benchmark
+    from ecgfoundry.benchmark.results import summary_with_test
 
     table = run_benchmark(config, out, backend=backend, address=address, max_cells=max_cells,
                           cache_dir=cache_dir, workers=workers, allow_overlap=allow_overlap,
                           progress=not as_json)  # fmt: skip
-    rows, tested = summary(table), summary(table, "test")
+    rows = summary_with_test(table)
     if as_json:
-        _print_json(rows + tested)
+        _print_json(rows)
         return
-    keys = ("model", "data", "task", "mode", "fraction")
-    test_auroc = {tuple(r[k] for k in keys): r["macro_auroc"] for r in tested}
     for row in rows:
         sd = f" ± {row['macro_auroc_sd']:.3f}" if row["macro_auroc_sd"] is not None else ""
-        test = test_auroc.get(tuple(row[k] for k in keys))
+        test = f", test {row['test']['macro_auroc']:.3f}" if "test" in row else ""
         typer.echo(f"{row['model']:<24} {row['data']}:{row['task']:<18} {row['mode']:<14} "
-                   f"{row['fraction']:>5.0%}  AUROC {row['macro_auroc']:.3f}{sd}"
-                   + (f", test {test:.3f}" if test is not None else "")
-                   + f" (seeds {row['seeds']})")  # fmt: skip
+                   f"{row['fraction']:>5.0%}  AUROC {row['macro_auroc']:.3f}{sd}{test} "
+                   f"(seeds {row['seeds']})")  # fmt: skip
     typer.echo(f"results: {Path(out) / 'results.parquet'}")
 
 

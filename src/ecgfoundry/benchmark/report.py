@@ -24,7 +24,7 @@ from ecgfoundry import __version__
 from ecgfoundry.atomic import atomic_write_text
 from ecgfoundry.benchmark.figures import efficiency_figure
 from ecgfoundry.benchmark.grid import ANALYSIS
-from ecgfoundry.benchmark.results import collect, summary
+from ecgfoundry.benchmark.results import collect, summary_with_test
 from ecgfoundry.errors import UsageError
 
 STYLE = """
@@ -71,25 +71,22 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def _performance(table: pd.DataFrame) -> str:
-    rows = summary(table)
+    rows = summary_with_test(table)
     if not rows:
         return (
             '<p class="note">No finished cell yet: run <code>ecgfoundry benchmark run</code>.</p>'
         )
-    keys = ("model", "data", "task", "mode", "fraction")
-    tested = {tuple(r[k] for k in keys): r for r in summary(table, "test")}
     headers = ["model", "mode", "labels", "seeds", "macro AUROC", "95 % CI (mean over seeds)",
                "macro AUPRC"]  # fmt: skip
     out = []
     for task in sorted({f"{r['data']}:{r['task']}" for r in rows}):
         chosen = [r for r in rows if f"{r['data']}:{r['task']}" == task]
-        with_test = any(tuple(r[k] for k in keys) in tested for r in chosen)
+        with_test = any("test" in r for r in chosen)
         lines = []
         for r in chosen:
             line = [r["model"], r["mode"], f"{r['fraction']:.0%}", len(r["seeds"]), *_scores(r)]
             if with_test:
-                test = tested.get(tuple(r[k] for k in keys))
-                line += _scores(test) if test else ["–", "–", "–"]
+                line += _scores(r["test"]) if "test" in r else ["–", "–", "–"]
             lines.append(line)
         test_headers = ["test macro AUROC", "test 95 % CI", "test macro AUPRC"]
         out.append(f"<h3>{_e(task)}</h3>" + _table(
@@ -99,8 +96,9 @@ def _performance(table: pd.DataFrame) -> str:
         out.append(f'<p class="fail">{len(refused)} cell(s) refused by the leakage guard: '
                    f"{_e(', '.join(refused['cell']))}</p>")  # fmt: skip
     out.append('<p class="note">Validation split: PTB-XL fold 9; other data, its validation '
-               "share. Test columns, where the data has a test split: PTB-XL fold 10 (when the "
-               "copy holds it), other data its held-out test share; never used for choosing. "
+               "share or rows. Test columns, where the data has a test split: PTB-XL fold 10 "
+               "(when the copy holds it), a CinC folder's held-out test share, a table's test "
+               "rows; never used for choosing. "
                "CI: bootstrap over the evaluated records (1000 resamples), averaged over "
                "seeds.</p>")  # fmt: skip
     return "".join(out)

@@ -93,4 +93,17 @@ def summary(table: pd.DataFrame, split: str = "val") -> list[dict[str, Any]]:
     return json.loads(json.dumps(out))
 
 
-__all__ = ["COLUMNS", "collect", "summary", "write_results"]
+def summary_with_test(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The validation :func:`summary`, each row with its test split's summary under ``"test"``
+    where the data has a test split (PTB-XL fold 10 when present; CinC folders, tables)."""
+    keys = ("model", "data", "task", "mode", "fraction")
+    tested = {tuple(r[k] for k in keys): r for r in summary(table, "test")}
+    rows = []
+    for row in summary(table):
+        test = tested.get(tuple(row[k] for k in keys))
+        rows.append(row | ({"test": {k: v for k, v in test.items() if k not in keys}}
+                           if test else {}))  # fmt: skip
+    return rows
+
+
+__all__ = ["COLUMNS", "collect", "summary", "summary_with_test", "write_results"]
