@@ -62,6 +62,7 @@ def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
     assert set(predicted) == set(rows)
     assert predicted["ptbxl/00008_lr"]["superclasses"] == ["MI"]
     assert resolve_model(demo["model"]).config.labels == ["CD", "HYP", "MI", "NORM", "STTC"]
+    assert 200 < demo["trained_on"] <= 240  # the subset's training records with a superclass
     assert set(predicted["ptbxl/00010_lr"]["predicted"]) == {"CD", "HYP", "MI", "NORM", "STTC"}
     page = Path(demo["report"]).read_text()
     assert all(f'<section id="{s}">' in page for s in ("performance", "representation",
@@ -70,7 +71,8 @@ def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "ptbxl/00008_lr" in again.stdout and "12x1000" in again.stdout
     assert "ecgfoundry-cpc's input: 100 Hz, 10 s, 12 leads, normalisation: none" in again.stdout
-    assert f"not\na diagnostic model:\n  {demo['model']}\n" in again.stdout
+    assert f"learned from {demo['trained_on']} records" in again.stdout
+    assert f"not a diagnostic model:\n  {demo['model']}\n" in again.stdout
     assert "ecgfoundry finetune ecgfoundry-cpc --data my_labels.csv" in again.stdout
     assert again.stdout.strip().endswith("report.html")
 

@@ -96,8 +96,8 @@ NEXT_STEPS = """Next, on your own ECGs (README: "Reading ECGs", "Adapting a mode
   ecgfoundry embed {model} MY_ECGS/ --out embeddings.npy
   ecgfoundry finetune {model} --data my_labels.csv --strategy post-train --out runs/mine
   ecgfoundry predict runs/mine/model MY_ECGS/ --out predictions.csv
-The demo's own post-trained model learned from 240 records: it shows the workflow, it is not
-a diagnostic model:
+The demo's own post-trained model learned from {trained} records: it shows the workflow, it is
+not a diagnostic model:
   {adapted}"""
 
 
@@ -143,7 +143,7 @@ def demo(
         predicted.add_row(row["record"], " ".join(row["superclasses"]) or "-", top)
     console.print(predicted)
     console.print(
-        NEXT_STEPS.format(model=MODEL, adapted=result["model"]),
+        NEXT_STEPS.format(model=MODEL, adapted=result["model"], trained=result["trained_on"]),
         highlight=False,
         markup=False,
         soft_wrap=True,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,10 @@ def run_demo(out: str | Path, *, progress: bool = True) -> dict[str, Any]:
     table = run_benchmark(config, out / "benchmark", cache_dir=out / "cache", progress=progress)
     adapted = next(c for c in cells(config) if c.mode == "post-train" and c.fraction == 1.0)
     root = Path(config.tasks[0].data.root)
-    model = adapted.folder(out / "benchmark") / RUN / "model"
-    predictions = predict_samples(model, root)
+    run = adapted.folder(out / "benchmark") / RUN
+    trained = json.loads((run / "metrics.json").read_text())["run"]["train_records"]
+    predictions = predict_samples(run / "model", root)
     report = write_report(out / "benchmark", out / "report.html")
     return {"samples": samples, "spec": spec.to_dict(), "benchmark": summary(table),
-            "predictions": predictions, "model": str(model),
+            "predictions": predictions, "model": str(run / "model"), "trained_on": trained,
             "report": str(report), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
