@@ -176,7 +176,8 @@ def prepare(
     shapes = {w.shape[1:] for w in windows}
     if len(shapes) > 1:
         raise ECGInputError(None, f"inputs of different shapes {sorted(shapes)}: preprocess them")
-    return Inputs(np.concatenate(windows).astype(np.float32), np.asarray(owner), ids,
+    stacked = windows[0] if len(windows) == 1 else np.concatenate(windows)  # a Holter: no copy
+    return Inputs(stacked.astype(np.float32, copy=False), np.asarray(owner), ids,
                   np.concatenate(starts), spec.seconds, repairs)  # fmt: skip
 
 

@@ -7,7 +7,7 @@ keys on it). :func:`pipeline_for` builds the pipeline a model's :class:`InputSpe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, Protocol
@@ -19,6 +19,7 @@ from ecgfoundry.data.record import ECGInputError, Record, canonical_lead_name
 from ecgfoundry.spec import InputSpec
 
 MissingLeads = Literal["raise", "zero"]  # a lead a model needs and a record lacks
+CHUNK_SAMPLES = 1 << 22  # rows filtered together hold at most this many samples (a Holter: 1)
 
 
 class Transform(Protocol):
@@ -67,6 +68,28 @@ def window_starts(length: int, window: int) -> np.ndarray:
     return starts
 
 
+def by_rows(record: Record, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` (a per-row operation along the last axis) on the record's leads, float32.
+
+    Leads :class:`SelectLeads` filled with zeros stay zeros without being computed, and the
+    others go a few rows at a time (one at a time for a long recording), so a 2-lead Holter
+    run through a 12-lead pipeline costs 2 leads and holds one lead's intermediates, not
+    twelve. The numbers are those of ``fn`` on the whole array: every step is row by row."""
+    filled = set(_zero_filled(record))
+    rows = [i for i in range(record.n_leads) if i not in filled]
+    step = max(1, CHUNK_SAMPLES // max(record.n_samples, 1))
+    out: np.ndarray | None = None
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        done = fn(record.signal[chunk])
+        if out is None:
+            out = np.zeros((record.n_leads, done.shape[-1]), dtype=np.float32)
+        out[chunk] = done
+    if out is None:  # every lead zero-filled: ``fn`` of zeros, without computing it
+        out = np.zeros((record.n_leads, fn(record.signal[:1]).shape[-1]), dtype=np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class Resample:
     """Resample to ``fs`` Hz (polyphase); annotations follow."""
@@ -76,7 +99,7 @@ class Resample:
     def __call__(self, record: Record) -> Record:
         if record.fs == self.fs:
             return record
-        signal = resample_signal(record.signal, record.fs, self.fs)
+        signal = by_rows(record, lambda x: resample_signal(x, record.fs, self.fs))
         annotations = record.annotations.rescaled(self.fs) if record.annotations else None
         return record.replace(signal=signal, fs=float(self.fs), annotations=annotations)
 
@@ -95,8 +118,8 @@ def _zero_phase(record: Record, sos: np.ndarray) -> Record:
     padlen = min(3 * (2 * len(sos) + 1), n - 1)
     if padlen < 1:
         raise ECGInputError(record.source, f"{n} samples are too few to filter")
-    filtered = sps.sosfiltfilt(sos, record.signal, axis=-1, padlen=padlen)
-    return record.replace(signal=filtered.astype(np.float32))
+    filtered = by_rows(record, lambda x: sps.sosfiltfilt(sos, x, axis=-1, padlen=padlen))
+    return record.replace(signal=filtered)
 
 
 @dataclass(frozen=True)
@@ -146,11 +169,15 @@ class RemoveBaseline:
             _nyquist_check(record, [self.cutoff], "baseline cut-off")
             sos = sps.butter(2, self.cutoff, "highpass", fs=record.fs, output="sos")
             return _zero_phase(record, sos)
-        baseline = record.signal
-        for seconds in self.windows:
-            width = int(seconds * record.fs) // 2 * 2 + 1
-            baseline = sps.medfilt(baseline, kernel_size=(1, width))
-        return record.replace(signal=(record.signal - baseline).astype(np.float32))
+        widths = [int(seconds * record.fs) // 2 * 2 + 1 for seconds in self.windows]
+
+        def wander_removed(x: np.ndarray) -> np.ndarray:
+            baseline = x
+            for width in widths:
+                baseline = sps.medfilt(baseline, kernel_size=(1, width))
+            return x - baseline
+
+        return record.replace(signal=by_rows(record, wander_removed))
 
 
 @dataclass(frozen=True)
@@ -165,23 +192,30 @@ class Normalise:
     def __call__(self, record: Record) -> Record:
         if self.method == "none":
             return record
-        x, filled = record.signal.astype(np.float64), _zero_filled(record)
-        if self.method == "zscore":
-            x = x - x.mean(axis=1, keepdims=True)
-            scale = x.std(axis=1, keepdims=True)
-        elif self.method == "zscore-global":
-            present = np.delete(x, filled, axis=0)
-            x = x - present.mean()
-            scale = np.full((x.shape[0], 1), present.std())
-        elif self.method == "minmax":
-            low, high = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
-            x = x - (low + high) / 2
-            scale = (high - low) / 2
-        else:
+        if self.method == "zscore-global":
+            filled = set(_zero_filled(record))
+            present = record.signal[[i for i in range(record.n_leads) if i not in filled]]
+            present = present.astype(np.float64)
+            centre, spread = present.mean(), present.std()
+            del present
+        elif self.method not in ("zscore", "minmax"):
             raise ValueError(f"unknown normalisation {self.method!r}")
-        out = np.where(scale > self.eps, x / np.maximum(scale, self.eps), 0.0)
-        out[filled] = 0.0
-        return record.replace(signal=out.astype(np.float32))
+
+        def scaled(rows: np.ndarray) -> np.ndarray:
+            x = rows.astype(np.float64)
+            if self.method == "zscore":
+                x = x - x.mean(axis=1, keepdims=True)
+                scale = x.std(axis=1, keepdims=True)
+            elif self.method == "zscore-global":
+                x = x - centre
+                scale = np.full((x.shape[0], 1), spread)
+            else:  # minmax
+                low, high = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+                x = x - (low + high) / 2
+                scale = (high - low) / 2
+            return np.where(scale > self.eps, x / np.maximum(scale, self.eps), 0.0)
+
+        return record.replace(signal=by_rows(record, scaled))  # zero-filled leads stay zeros
 
 
 def _zero_filled(record: Record) -> list[int]:
@@ -243,15 +277,13 @@ class SelectLeads:
             raise MissingLeadsError(
                 record.source, f"leads {zeroed} are needed but the record has {list(record.leads)}"
             )
-        rows = []
-        for name in wanted:
+        signal = np.zeros((len(wanted), record.n_samples), dtype=np.float32)  # filled: zeros
+        for row, name in enumerate(wanted):
             if name in index:
-                rows.append(record.signal[index[name]])
+                signal[row] = record.signal[index[name]]
             elif name in derived:
-                rows.append(sum(w * record.signal[index[src]] for src, w in _DERIVED[name]))
-            else:
-                rows.append(np.zeros(record.n_samples, dtype=np.float32))
-        out = record.replace(signal=np.stack(rows).astype(np.float32), leads=tuple(wanted))
+                signal[row] = sum(w * record.signal[index[src]] for src, w in _DERIVED[name])
+        out = record.replace(signal=signal, leads=tuple(wanted))
         if derived:
             out = out.with_repair(kind="leads_derived", leads=derived)
         if zeroed:
