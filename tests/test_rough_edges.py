@@ -194,7 +194,10 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
     def fake(model: str, **options: object) -> dict:
         calls.append((model, options))
-        return {"val": {"macro_auroc": 0.9, "macro_auprc": 0.5, "ci": {}, "per_label": []}}
+        return {
+            "val": {"macro_auroc": 0.9, "macro_auprc": 0.5, "ci": {}, "per_label": []},
+            "run": {"splits": {"val": "10 %, record-level, seeded: 3 records"}},
+        }
 
     monkeypatch.setattr(ecgfoundry.adapt, "finetune", fake)
     result = cli("finetune", "net1d-tiny", "--data", "cinc", "--root", tmp_path,
@@ -209,6 +212,7 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
         "allow_overlap": False,
     }  # fmt: skip
     assert '"macro_auroc": 0.9' in result.output
+    assert '"val": "10 %, record-level, seeded: 3 records"' in result.output  # the splits first
     unknown = cli("finetune", "net1d-tiny", "--strategy", "nope", "--out", tmp_path / "run")
     assert isinstance(unknown.exception, UsageError) and "post-train" in str(unknown.exception)
     assert len(calls) == 1
