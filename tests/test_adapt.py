@@ -29,6 +29,8 @@ from ecgfoundry.adapt.recipe import RecipeError
 from ecgfoundry.data import ptbxl
 from ecgfoundry.engine import Engine
 from ecgfoundry.engine.engine import build_optimizer
+from ecgfoundry.evaluate.metrics import tune_thresholds
+from ecgfoundry.inference import tuned_thresholds
 from ecgfoundry.models import create_model, load_model, save_model
 
 # Small recipes so that each run takes seconds: (stage epochs) per strategy.
@@ -92,6 +94,15 @@ def test_every_strategy_writes_a_complete_run(strategy, backbone, subset, cache_
     assert {"loss", "val_macro_auroc", "samples_per_s", "lr"} <= set(log[0])
     model = load_model(tmp_path / "run/model")
     assert model.num_classes == 5 and model.config.labels == ["CD", "HYP", "MI", "NORM", "STTC"]
+    saved = np.load(tmp_path / "run/predictions/predictions.npz")
+    tuned = tuned_thresholds(model)  # thresholds.json, as predict reads it
+    assert list(tuned["thresholds"]) == model.config.labels and tuned["aggregate"] == "max"
+    np.testing.assert_array_equal(
+        list(tuned["thresholds"].values()),
+        tune_thresholds(saved["val_y"], saved["val_probabilities"]),
+    )
+    assert tuned["thresholds"]["CD"] == val["per_label"][0]["threshold"]  # those F1 is scored at
+    assert tuned["tuned_on"] == f"validation, fold 9: {metrics['run']['val_records']} records"
 
 
 def test_metrics_agree_with_sklearn_on_the_saved_predictions(backbone, subset, cache_dir, tmp_path):

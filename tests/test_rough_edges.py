@@ -19,7 +19,14 @@ from ecgfoundry.data.samples import sample_dir
 from ecgfoundry.data.transforms import MissingLeadsError, model_windows
 from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE
-from ecgfoundry.inference import embed, ids_path, load_inputs, predict_proba, prepare
+from ecgfoundry.inference import (
+    embed,
+    ids_path,
+    load_inputs,
+    predict_proba,
+    prepare,
+    save_thresholds,
+)
 from ecgfoundry.models import create_model, load_model, resolve_model, save_model
 from ecgfoundry.models.io import CheckpointError
 from ecgfoundry.models.net1d import SMALL_SPEC
@@ -311,3 +318,52 @@ def test_predict_per_window_follows_a_long_recording(tiny: Path, tmp_path: Path)
                  tmp_path / "w.npy", "--per-window")  # fmt: skip
     assert isinstance(result.exception, UsageError)
     assert str(result.exception).endswith("w.npy: must end in .csv or .json")
+
+
+def test_predict_names_labels_with_the_thresholds_tuned_on_validation(tiny, tmp_path) -> None:
+    """A model folder from finetune holds thresholds.json (F1-maximising on validation):
+    predict names each record's labels with them by default, with one probability for all
+    on request, or none; thresholds tuned on max-aggregated windows refuse another aggregate."""
+    model_dir = tmp_path / "adapted"
+    shutil.copytree(tiny, model_dir)
+    thresholds = [0.2, 0.5, 0.8]
+    save_thresholds(model_dir, ["class_0", "class_1", "class_2"], np.array(thresholds),
+                    tuned_on="validation, fold 9: 26 records", aggregate="max")  # fmt: skip
+    records = copy_samples(tmp_path / "records")
+    model = load_model(model_dir)
+    expected = predict_proba(model, prepare(model, load_inputs(records)))
+
+    def predicted(*args: str) -> tuple[pd.DataFrame, object]:
+        out = tmp_path / "p.csv"
+        result = cli("predict", model_dir, records, "--out", out, *args)
+        assert result.exit_code == 0, result.output
+        return pd.read_csv(out, keep_default_na=False), result
+
+    tuned, result = predicted()
+    assert "thresholds tuned on validation, fold 9: 26 records" in result.stderr
+    names = [";".join(f"class_{j}" for j in range(3) if p[j] >= thresholds[j]) for p in expected]
+    assert tuned["predicted_labels"].tolist() == names
+    assert any(names) and not all(n == "class_0;class_1;class_2" for n in names)
+    fixed, _ = predicted("--threshold", "0.5")
+    assert fixed["predicted_labels"].tolist() == [
+        ";".join(f"class_{j}" for j in range(3) if p[j] >= 0.5) for p in expected]  # fmt: skip
+    assert "predicted_labels" not in predicted("--threshold", "none")[0].columns
+    windows, _ = predicted("--per-window")
+    probabilities = windows[["class_0", "class_1", "class_2"]].to_numpy()
+    assert windows["predicted_labels"].tolist() == [
+        ";".join(f"class_{j}" for j in range(3) if p[j] >= thresholds[j] - 1e-6)
+        for p in probabilities]  # fmt: skip
+    mean = cli("predict", model_dir, records, "--out", tmp_path / "m.csv", "--aggregate", "mean")
+    assert isinstance(mean.exception, UsageError)
+    assert "tuned on max-aggregated windows" in str(mean.exception)
+    assert cli("predict", model_dir, records, "--out", tmp_path / "m.csv", "--aggregate", "mean",
+               "--threshold", "0.5").exit_code == 0  # fmt: skip
+    bad = cli("predict", model_dir, records, "--out", tmp_path / "b.csv", "--threshold", "1")
+    assert isinstance(bad.exception, UsageError) and "--threshold 1" in str(bad.exception)
+    without = cli("predict", tiny, records, "--out", tmp_path / "t.csv")
+    assert "predicted_labels" not in pd.read_csv(tmp_path / "t.csv").columns and not without.stderr
+    save_thresholds(model_dir, ["a", "b", "c"], np.array(thresholds), tuned_on="x",
+                    aggregate="max")  # fmt: skip
+    mismatch = cli("predict", model_dir, records, "--out", tmp_path / "x.csv")
+    assert isinstance(mismatch.exception, ECGInputError)
+    assert "thresholds for ['a', 'b', 'c']" in str(mismatch.exception)

@@ -440,6 +440,14 @@ def predict(
             ".json), not per record: a long recording over time.",
         ),
     ] = False,
+    threshold: Annotated[
+        str,
+        typer.Option(
+            help="Name each record's labels (.csv/.json 'predicted_labels'): 'tuned' uses the "
+            "thresholds finetune chose on validation (thresholds.json in the model folder; "
+            "none if it has none), 'none' names none, or one probability such as 0.5."
+        ),
+    ] = "tuned",
 ) -> None:
     """Write per-label probabilities for each record (or each window of it)."""
     from ecgfoundry import inference
@@ -448,14 +456,46 @@ def predict(
     inference.check_output(out, formats)
     network = _model(model)
     inference.require_head(network, model)
-    inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
     labels = inference.label_names(network)
+    cut = _thresholds(network, threshold, aggregate.value, per_window)
+    inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
     if per_window:
         probabilities = inference.predict_windows(network, inputs)
-        typer.echo(str(inference.write_window_predictions(out, probabilities, inputs, labels)))
-        return
-    probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
-    typer.echo(str(inference.write_predictions(out, probabilities, inputs.ids, labels)))
+        named = None if cut is None else inference.decisions(probabilities, labels, cut)
+        written = inference.write_window_predictions(out, probabilities, inputs, labels, named)
+    else:
+        probabilities = inference.predict_proba(network, inputs, aggregate=aggregate.value)
+        named = None if cut is None else inference.decisions(probabilities, labels, cut)
+        written = inference.write_predictions(out, probabilities, inputs.ids, labels, named)
+    typer.echo(str(written))
+
+
+def _thresholds(
+    network: Any, threshold: str, aggregate: str, per_window: bool
+) -> list[float] | float | None:
+    """``predict --threshold``: the probabilities from which labels are named, or None."""
+    from ecgfoundry import inference
+
+    if threshold == "none":
+        return None
+    if threshold != "tuned":
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < 1:
+            raise UsageError(f"--threshold {threshold}: expected tuned, none or a probability "
+                             "strictly between 0 and 1")  # fmt: skip
+        return value
+    saved = inference.tuned_thresholds(network)
+    if saved is None:
+        return None
+    if not per_window and saved["aggregate"] != aggregate:
+        raise UsageError(f"--aggregate {aggregate}: the model's thresholds were tuned on "
+                         f"{saved['aggregate']}-aggregated windows; use --aggregate "
+                         f"{saved['aggregate']} or --threshold P")  # fmt: skip
+    typer.echo(f"predicted_labels: thresholds tuned on {saved['tuned_on']}", err=True)
+    return list(saved["thresholds"].values())
 
 
 def _leads_text(leads: list[str]) -> str:

@@ -257,6 +257,50 @@ def label_names(model: ECGModel) -> list[str]:
     return list(model.config.labels or [f"class_{i}" for i in range(model.num_classes)])
 
 
+THRESHOLDS_FILE = "thresholds.json"  # beside an adapted model: its validation-tuned thresholds
+
+
+def save_thresholds(folder: str | Path, labels: Sequence[str], thresholds: np.ndarray, *,
+                    tuned_on: str, aggregate: str) -> Path:  # fmt: skip
+    """Write a model folder's decision thresholds: per label, the probability from which the
+    label is named, chosen to maximise F1 on ``tuned_on`` (validation) records whose windows
+    were aggregated by ``aggregate``."""
+    import json
+
+    from ecgfoundry.atomic import atomic_write_text
+
+    path = Path(folder) / THRESHOLDS_FILE
+    rows = dict(zip(labels, map(float, thresholds), strict=True))
+    atomic_write_text(path, json.dumps({"thresholds": rows, "tuned_on": tuned_on,
+                                        "rule": "per label, maximum F1 on validation",
+                                        "aggregate": aggregate}, indent=1))  # fmt: skip
+    return path
+
+
+def tuned_thresholds(model: ECGModel) -> dict[str, Any] | None:
+    """The thresholds saved beside the model's folder by ``finetune`` (None for a model
+    without: a registry preset, a converted checkpoint), checked against its labels."""
+    import json
+
+    path = model.origin / THRESHOLDS_FILE if model.origin is not None else None
+    if path is None or not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if list(saved["thresholds"]) != label_names(model):
+        raise ECGInputError(path, f"thresholds for {list(saved['thresholds'])}, but the model "
+                            f"predicts {label_names(model)}")  # fmt: skip
+    return saved
+
+
+def decisions(probabilities: np.ndarray, labels: Sequence[str],
+              thresholds: Sequence[float] | float) -> list[list[str]]:  # fmt: skip
+    """Per row, the labels whose probability reaches their threshold (one per label, or one
+    for all)."""
+    cut = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(labels),))
+    named = np.asarray(probabilities) >= cut[None, :]
+    return [[label for label, on in zip(labels, row, strict=True) if on] for row in named]
+
+
 def ids_path(path: str | Path) -> Path:
     """Where the record ids of an ``.npy`` output go: ``NAME.npy`` -> ``NAME.ids.txt``."""
     return Path(path).with_suffix(".ids.txt")
@@ -292,9 +336,10 @@ def write_embeddings(path: str | Path, embeddings: np.ndarray, ids: list[str]) -
 
 
 def write_predictions(path: str | Path, probabilities: np.ndarray, ids: list[str],
-                      labels: list[str]) -> Path:  # fmt: skip
+                      labels: list[str], named: list[list[str]] | None = None) -> Path:  # fmt: skip
     """Save as ``.npy`` (array, ids in ``NAME.ids.txt``), ``.csv`` (record + one column per
-    label) or ``.json``."""
+    label) or ``.json``; with ``named`` (:func:`decisions`), ``.csv``/``.json`` also list each
+    record's ``predicted_labels``."""
     import json
 
     import pandas as pd
@@ -306,12 +351,16 @@ def write_predictions(path: str | Path, probabilities: np.ndarray, ids: list[str
     elif suffix == ".csv":
         frame = pd.DataFrame(probabilities, columns=labels)
         frame.insert(0, "record", ids)
+        if named is not None:
+            frame["predicted_labels"] = [";".join(row) for row in named]
         frame.to_csv(path, index=False, float_format="%.6f")
     else:
         rows: list[dict[str, Any]] = [
             {"record": rid, "probabilities": dict(zip(labels, map(float, p), strict=True))}
             for rid, p in zip(ids, probabilities, strict=True)
         ]
+        for row, chosen in zip(rows, named or [], strict=False):
+            row["predicted_labels"] = chosen
         path.write_text(json.dumps(rows, indent=1))
     return path
 
@@ -320,9 +369,11 @@ WINDOW_PREDICTION_FORMATS = (".csv", ".json")
 
 
 def write_window_predictions(path: str | Path, probabilities: np.ndarray, inputs: Inputs,
-                             labels: list[str]) -> Path:  # fmt: skip
+                             labels: list[str],
+                             named: list[list[str]] | None = None) -> Path:  # fmt: skip
     """Save one row per window [W, classes] as ``.csv`` (record, start_s, end_s, one column per
-    label) or ``.json``: where in each record the model saw what (windows overlap by half)."""
+    label) or ``.json``: where in each record the model saw what (windows overlap by half);
+    with ``named``, each window's ``predicted_labels`` too."""
     import json
 
     import pandas as pd
@@ -333,9 +384,13 @@ def write_window_predictions(path: str | Path, probabilities: np.ndarray, inputs
     frame = pd.DataFrame(where)
     if path.suffix.lower() == ".csv":
         scores = pd.DataFrame(probabilities, columns=labels)
+        if named is not None:
+            scores["predicted_labels"] = [";".join(row) for row in named]
         pd.concat([frame, scores], axis=1).to_csv(path, index=False, float_format="%.6f")
         return path
     rows = [{**window, "probabilities": dict(zip(labels, map(float, p), strict=True))}
             for window, p in zip(frame.to_dict("records"), probabilities, strict=True)]  # fmt: skip
+    for row, chosen in zip(rows, named or [], strict=False):
+        row["predicted_labels"] = chosen
     path.write_text(json.dumps(rows, indent=1))
     return path

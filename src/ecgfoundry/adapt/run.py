@@ -30,6 +30,7 @@ from ecgfoundry.engine import (
 )
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.evaluate.metrics import evaluate, tune_thresholds
+from ecgfoundry.inference import save_thresholds
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import model_description, model_fingerprint, save_model
 from ecgfoundry.models.registry import model_folder, resolve_model
@@ -285,6 +286,10 @@ def finetune(
         save_model(network, out / "model")
         inherited = manifest["records"] if manifest is not None else []
         write_manifest(out / "model", [*trained_records(task_data), *inherited])
+        tuned = tune_thresholds(predictions["val_y"], predictions["val_probabilities"])
+        save_thresholds(out / "model", task_data.labels, tuned,
+                        tuned_on=f"validation, {metrics['run']['splits']['val']}",
+                        aggregate=recipe.eval_aggregate)  # fmt: skip
         with atomic_dir(out / "predictions") as tmp:
             np.savez(tmp / "predictions.npz", **predictions)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=json_default))
