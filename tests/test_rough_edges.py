@@ -328,7 +328,8 @@ def test_predict_names_labels_with_the_thresholds_tuned_on_validation(tiny, tmp_
     shutil.copytree(tiny, model_dir)
     thresholds = [0.2, 0.5, 0.8]
     save_thresholds(model_dir, ["class_0", "class_1", "class_2"], np.array(thresholds),
-                    tuned_on="validation, fold 9: 26 records", aggregate="max")  # fmt: skip
+                    tuned_on="validation, fold 9: 26 records", aggregate="max",
+                    untuned=["class_2"])  # fmt: skip
     records = copy_samples(tmp_path / "records")
     model = load_model(model_dir)
     expected = predict_proba(model, prepare(model, load_inputs(records)))
@@ -340,30 +341,44 @@ def test_predict_names_labels_with_the_thresholds_tuned_on_validation(tiny, tmp_
         return pd.read_csv(out, keep_default_na=False), result
 
     tuned, result = predicted()
-    assert "thresholds tuned on validation, fold 9: 26 records" in result.stderr
+    assert (
+        "note: predicted_labels at thresholds tuned on validation, fold 9: 26 records"
+        in result.stderr
+    )
+    assert "no validation positives for class_2: their threshold is 0.5, not tuned" in result.stderr
     names = [";".join(f"class_{j}" for j in range(3) if p[j] >= thresholds[j]) for p in expected]
     assert tuned["predicted_labels"].tolist() == names
     assert any(names) and not all(n == "class_0;class_1;class_2" for n in names)
     fixed, _ = predicted("--threshold", "0.5")
     assert fixed["predicted_labels"].tolist() == [
         ";".join(f"class_{j}" for j in range(3) if p[j] >= 0.5) for p in expected]  # fmt: skip
+    assert fixed["predicted_labels"].tolist() != names
     assert "predicted_labels" not in predicted("--threshold", "none")[0].columns
     windows, _ = predicted("--per-window")
     probabilities = windows[["class_0", "class_1", "class_2"]].to_numpy()
     assert windows["predicted_labels"].tolist() == [
         ";".join(f"class_{j}" for j in range(3) if p[j] >= thresholds[j] - 1e-6)
         for p in probabilities]  # fmt: skip
-    mean = cli("predict", model_dir, records, "--out", tmp_path / "m.csv", "--aggregate", "mean")
-    assert isinstance(mean.exception, UsageError)
-    assert "tuned on max-aggregated windows" in str(mean.exception)
-    assert cli("predict", model_dir, records, "--out", tmp_path / "m.csv", "--aggregate", "mean",
-               "--threshold", "0.5").exit_code == 0  # fmt: skip
+    mean, _ = predicted("--aggregate", "mean")  # the tuned thresholds do not apply: none named
+    assert "predicted_labels" not in mean.columns
+    assert "tuned on max-aggregated windows, not mean" in _.stderr
+    asked = cli("predict", model_dir, records, "--out", tmp_path / "m.csv", "--aggregate", "mean",
+                "--threshold", "tuned")  # fmt: skip
+    assert isinstance(asked.exception, UsageError) and "--aggregate max" in str(asked.exception)
+    assert "predicted_labels" in predicted("--aggregate", "mean", "--threshold", "0.5")[0]
     bad = cli("predict", model_dir, records, "--out", tmp_path / "b.csv", "--threshold", "1")
     assert isinstance(bad.exception, UsageError) and "--threshold 1" in str(bad.exception)
+    assert cli("predict", model_dir, records, "--out", tmp_path / "p.npy").exit_code == 0
+    npy = cli("predict", model_dir, records, "--out", tmp_path / "p.npy", "--threshold", "0.5")
+    assert isinstance(npy.exception, UsageError) and ".csv or .json" in str(npy.exception)
     without = cli("predict", tiny, records, "--out", tmp_path / "t.csv")
     assert "predicted_labels" not in pd.read_csv(tmp_path / "t.csv").columns and not without.stderr
     save_thresholds(model_dir, ["a", "b", "c"], np.array(thresholds), tuned_on="x",
                     aggregate="max")  # fmt: skip
     mismatch = cli("predict", model_dir, records, "--out", tmp_path / "x.csv")
-    assert isinstance(mismatch.exception, ECGInputError)
+    assert isinstance(mismatch.exception, CheckpointError)
     assert "thresholds for ['a', 'b', 'c']" in str(mismatch.exception)
+    (model_dir / "thresholds.json").write_text("{not json")
+    damaged = cli("predict", model_dir, records, "--out", tmp_path / "x.csv")
+    assert isinstance(damaged.exception, CheckpointError)
+    assert "thresholds.json: not a thresholds file" in str(damaged.exception)

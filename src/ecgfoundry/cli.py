@@ -441,13 +441,15 @@ def predict(
         ),
     ] = False,
     threshold: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Name each record's labels (.csv/.json 'predicted_labels'): 'tuned' uses the "
-            "thresholds finetune chose on validation (thresholds.json in the model folder; "
-            "none if it has none), 'none' names none, or one probability such as 0.5."
+            metavar="tuned|none|P",
+            help="Name each record's (or window's) labels, as 'predicted_labels' in .csv/.json: "
+            "'tuned', the thresholds finetune chose on validation (thresholds.json in the model "
+            "folder), 'none', or one probability such as 0.5. Default: tuned where the model "
+            "has them and the aggregate matches.",
         ),
-    ] = "tuned",
+    ] = None,
 ) -> None:
     """Write per-label probabilities for each record (or each window of it)."""
     from ecgfoundry import inference
@@ -457,7 +459,8 @@ def predict(
     network = _model(model)
     inference.require_head(network, model)
     labels = inference.label_names(network)
-    cut = _thresholds(network, threshold, aggregate.value, per_window)
+    tabular = Path(out).suffix.lower() in (".csv", ".json")
+    cut = _thresholds(network, threshold, aggregate.value, per_window, tabular)
     inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
     if per_window:
         probabilities = inference.predict_windows(network, inputs)
@@ -471,14 +474,18 @@ def predict(
 
 
 def _thresholds(
-    network: Any, threshold: str, aggregate: str, per_window: bool
+    network: Any, threshold: str | None, aggregate: str, per_window: bool, tabular: bool
 ) -> list[float] | float | None:
-    """``predict --threshold``: the probabilities from which labels are named, or None."""
+    """``predict --threshold``: the probabilities from which labels are named, or None. Left
+    out, the model's tuned thresholds where they apply; asked for, they must."""
     from ecgfoundry import inference
 
-    if threshold == "none":
+    if threshold == "none" or (threshold is None and not tabular):
         return None
-    if threshold != "tuned":
+    if not tabular:
+        raise UsageError(f"--threshold {threshold}: labels are written to .csv or .json "
+                         "outputs only")  # fmt: skip
+    if threshold not in (None, "tuned"):
         try:
             value = float(threshold)
         except ValueError:
@@ -488,13 +495,23 @@ def _thresholds(
                              "strictly between 0 and 1")  # fmt: skip
         return value
     saved = inference.tuned_thresholds(network)
+    if saved is None and threshold == "tuned":
+        raise UsageError("--threshold tuned: the model has no thresholds.json (finetune writes "
+                         "one); give a probability, e.g. --threshold 0.5")  # fmt: skip
     if saved is None:
         return None
     if not per_window and saved["aggregate"] != aggregate:
-        raise UsageError(f"--aggregate {aggregate}: the model's thresholds were tuned on "
-                         f"{saved['aggregate']}-aggregated windows; use --aggregate "
-                         f"{saved['aggregate']} or --threshold P")  # fmt: skip
-    typer.echo(f"predicted_labels: thresholds tuned on {saved['tuned_on']}", err=True)
+        mismatch = (f"the model's thresholds were tuned on {saved['aggregate']}-aggregated "
+                    f"windows, not {aggregate}")  # fmt: skip
+        if threshold == "tuned":
+            raise UsageError(f"--aggregate {aggregate}: {mismatch}; use --aggregate "
+                             f"{saved['aggregate']} or --threshold P")  # fmt: skip
+        typer.echo(f"note: no predicted_labels: {mismatch} (--threshold P names them)", err=True)
+        return None
+    typer.echo(f"note: predicted_labels at thresholds tuned on {saved['tuned_on']}", err=True)
+    if saved["untuned"]:
+        typer.echo(f"note: no validation positives for {', '.join(saved['untuned'])}: their "
+                   "threshold is 0.5, not tuned", err=True)  # fmt: skip
     return list(saved["thresholds"].values())
 
 

@@ -261,10 +261,11 @@ THRESHOLDS_FILE = "thresholds.json"  # beside an adapted model: its validation-t
 
 
 def save_thresholds(folder: str | Path, labels: Sequence[str], thresholds: np.ndarray, *,
-                    tuned_on: str, aggregate: str) -> Path:  # fmt: skip
+                    tuned_on: str, aggregate: str,
+                    untuned: Sequence[str] = ()) -> Path:  # fmt: skip
     """Write a model folder's decision thresholds: per label, the probability from which the
     label is named, chosen to maximise F1 on ``tuned_on`` (validation) records whose windows
-    were aggregated by ``aggregate``."""
+    were aggregated by ``aggregate``; ``untuned``: labels without validation positives (0.5)."""
     import json
 
     from ecgfoundry.atomic import atomic_write_text
@@ -273,7 +274,8 @@ def save_thresholds(folder: str | Path, labels: Sequence[str], thresholds: np.nd
     rows = dict(zip(labels, map(float, thresholds), strict=True))
     atomic_write_text(path, json.dumps({"thresholds": rows, "tuned_on": tuned_on,
                                         "rule": "per label, maximum F1 on validation",
-                                        "aggregate": aggregate}, indent=1))  # fmt: skip
+                                        "aggregate": aggregate, "untuned": list(untuned)},
+                                       indent=1))  # fmt: skip
     return path
 
 
@@ -282,14 +284,24 @@ def tuned_thresholds(model: ECGModel) -> dict[str, Any] | None:
     without: a registry preset, a converted checkpoint), checked against its labels."""
     import json
 
+    from ecgfoundry.models.io import CheckpointError
+
     path = model.origin / THRESHOLDS_FILE if model.origin is not None else None
     if path is None or not path.is_file():
         return None
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+        values = [float(v) for v in saved["thresholds"].values()]
+        saved["aggregate"], saved["tuned_on"] = str(saved["aggregate"]), str(saved["tuned_on"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(path, f"not a thresholds file ({type(error).__name__}: "
+                              f"{error}); remove it, or rerun finetune") from None  # fmt: skip
+    if not all(0 <= v <= 1 for v in values):
+        raise CheckpointError(path, f"thresholds must be probabilities, got {values}")
     if list(saved["thresholds"]) != label_names(model):
-        raise ECGInputError(path, f"thresholds for {list(saved['thresholds'])}, but the model "
-                            f"predicts {label_names(model)}")  # fmt: skip
-    return saved
+        raise CheckpointError(path, f"thresholds for {list(saved['thresholds'])}, but the model "
+                              f"predicts {label_names(model)}")  # fmt: skip
+    return {"untuned": [], **saved}
 
 
 def decisions(probabilities: np.ndarray, labels: Sequence[str],

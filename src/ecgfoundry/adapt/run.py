@@ -287,9 +287,11 @@ def finetune(
         inherited = manifest["records"] if manifest is not None else []
         write_manifest(out / "model", [*trained_records(task_data), *inherited])
         tuned = tune_thresholds(predictions["val_y"], predictions["val_probabilities"])
+        untuned = [label for label, n in zip(task_data.labels, task_data.val.y.sum(axis=0),
+                                             strict=True) if not n]  # fmt: skip
         save_thresholds(out / "model", task_data.labels, tuned,
                         tuned_on=f"validation, {metrics['run']['splits']['val']}",
-                        aggregate=recipe.eval_aggregate)  # fmt: skip
+                        aggregate=recipe.eval_aggregate, untuned=untuned)  # fmt: skip
         with atomic_dir(out / "predictions") as tmp:
             np.savez(tmp / "predictions.npz", **predictions)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=json_default))
