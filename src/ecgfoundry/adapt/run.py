@@ -133,9 +133,9 @@ def evaluate_run(
     seed: int,
     test: bool = True,
     engine: Engine | None = None,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     """Validation and (when fold 10 exists and ``test``) test reports, F1 thresholds tuned on
-    validation; and the predictions they were computed from."""
+    validation; the predictions they were computed from; and those thresholds."""
     predictions = {"labels": np.array(data.labels)}
     metrics: dict[str, Any] = {}
     thresholds = None
@@ -150,7 +150,7 @@ def evaluate_run(
                                  seed=seed)  # fmt: skip
         predictions |= {f"{name}_ids": split.ids, f"{name}_y": split.y,
                         f"{name}_probabilities": probabilities}  # fmt: skip
-    return metrics, predictions
+    return metrics, predictions, thresholds
 
 
 def finetune(
@@ -251,8 +251,8 @@ def finetune(
     objective = SupervisedObjective(network, recipe, task_data, seed=seed, device=device,
                                     autocast=engine.autocast, workers=loader_workers)  # fmt: skip
     progress = engine.fit(objective)
-    metrics, predictions = evaluate_run(network, task_data, recipe, device, seed=seed,
-                                        test=evaluate_test, engine=engine)  # fmt: skip
+    metrics, predictions, tuned = evaluate_run(network, task_data, recipe, device, seed=seed,
+                                               test=evaluate_test, engine=engine)  # fmt: skip
     metrics["run"] = {
         "model": run_config["model"], "task": task, "fraction": fraction, "seed": seed,
         "strategy": strategy,
@@ -286,7 +286,6 @@ def finetune(
         save_model(network, out / "model")
         inherited = manifest["records"] if manifest is not None else []
         write_manifest(out / "model", [*trained_records(task_data), *inherited])
-        tuned = tune_thresholds(predictions["val_y"], predictions["val_probabilities"])
         untuned = [label for label, n in zip(task_data.labels, task_data.val.y.sum(axis=0),
                                              strict=True) if not n]  # fmt: skip
         save_thresholds(out / "model", task_data.labels, tuned,
