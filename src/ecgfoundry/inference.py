@@ -347,33 +347,39 @@ def write_embeddings(path: str | Path, embeddings: np.ndarray, ids: list[str]) -
     return path
 
 
+def _write_table(path: Path, where: dict[str, Any], probabilities: np.ndarray,
+                 labels: list[str], named: list[list[str]] | None) -> None:  # fmt: skip
+    """Rows as ``.csv`` (the ``where`` columns, one column per label, ``predicted_labels``
+    ``;``-joined) or ``.json`` (one object per row: ``where``, ``probabilities``,
+    ``predicted_labels``)."""
+    import json
+
+    import pandas as pd
+
+    frame = pd.DataFrame(where)
+    if path.suffix.lower() == ".csv":
+        scores = pd.DataFrame(probabilities, columns=labels)
+        if named is not None:
+            scores["predicted_labels"] = [";".join(row) for row in named]
+        pd.concat([frame, scores], axis=1).to_csv(path, index=False, float_format="%.6f")
+        return
+    rows = [{**row, "probabilities": dict(zip(labels, map(float, p), strict=True))}
+            for row, p in zip(frame.to_dict("records"), probabilities, strict=True)]  # fmt: skip
+    for row, chosen in zip(rows, named or [], strict=False):
+        row["predicted_labels"] = chosen
+    path.write_text(json.dumps(rows, indent=1))
+
+
 def write_predictions(path: str | Path, probabilities: np.ndarray, ids: list[str],
                       labels: list[str], named: list[list[str]] | None = None) -> Path:  # fmt: skip
     """Save as ``.npy`` (array, ids in ``NAME.ids.txt``), ``.csv`` (record + one column per
     label) or ``.json``; with ``named`` (:func:`decisions`), ``.csv``/``.json`` also list each
     record's ``predicted_labels``."""
-    import json
-
-    import pandas as pd
-
     path = check_output(path, PREDICTION_FORMATS)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         _save_array(path, probabilities, ids)
-    elif suffix == ".csv":
-        frame = pd.DataFrame(probabilities, columns=labels)
-        frame.insert(0, "record", ids)
-        if named is not None:
-            frame["predicted_labels"] = [";".join(row) for row in named]
-        frame.to_csv(path, index=False, float_format="%.6f")
     else:
-        rows: list[dict[str, Any]] = [
-            {"record": rid, "probabilities": dict(zip(labels, map(float, p), strict=True))}
-            for rid, p in zip(ids, probabilities, strict=True)
-        ]
-        for row, chosen in zip(rows, named or [], strict=False):
-            row["predicted_labels"] = chosen
-        path.write_text(json.dumps(rows, indent=1))
+        _write_table(path, {"record": ids}, probabilities, labels, named)
     return path
 
 
@@ -386,23 +392,8 @@ def write_window_predictions(path: str | Path, probabilities: np.ndarray, inputs
     """Save one row per window [W, classes] as ``.csv`` (record, start_s, end_s, one column per
     label) or ``.json``: where in each record the model saw what (windows overlap by half);
     with ``named``, each window's ``predicted_labels`` too."""
-    import json
-
-    import pandas as pd
-
     path = check_output(path, WINDOW_PREDICTION_FORMATS)
     where = {"record": [inputs.ids[i] for i in inputs.owner], "start_s": inputs.starts,
              "end_s": inputs.starts + inputs.seconds}  # fmt: skip
-    frame = pd.DataFrame(where)
-    if path.suffix.lower() == ".csv":
-        scores = pd.DataFrame(probabilities, columns=labels)
-        if named is not None:
-            scores["predicted_labels"] = [";".join(row) for row in named]
-        pd.concat([frame, scores], axis=1).to_csv(path, index=False, float_format="%.6f")
-        return path
-    rows = [{**window, "probabilities": dict(zip(labels, map(float, p), strict=True))}
-            for window, p in zip(frame.to_dict("records"), probabilities, strict=True)]  # fmt: skip
-    for row, chosen in zip(rows, named or [], strict=False):
-        row["predicted_labels"] = chosen
-    path.write_text(json.dumps(rows, indent=1))
+    _write_table(path, where, probabilities, labels, named)
     return path
