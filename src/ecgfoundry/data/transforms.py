@@ -75,8 +75,7 @@ def by_rows(record: Record, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarra
     others go a few rows at a time (one at a time for a long recording), so a 2-lead Holter
     run through a 12-lead pipeline costs 2 leads and holds one lead's intermediates, not
     twelve. The numbers are those of ``fn`` on the whole array: every step is row by row."""
-    filled = set(_zero_filled(record))
-    rows = [i for i in range(record.n_leads) if i not in filled]
+    rows = _holding_data(record)
     step = max(1, CHUNK_SAMPLES // max(record.n_samples, 1))
     out: np.ndarray | None = None
     for start in range(0, len(rows), step):
@@ -193,9 +192,7 @@ class Normalise:
         if self.method == "none":
             return record
         if self.method == "zscore-global":
-            filled = set(_zero_filled(record))
-            present = record.signal[[i for i in range(record.n_leads) if i not in filled]]
-            present = present.astype(np.float64)
+            present = record.signal[_holding_data(record)].astype(np.float64)
             centre, spread = present.mean(), present.std()
             del present
         elif self.method not in ("zscore", "minmax"):
@@ -223,6 +220,12 @@ def _zero_filled(record: Record) -> list[int]:
     filled = {name for repair in record.metadata.get("repairs", [])
               if repair["kind"] == "leads_zero_filled" for name in repair["leads"]}  # fmt: skip
     return [i for i, name in enumerate(record.leads) if name in filled]
+
+
+def _holding_data(record: Record) -> list[int]:
+    """Rows of the leads not zero-filled (what the steps compute)."""
+    filled = set(_zero_filled(record))
+    return [i for i in range(record.n_leads) if i not in filled]
 
 
 class MissingLeadsError(ECGInputError):
