@@ -60,10 +60,10 @@ class Dataset:
     slug: str
     version: str
     title: str
-    include: tuple[str, ...]  # fetched by default
+    include: tuple[str, ...]  # the data fetched by default
     by_fs: dict[int, tuple[str, ...]] = field(default_factory=dict)  # added per sampling rate
     default_fs: int | None = None
-    always: tuple[str, ...] = ()  # also fetched with a selection of one's own (metadata)
+    always: tuple[str, ...] = ()  # metadata, fetched with any selection
 
     @property
     def url_path(self) -> str:
@@ -76,7 +76,7 @@ DATASETS: dict[str, Dataset] = {
         "ptb-xl",
         "1.0.3",
         "PTB-XL, a large publicly available electrocardiography dataset",
-        include=("ptbxl_database.csv", "scp_statements.csv", "LICENSE.txt"),
+        include=(),
         by_fs={100: ("records100/**",), 500: ("records500/**",)},
         default_fs=100,
         always=("ptbxl_database.csv", "scp_statements.csv", "LICENSE.txt"),
@@ -90,7 +90,7 @@ DATASETS: dict[str, Dataset] = {
         "challenge-2020",
         "1.0.2",
         "Classification of 12-lead ECGs: the PhysioNet/Computing in Cardiology Challenge 2020",
-        include=("training/**", "LICENSE.txt"),
+        include=("training/**",),
         always=("LICENSE.txt",),
     ),
     "cinc2021": Dataset(
@@ -99,7 +99,7 @@ DATASETS: dict[str, Dataset] = {
         "1.0.3",
         "Will Two Do? Varying Dimensions in Electrocardiography: the PhysioNet/Computing in "
         "Cardiology Challenge 2021",
-        include=("training/**", "LICENSE.txt"),
+        include=("training/**",),
         always=("LICENSE.txt",),
     ),
     "cudb": Dataset(
@@ -155,7 +155,7 @@ def default_patterns(dataset: Dataset, fs: int | Sequence[int] | None = None) ->
     if unknown:
         offered = ", ".join(str(rate) for rate in sorted(dataset.by_fs)) or "none (one rate only)"
         raise ValueError(f"{dataset.name}: no {unknown[0]} Hz option; choices: {offered}")
-    patterns = list(dataset.include)
+    patterns = [*dataset.always, *dataset.include]
     for rate in rates:
         patterns.extend(dataset.by_fs[rate])
     return tuple(patterns)
