@@ -115,3 +115,25 @@ def test_the_cli_prints_a_table_notes_or_json(folder: Path) -> None:
     assert refused.returncode == 2 and "give --model" in refused.stderr
     missing = ecgfoundry("data", "inspect", folder / "nope")
     assert missing.returncode == 2 and "nope: no such file or folder" in missing.stderr
+
+
+def test_the_table_fits_80_columns_with_many_leads(tmp_path: Path, monkeypatch) -> None:
+    """A 15-lead record (PTB diagnostic's 12 + Frank vx, vy, vz) in piped output (80
+    columns): the long leads cell wraps; the record's name and every column stay readable."""
+    import wfdb
+
+    limbs = ["i", "ii", "iii", "avr", "avl", "avf"]
+    names = [*limbs, *(f"v{n}" for n in range(1, 7)), "vx", "vy", "vz"]
+    signal = np.sin(np.linspace(0, 60, 10_000))[:, None] * np.linspace(0.5, 1, 15)
+    wfdb.wrsamp("s0010_re", fs=1000, units=["mV"] * 15, sig_name=names, p_signal=signal,
+                fmt=["16"] * 15, write_dir=str(tmp_path))  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "80")
+    result = ecgfoundry("data", "inspect", tmp_path, "--model", "ecgfoundry-cpc")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    header = next(line for line in lines if "record" in line)
+    assert all(name in header for name in ("format", "Hz", "leads", "bpm", "model input"))
+    row = next(line for line in lines if "s0010_re" in line)
+    assert "WFDB" in row and "1000" in row and "12x1000" in row
+    assert "vz)" in result.stdout  # the extra leads are named (then left out of the input)

@@ -536,8 +536,9 @@ def _records_table(rows: list[dict[str, Any]], title: str, extra: Iterable[str])
 
     table = Table(title=escape(title), title_justify="left")
     columns = ("record", "format", "Hz", "leads", "s", "bpm", *extra)
-    for column in columns:
-        table.add_column(column, no_wrap=column not in ("record", "labels"), overflow="fold")
+    for column in columns:  # the long cells wrap in a narrow terminal; numbers never do
+        short = column in ("format", "Hz", "s", "bpm")
+        table.add_column(column, no_wrap=short, overflow="fold", min_width=None if short else 7)
     for row in rows:
         if row["format"] is None:
             table.add_row(escape(row["record"]), *["-"] * (len(columns) - 1))
