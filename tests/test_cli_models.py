@@ -112,3 +112,35 @@ def test_hubert_folder_and_unsafe_refusal(reference: Path, tmp_path: Path) -> No
     assert unknown.returncode == 2
     assert "error: FAMILY 'hubert': not one of " in unknown.stderr
     assert "ecgfm, ecgfounder, hubert-ecg" in unknown.stderr
+
+
+def test_arrays_in_microvolts_with_units(tmp_path: Path) -> None:
+    """``--units uV`` reads .csv/.npy values as microvolts: the same ECG in uV and in mV gives
+    the same embedding. Read as mV, microvolt values get a note naming the file and the flag;
+    an unknown unit is refused naming --units."""
+    from ecgfoundry.data import read_record
+    from ecgfoundry.inventory import inspect_records
+
+    record = read_record(sample_dir() / "ptbxl" / "00010_lr.hea")
+    header = ",".join(record.leads)
+    for name, scale in (("mv.csv", 1), ("uv.csv", 1000)):
+        np.savetxt(tmp_path / name, record.signal.T * scale, delimiter=",", header=header,
+                   comments="")  # fmt: skip
+    np.save(tmp_path / "uv.npy", record.signal * 1000)
+    embedded = {}
+    for name, units in (("mv.csv", "mV"), ("uv.csv", "uV"), ("uv.npy", "uV"), ("uv.csv", "mV")):
+        out = tmp_path / f"{name}-{units}.npy"
+        result = ecgfoundry("embed", "ecgfoundry-cpc", tmp_path / name, "--fs", "100",
+                            "--units", units, "--out", out)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        embedded[name, units] = np.load(out)
+        noted = f"{name}: read as millivolts, its leads span 1" in result.stderr
+        assert noted == (name.startswith("uv") and units == "mV"), result.stderr
+        assert noted == ("if the values are microvolts, pass --units uV" in result.stderr)
+    np.testing.assert_allclose(embedded["uv.csv", "uV"], embedded["mv.csv", "mV"], atol=1e-5)
+    np.testing.assert_allclose(embedded["uv.npy", "uV"], embedded["mv.csv", "mV"], atol=1e-5)
+    assert np.abs(embedded["uv.csv", "mV"] - embedded["mv.csv", "mV"]).max() > 0.1
+    (row,) = inspect_records(tmp_path / "uv.csv", fs=100, units="uV")
+    assert row["leads"] == list(record.leads)
+    refused = ecgfoundry("data", "inspect", tmp_path / "uv.csv", "--fs", "100", "--units", "mv2")
+    assert refused.returncode == 2 and "--units: unknown signal unit 'mv2'" in refused.stderr

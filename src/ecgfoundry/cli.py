@@ -19,6 +19,7 @@ import typer
 
 from ecgfoundry.data.download import DATASETS
 from ecgfoundry.data.ptbxl import TASKS
+from ecgfoundry.data.record import millivolts_per_unit
 from ecgfoundry.data.transforms import MissingLeads as MissingLeadsPolicy
 from ecgfoundry.errors import ReportedError, UsageError
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
@@ -348,6 +349,14 @@ LeadsOption = Annotated[
         "or of files that name no channel as a lead (a Holter's ECG1, ECG2).",
     ),
 ]
+UnitsOption = Annotated[
+    str,
+    typer.Option(
+        "--units",
+        help="What the values of .npy/.csv input are in: mV, uV or V (other formats state "
+        "their own).",
+    ),
+]
 NoPreprocessOption = Annotated[
     bool,
     typer.Option("--no-preprocess", help="Feed arrays as they are: the model's input, unnamed."),
@@ -366,11 +375,18 @@ def _model(name: str) -> ECGModel:
     return resolve_model(name).eval()  # a preset without weights is refused: random weights
 
 
+def _units(units: str) -> str:
+    """``--units`` checked (a clear error naming the flag, before any file is read)."""
+    millivolts_per_unit(units, "--units")
+    return units
+
+
 def _inputs(
     model: ECGModel,
     source: Path,
     fs: float | None,
     leads: str | None,
+    units: str,
     no_preprocess: bool,
     missing_leads: MissingLeads,
 ) -> Inputs:
@@ -380,7 +396,8 @@ def _inputs(
         fs = model.spec.fs
     lead_names = _lead_names(leads)
     preprocess = not no_preprocess
-    records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess)
+    records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess,
+                                    units=_units(units))  # fmt: skip
     inputs = inference.prepare(
         model, records, preprocess=preprocess, missing_leads=missing_leads.value
     )
@@ -402,6 +419,7 @@ def embed(
     ],
     fs: InputFsOption = None,
     leads: LeadsOption = None,
+    units: UnitsOption = "mV",
     no_preprocess: NoPreprocessOption = False,
     missing_leads: MissingLeadsOption = REFUSE_MISSING,
 ) -> None:
@@ -410,7 +428,7 @@ def embed(
 
     inference.check_output(out, inference.EMBEDDING_FORMATS)
     network = _model(model)
-    inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
+    inputs = _inputs(network, source, fs, leads, units, no_preprocess, missing_leads)
     embeddings = inference.embed(network, inputs)
     path = inference.write_embeddings(out, embeddings, inputs.ids)
     typer.echo(f"{path}: {embeddings.shape[0]} records x {embeddings.shape[1]} features "
@@ -427,6 +445,7 @@ def predict(
     ],
     fs: InputFsOption = None,
     leads: LeadsOption = None,
+    units: UnitsOption = "mV",
     no_preprocess: NoPreprocessOption = False,
     missing_leads: MissingLeadsOption = REFUSE_MISSING,
     aggregate: Annotated[
@@ -461,7 +480,7 @@ def predict(
     labels = inference.label_names(network)
     tabular = Path(out).suffix.lower() in (".csv", ".json")
     cut = _thresholds(network, threshold, aggregate.value, per_window, tabular)
-    inputs = _inputs(network, source, fs, leads, no_preprocess, missing_leads)
+    inputs = _inputs(network, source, fs, leads, units, no_preprocess, missing_leads)
     if per_window:
         probabilities = inference.predict_windows(network, inputs)
         named = None if cut is None else inference.decisions(probabilities, labels, cut)
@@ -575,6 +594,7 @@ def data_inspect(
     ] = None,
     fs: Annotated[float | None, typer.Option("--fs", help="Sampling rate of .npy/.csv.")] = None,
     leads: LeadsOption = None,
+    units: UnitsOption = "mV",
     missing_leads: MissingLeadsOption = REFUSE_MISSING,
     as_json: JsonFlag = False,
 ) -> None:
@@ -589,7 +609,7 @@ def data_inspect(
         raise UsageError("--missing-leads says how a model's input is made: give --model")
     spec = resolve_model(model, weights=False).spec if model else None
     rows = inspect_records(source, spec=spec, fs=fs, leads=_lead_names(leads),
-                           missing_leads=missing_leads.value)  # fmt: skip
+                           missing_leads=missing_leads.value, units=_units(units))  # fmt: skip
     if as_json:
         _print_json(rows)
         return

@@ -60,18 +60,19 @@ def load_inputs(
     fs: float | None = None,
     leads: Sequence[str] | None = None,
     preprocess: bool = True,
+    units: str = "mV",
 ) -> list[Record]:
     """Records from a record file, a folder of records, an ``.npy`` [N, leads, samples] (needs
     ``fs``; ``leads`` default to the standard 12 when there are 12), or a list of those.
 
+    ``units``: what the values of ``.npy``/``.csv`` arrays are in (``mV``, ``uV`` or ``V``;
+    other formats state their own). An array read as millivolts whose leads span more than
+    any ECG does gets a note on stderr suggesting ``--units uV``.
     ``preprocess=False``: an array's leads need no names (it is the model input as it is).
     """
+    options = {"fs": fs, "leads": leads, "preprocess": preprocess, "units": units}
     if isinstance(source, list | tuple):
-        return [
-            r
-            for item in source
-            for r in load_inputs(item, fs=fs, leads=leads, preprocess=preprocess)
-        ]
+        return [r for item in source for r in load_inputs(item, **options)]
     path = Path(source)
     if path.is_dir():
         found = find_records(path)
@@ -85,33 +86,58 @@ def load_inputs(
             found = [p for p in found if p not in arrays]
         if not found:
             raise ECGInputError(path, NO_RECORDS)
-        return _readable(found, fs=fs, leads=leads, preprocess=preprocess)
+        return _readable(found, **options)
     if not path.exists():
         raise ECGInputError(path, "no such file or folder")
-    if path.suffix.lower() == ".npy":
-        if fs is None:
-            raise ECGInputError(path, ".npy arrays carry no sampling rate: pass fs (--fs)")
-        if leads is not None:
-            return read_numpy(path, fs, list(leads))
-        try:
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        except (OSError, ValueError) as error:
-            raise ECGInputError(path, f"not a readable .npy array ({error})") from error
-        if len(shape) not in (2, 3) or 0 in shape:
-            raise ECGInputError(path, f"an array of shape {shape}: expected [leads, samples] "
-                                "or [records, leads, samples] with none of them 0")  # fmt: skip
-        n_leads = shape[-2]
-        if n_leads > shape[-1]:
-            raise ECGInputError(path, f"an array of shape {shape} has more leads ({n_leads}) "
-                                f"than samples ({shape[-1]}): store it as [records, leads, "
-                                "samples] (transpose it)")  # fmt: skip
-        if n_leads == len(STANDARD_LEADS):
-            return read_numpy(path, fs, STANDARD_LEADS)
-        if preprocess:
-            raise ECGInputError(path, f"{n_leads} leads: pass their names (--leads)")
-        names = [f"lead{i + 1}" for i in range(n_leads)]
-        return read_numpy(path, fs, names, allow_unknown_leads=True)
+    if path.suffix.lower() in (".npy", ".csv"):
+        records = _read_array_file(path, fs, leads, preprocess, units)
+        if units == "mV" and preprocess:
+            _note_implausible_millivolts(path, records)
+        return records
     return [read_record(path, fs=fs, leads=list(leads) if leads else None)]
+
+
+# Peak-to-peak amplitude (median over leads) above which values read as millivolts are
+# surely not: a QRS complex spans about 0.5-5 mV; microvolts put a lead at hundreds.
+MAX_PLAUSIBLE_MV = 20.0
+
+
+def _note_implausible_millivolts(path: Path, records: list[Record]) -> None:
+    spans = [np.median(np.ptp(r.signal, axis=1)) for r in records if r.signal.size]
+    if spans and (span := float(np.median(spans))) > MAX_PLAUSIBLE_MV:
+        print(f"note: {path}: read as millivolts, its leads span {span:.0f} (median peak to "
+              f"peak), more than an ECG does: if the values are microvolts, pass --units uV",
+              file=sys.stderr)  # fmt: skip
+
+
+def _read_array_file(
+    path: Path, fs: float | None, leads: Sequence[str] | None, preprocess: bool, units: str
+) -> list[Record]:
+    """The records of one ``.npy`` or ``.csv`` file."""
+    if path.suffix.lower() == ".csv":
+        return [read_record(path, fs=fs, leads=list(leads) if leads else None, units=units)]
+    if fs is None:
+        raise ECGInputError(path, ".npy arrays carry no sampling rate: pass fs (--fs)")
+    if leads is not None:
+        return read_numpy(path, fs, list(leads), units=units)
+    try:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except (OSError, ValueError) as error:
+        raise ECGInputError(path, f"not a readable .npy array ({error})") from error
+    if len(shape) not in (2, 3) or 0 in shape:
+        raise ECGInputError(path, f"an array of shape {shape}: expected [leads, samples] "
+                            "or [records, leads, samples] with none of them 0")  # fmt: skip
+    n_leads = shape[-2]
+    if n_leads > shape[-1]:
+        raise ECGInputError(path, f"an array of shape {shape} has more leads ({n_leads}) "
+                            f"than samples ({shape[-1]}): store it as [records, leads, "
+                            "samples] (transpose it)")  # fmt: skip
+    if n_leads == len(STANDARD_LEADS):
+        return read_numpy(path, fs, STANDARD_LEADS, units=units)
+    if preprocess:
+        raise ECGInputError(path, f"{n_leads} leads: pass their names (--leads)")
+    names = [f"lead{i + 1}" for i in range(n_leads)]
+    return read_numpy(path, fs, names, allow_unknown_leads=True, units=units)
 
 
 def _check_model_input(record: Record, spec: InputSpec) -> None:

@@ -59,19 +59,21 @@ def inspect_records(
     fs: float | None = None,
     leads: list[str] | None = None,
     missing_leads: MissingLeads = "raise",
+    units: str = "mV",
 ) -> list[dict[str, Any]]:
-    """One row per ECG in a record file, a folder of them or a list of files (``fs``/``leads``
-    as :func:`ecgfoundry.inference.load_inputs` takes them). With ``spec`` (a model's
+    """One row per ECG in a record file, a folder of them or a list of files (``fs``/``leads``/
+    ``units`` as :func:`ecgfoundry.inference.load_inputs` takes them). With ``spec`` (a model's
     ``model.spec``) each row also gives ``model_input`` [leads, samples] and the number of
     ``windows`` the record becomes, or the ``problem`` that stops it. Every row has the keys
     of ``COLUMNS`` (None where they do not apply). A path that does not exist, an empty
     folder, or a single file that cannot be read raises ECGInputError, as ``predict`` does."""
+    reading = {"fs": fs, "leads": leads, "units": units}
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.exists():
             raise ECGInputError(path, "no such file or folder")
         if not path.is_dir():
-            return [_row(r, spec, missing_leads) for r in load_inputs(path, fs=fs, leads=leads)]
+            return [_row(r, spec, missing_leads) for r in load_inputs(path, **reading)]
         files = find_records(path)
         if not files:
             raise ECGInputError(path, NO_RECORDS)
@@ -80,7 +82,7 @@ def inspect_records(
     rows = []
     for file in files:
         try:
-            records = load_inputs(file, fs=fs, leads=leads)
+            records = load_inputs(file, **reading)
         except ECGInputError as error:
             rows.append({**dict.fromkeys(COLUMNS), "record": str(file), "problem": error.problem})
             continue
