@@ -136,4 +136,4 @@ def test_the_table_fits_80_columns_with_many_leads(tmp_path: Path, monkeypatch) 
     assert all(name in header for name in ("format", "Hz", "leads", "bpm", "model input"))
     row = next(line for line in lines if "s0010_re" in line)
     assert "WFDB" in row and "1000" in row and "12x1000" in row
-    assert "vz)" in result.stdout  # the extra leads are named (then left out of the input)
+    assert "Y, Z)" in result.stdout  # Frank's leads are named (then left out of the input)

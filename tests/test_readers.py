@@ -181,3 +181,5 @@ def test_record_validation() -> None:
     assert canonical_leads(["AVR", "lead ii", "DI", "ECG", "ECG"]) == (
         "aVR", "II", "I", "ECG1", "ECG2",
     )  # fmt: skip
+    european_and_frank = canonical_leads(["D1", "D2", "D3", "vx", "vy", "vz"])
+    assert european_and_frank == ("I", "II", "III", "X", "Y", "Z")

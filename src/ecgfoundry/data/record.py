@@ -21,9 +21,15 @@ OTHER_LEADS: tuple[str, ...] = (
 KNOWN_LEADS: tuple[str, ...] = STANDARD_LEADS + OTHER_LEADS
 
 _ALIASES: dict[str, str] = {name.upper(): name for name in KNOWN_LEADS} | {
-    "DI": "I",
+    "DI": "I",  # European notation: DI, DII, DIII or D1, D2, D3 are the limb leads
     "DII": "II",
     "DIII": "III",
+    "D1": "I",
+    "D2": "II",
+    "D3": "III",
+    "VX": "X",  # Frank's orthogonal leads as PTB (diagnostic) names them
+    "VY": "Y",
+    "VZ": "Z",
     "LEAD I": "I",
     "LEAD II": "II",
     "LEAD III": "III",
