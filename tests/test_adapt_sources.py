@@ -327,3 +327,31 @@ def test_a_table_of_edf_records_names_their_channels_with_leads(ptbxl_root, list
     original = model_input(read_wfdb(ptbxl_root / listing["filename_lr"].iloc[1]), spec)
     assert data.train.ids[0] == "r1.edf"  # the same ECG as its WFDB original, once prepared
     np.testing.assert_allclose(data.train.signals[data.train.rows[0]], original.signal, atol=1e-3)
+
+
+def test_a_table_of_microvolt_arrays_says_so_in_units(ptbxl_root, listing, cache_dir, tmp_path):
+    """``units`` reads a row's .npy/.csv values as uV or V: the same ECG saved in uV trains on
+    the same input as in mV (ecgfoundry-cpc takes millivolts unnormalised). A unit on a file
+    that states its own, or an unknown unit, is refused naming the CSV line."""
+    spec = create_model("ecgfoundry-cpc").spec
+    rows = []
+    for i, name in enumerate(listing.head(6)["filename_lr"]):
+        record = read_wfdb(ptbxl_root / name)
+        np.save(tmp_path / f"mv{i}.npy", record.signal)
+        np.save(tmp_path / f"uv{i}.npy", record.signal * 1000)
+        rows.append({"A": i % 2, "split": ["train", "val"][i // 4], "fs": 100,
+                     "leads": ",".join(record.leads)})  # fmt: skip
+    mv = pd.DataFrame(rows).assign(record=[f"mv{i}.npy" for i in range(6)])
+    uv = pd.DataFrame(rows).assign(record=[f"uv{i}.npy" for i in range(6)], units="uV")
+    read = {name: table_task(_write(frame, tmp_path / f"{name}.csv"), spec, cache_dir=cache_dir)
+            for name, frame in (("mv", mv), ("uv", uv))}  # fmt: skip
+    np.testing.assert_allclose(read["uv"].train.signals[:], read["mv"].train.signals[:], atol=1e-4)
+    assert np.abs(read["mv"].train.signals[:]).max() < 10  # millivolts, not microvolts
+    wfdb_row = mv.assign(units=["uV"] + [None] * 5,
+                         record=[f"{ptbxl_root / listing['filename_lr'].iloc[0]}.hea",
+                                 *mv.record[1:]])  # fmt: skip
+    for frame, message in ((wfdb_row, r"'units' is for \.npy/\.csv records .* at line 2"),
+                           (uv.assign(units=["uV"] * 5 + ["mv2"]),
+                            r"line 7, 'units': unknown signal unit 'mv2'")):  # fmt: skip
+        with pytest.raises(ECGInputError, match=message):
+            table_task(_write(frame, tmp_path / "bad.csv"), spec, cache_dir=cache_dir)

@@ -29,7 +29,7 @@ from ecgfoundry.adapt.data import Split, TaskData, ptbxl_cache, ptbxl_task, sour
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.cache import ArrayStore, NoReadableRecords, build_cache
 from ecgfoundry.data.readers import find_records, read_record
-from ecgfoundry.data.record import ECGInputError, Record
+from ecgfoundry.data.record import ECGInputError, Record, millivolts_per_unit
 from ecgfoundry.data.stratify import nested_subsets, stratified_order
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for
 from ecgfoundry.engine import RunConfigError
@@ -40,16 +40,18 @@ from ecgfoundry.spec import InputSpec
 SHARES = {"val": 0.1, "test": 0.1, "train": 0.8}  # cut in this order from the stratified order
 MIN_POSITIVES = 10  # CinC default labels: codes with at least this many positive records
 MIN_SECONDS = 10.0  # default cached record length: max(spec.seconds, MIN_SECONDS)
-TABLE_COLUMNS = ("record", "patient_id", "split", "fs", "leads")  # the rest are labels
+TABLE_COLUMNS = ("record", "patient_id", "split", "fs", "leads", "units")  # the rest: labels
 SPLIT_NAMES = ("train", "val", "test")
 
-Item = tuple[str, float | None, tuple[str, ...] | None]  # (path, fs, leads) for read_record
+# (path, fs, leads, units) for read_record; fs, leads and units (not mV) only for .npy/.csv
+Item = tuple[str, float | None, tuple[str, ...] | None, str]
 
 
 def _read_prepared(transform: Compose, item: Item) -> Record:
     """Module level so that cache workers can pickle it."""
-    path, fs, leads = item
-    return transform(read_record(path, fs=fs, leads=leads))
+    path, fs, leads, units = item
+    arrays = {"units": units} if units != "mV" else {}
+    return transform(read_record(path, fs=fs, leads=leads, **arrays))
 
 
 def _companions(path: str) -> list[str]:
@@ -82,7 +84,8 @@ def record_cache(
     """The cache of ``items`` at ``spec``, cut or padded to ``seconds`` (built on first use,
     by one process when several run). Index columns: row, record (the id), path."""
     transform = Compose((*pipeline_for(spec, crop=False).transforms, CropPad(seconds)))
-    listing = json.dumps([[path, fs, leads] for path, fs, leads in items])
+    listing = json.dumps([[path, fs, leads, *[units] * (units != "mV")]  # mV: keyed as before
+                          for path, fs, leads, units in items])  # fmt: skip
     config = {
         "dataset": name,
         "source": str(source.resolve()),
@@ -214,7 +217,7 @@ def _cinc_records(
         raise ECGInputError(root, f"all {len(headers)} records were left out")
     ids = [p.relative_to(root).with_suffix("").as_posix() for p in kept]
     dx = dict(zip(ids, (header_dx(p) for p in kept), strict=True))
-    store = record_cache("cinc", root, [(str(p), None, None) for p in kept], ids, spec,
+    store = record_cache("cinc", root, [(str(p), None, None, "mV") for p in kept], ids, spec,
                          record_seconds(spec, seconds), cache_dir=cache_dir,
                          workers=workers)  # fmt: skip
     return store, [dx[str(record)] for record in store.index["record"]], len(headers) - len(kept)
@@ -361,10 +364,16 @@ def _table_items(csv: Path, table: pd.DataFrame) -> list[Item]:
     if (unnamed := (suffixes == ".npy") & leads.isna()).any():
         raise ECGInputError(csv, f".npy records carry no lead names: give them in a 'leads' "
                             f"column, e.g. \"I,II,V1\" ({_lines(unnamed)})")  # fmt: skip
+    units = table.get("units", pd.Series(None, table.index, dtype=object)).fillna("mV")
+    factors = [millivolts_per_unit(u, f"{csv}, line {row + 2}, 'units'")
+               for row, u in enumerate(units)]  # fmt: skip
+    if (stated := (np.array(factors) != 1.0) & ~suffixes.isin((".npy", ".csv"))).any():
+        raise ECGInputError(csv, f"'units' is for .npy/.csv records (other files state their "
+                            f"own) at {_lines(stated)}")  # fmt: skip
     return [
         (str(p), None if math.isnan(f) else float(f),
-         None if pd.isna(names) else tuple(re.split(r"[,\s]+", names.strip())))
-        for p, f, names in zip(paths, fs, leads, strict=True)
+         None if pd.isna(names) else tuple(re.split(r"[,\s]+", names.strip())), str(unit))
+        for p, f, names, unit in zip(paths, fs, leads, units, strict=True)
     ]  # fmt: skip
 
 
