@@ -132,6 +132,36 @@ def test_numpy_and_csv_readers(tmp_path: Path) -> None:
     np.testing.assert_allclose(headerless.signal, x, rtol=1e-5)
 
 
+def test_csv_layouts_spreadsheets_write(tmp_path: Path) -> None:
+    """Lines closed by a separator, semicolons with decimal commas (European spreadsheets) read
+    the same values; a header naming fewer columns than the rows hold is refused, not read
+    with every lead shifted one column (pandas would make the first column the index)."""
+    x = np.round(np.random.default_rng(2).normal(size=(3, 50)), 4)
+    names = ["I", "II", "V1"]
+
+    def write(name: str, header: str | None, sep: str = ",", end: str = "", comma: bool = False):
+        cells = [[f"{v:.4f}".replace(".", "," if comma else ".") for v in row] for row in x.T]
+        lines = ([header] if header is not None else []) + [sep.join(c) + end for c in cells]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return tmp_path / name
+
+    layouts = {
+        "closed": write("closed.csv", "I,II,V1,", end=","),
+        "closed rows": write("rows.csv", "I,II,V1", end=","),
+        "semicolons": write("semi.csv", "I;II;V1", sep=";", comma=True),
+        "semicolons, dots": write("dots.csv", "I;II;V1", sep=";"),
+    }
+    for layout, path in layouts.items():
+        record = read_record(path, fs=100)
+        assert record.leads == ("I", "II", "V1"), layout
+        np.testing.assert_allclose(record.signal, x, atol=1e-6, err_msg=layout)
+    headerless = read_record(write("bare.csv", None, sep=";", comma=True), fs=100, leads=names)
+    np.testing.assert_allclose(headerless.signal, x, atol=1e-6)
+    with pytest.raises(ECGInputError, match=r"short\.csv: the header names 2 columns but the "
+                       r"rows have 3 values"):  # fmt: skip
+        read_record(write("short.csv", "I,II"), fs=100)
+
+
 def test_file_type_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "x.scp").write_bytes(b"\x00" * 10)
     with pytest.raises(ECGInputError, match=r"x\.scp: unsupported file type '\.scp'; expected"):

@@ -387,14 +387,26 @@ def read_csv(
 
     path = Path(path)
     try:
-        first = path.open().readline()
-    except OSError as error:
+        with path.open() as file:
+            first, second = file.readline(), file.readline()
+    except (OSError, UnicodeDecodeError) as error:
         raise ECGInputError(path, f"cannot open ({error})") from error
-    has_header = not all(_is_number(field) for field in first.strip().split(","))
+    # Comma-separated, or semicolon-separated (European spreadsheets, decimal commas)
+    sep = ";" if ";" in first else ","
+    decimal = "," if sep == ";" and "," in second else "."
+    fields = [field.strip() for field in first.strip().split(sep)]
+    fields = fields[:-1] if fields[-1] == "" else fields  # a separator closing the line
+    has_header = not all(_is_number(field.replace(decimal, ".")) for field in fields)
+    width = len(second.strip().split(sep)) - second.rstrip().endswith(sep)
+    if has_header and second.strip() and width != len(fields):
+        raise ECGInputError(path, f"the header names {len(fields)} columns but the rows have "
+                            f"{width} values: every column needs a name")  # fmt: skip
     try:
-        frame = pd.read_csv(path, header=0 if has_header else None)
+        frame = pd.read_csv(path, header=0 if has_header else None, sep=sep, decimal=decimal,
+                            index_col=False)  # fmt: skip
     except Exception as error:
         raise ECGInputError(path, f"unreadable CSV ({error})") from error
+    frame = frame.iloc[:, : width or None]  # without the empty column a closing separator adds
     if has_header and str(frame.columns[0]).strip().lower() in ("time", "t", "sample", "index"):
         frame = frame.iloc[:, 1:]
     names = [str(c).strip() for c in frame.columns] if has_header else None
