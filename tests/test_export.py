@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -117,6 +118,33 @@ def test_a_persons_support_normalisation_is_exported_inside_the_graph(tmp_path: 
     assert np.abs(run_onnx(out, millivolts.numpy()) - expected).max() <= 1e-4
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["input_normalisation"] == {"mean": 0.25, "sd": 0.5}
+
+
+def test_predict_with_a_persons_model_z_scores_as_its_export(tmp_path: Path) -> None:
+    """`predict` and `embed` on a person's model folder apply its support.json z-scoring, so
+    they give what the exported graph gives on the same millivolt windows."""
+    from test_cli import ecgfoundry
+
+    from ecgfoundry.data.samples import sample_dir
+    from ecgfoundry.inference import load_inputs, prepare
+    from ecgfoundry.models import save_model
+
+    model = trained_like("net1d-tiny")
+    save_model(model, tmp_path / "mine")
+    (tmp_path / "mine" / "support.json").write_text(
+        json.dumps({"normalise": {"mean": 0.25, "sd": 0.5}}))  # fmt: skip
+    record = sample_dir() / "ptbxl" / "00010_lr.hea"
+    exported = ecgfoundry("export", tmp_path / "mine", "--out", tmp_path / "mine.onnx")
+    assert exported.returncode == 0, exported.stderr
+    predicted = ecgfoundry("predict", tmp_path / "mine", record, "--per-window", "--threshold",
+                           "none", "--out", tmp_path / "p.csv")  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    assert "z-scored with the person's support.json (mean 0.25 mV, sd 0.5 mV)" in predicted.stderr
+    windows = prepare(model, load_inputs(record)).windows  # millivolts, as a device feeds them
+    logits = run_onnx(tmp_path / "mine.onnx", windows)
+    table = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(table.filter(like="class").to_numpy(),
+                               1 / (1 + np.exp(-logits)), atol=1e-5)  # fmt: skip
 
 
 def test_a_broken_support_file_is_named(tmp_path: Path) -> None:

@@ -383,6 +383,7 @@ def _units(units: str) -> str:
 
 def _inputs(
     model: ECGModel,
+    name: str,
     source: Path,
     fs: float | None,
     leads: str | None,
@@ -391,6 +392,7 @@ def _inputs(
     missing_leads: MissingLeads,
 ) -> Inputs:
     from ecgfoundry import inference
+    from ecgfoundry.personalize import person_normalisation
 
     if no_preprocess and fs is None:  # the arrays are model inputs: at the model's rate
         fs = model.spec.fs
@@ -401,6 +403,12 @@ def _inputs(
     inputs = inference.prepare(
         model, records, preprocess=preprocess, missing_leads=missing_leads.value
     )
+    if preprocess and (normalise := person_normalisation(name)) is not None:
+        mean, sd = normalise  # a person's model z-scores with its support set, as export does
+        inputs = dataclasses.replace(inputs, windows=((inputs.windows - mean) / sd).astype(
+            inputs.windows.dtype))  # fmt: skip
+        print(f"note: inputs z-scored with the person's support.json (mean {mean:.4g} mV, "
+              f"sd {sd:.4g} mV)", file=sys.stderr)  # fmt: skip
     if inputs.repairs:
         shown = "".join(f"\n  {rid} ({'; '.join(done)})"
                         for rid, done in list(inputs.repairs.items())[:5])  # fmt: skip
@@ -428,7 +436,7 @@ def embed(
 
     inference.check_output(out, inference.EMBEDDING_FORMATS)
     network = _model(model)
-    inputs = _inputs(network, source, fs, leads, units, no_preprocess, missing_leads)
+    inputs = _inputs(network, model, source, fs, leads, units, no_preprocess, missing_leads)
     embeddings = inference.embed(network, inputs)
     path = inference.write_embeddings(out, embeddings, inputs.ids)
     typer.echo(f"{path}: {embeddings.shape[0]} records x {embeddings.shape[1]} features "
@@ -480,7 +488,7 @@ def predict(
     labels = inference.label_names(network)
     tabular = Path(out).suffix.lower() in (".csv", ".json")
     cut = _thresholds(network, threshold, aggregate.value, per_window, tabular)
-    inputs = _inputs(network, source, fs, leads, units, no_preprocess, missing_leads)
+    inputs = _inputs(network, model, source, fs, leads, units, no_preprocess, missing_leads)
     if per_window:
         probabilities = inference.predict_windows(network, inputs)
         named = None if cut is None else inference.decisions(probabilities, labels, cut)
