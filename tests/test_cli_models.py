@@ -144,3 +144,28 @@ def test_arrays_in_microvolts_with_units(tmp_path: Path) -> None:
     assert row["leads"] == list(record.leads)
     refused = ecgfoundry("data", "inspect", tmp_path / "uv.csv", "--fs", "100", "--units", "mv2")
     assert refused.returncode == 2 and "--units: unknown signal unit 'mv2'" in refused.stderr
+
+
+def test_a_record_the_model_cannot_take_is_left_out_of_a_folder(tmp_path: Path) -> None:
+    """In a folder, a record lacking leads the model needs is left out with a note naming it
+    (as an unreadable file is), and the rest are embedded; alone, it is refused."""
+    import shutil
+
+    import wfdb
+
+    for name in ("00010_lr", "00017_lr"):
+        for suffix in (".hea", ".dat"):
+            shutil.copy(sample_dir() / "ptbxl" / f"{name}{suffix}", tmp_path)
+    holter = np.sin(np.linspace(0, 200, 2500))[:, None] * [1.0, 0.5]
+    wfdb.wrsamp("holter", fs=250, units=["mV"] * 2, sig_name=["MLII", "V5"], p_signal=holter,
+                fmt=["16"] * 2, write_dir=str(tmp_path))  # fmt: skip
+    out = tmp_path / "e.npy"
+    result = ecgfoundry("embed", "ecgfoundry-cpc", tmp_path, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "note: left out" in result.stderr and "holter: leads" in result.stderr
+    assert "--missing-leads zero" in result.stderr  # how to include it anyway
+    ids = (tmp_path / "e.ids.txt").read_text().split()
+    assert [Path(i).name for i in ids] == ["00010_lr", "00017_lr"]
+    assert np.load(out).shape[0] == 2
+    alone = ecgfoundry("embed", "ecgfoundry-cpc", tmp_path / "holter.hea", "--out", out)
+    assert alone.returncode == 2 and "holter: leads" in alone.stderr

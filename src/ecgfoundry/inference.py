@@ -176,27 +176,39 @@ def prepare(
     """Cut records into model inputs with ``model_windows(record, model.spec,
     missing_leads=...)`` (``"zero"`` fills leads the model needs and a record lacks);
     ``preprocess=False`` takes each record's signal as one model input, as it is: it must
-    already have the model's sampling rate, number of leads and length (else refused)."""
+    already have the model's sampling rate, number of leads and length (else refused).
+
+    Of several records, one the model cannot take (a lead it needs is missing) is left out
+    with a note on stderr naming it and why; if none can be taken, the first refusal is
+    raised."""
     if not preprocess and missing_leads != "raise":
         raise UsageError("missing leads are filled while preprocessing: drop --no-preprocess "
                          "(preprocess=False) or --missing-leads (missing_leads)")  # fmt: skip
     spec = model.spec
-    windows, owner, ids, starts, repairs = [], [], [], [], {}
+    windows, owner, ids, starts, repairs, refused = [], [], [], [], {}, []
     for i, record in enumerate(records):
         record_id = record.source or f"record-{i}"
-        if preprocess:
-            cut, record = record_windows(record, spec, missing_leads)
-            starts.append(window_starts(record.n_samples, spec.samples) / spec.fs)
-        else:
-            _check_model_input(record, spec)
-            cut = record.signal[None]
-            starts.append(np.zeros(1))
+        try:
+            if preprocess:
+                cut, record = record_windows(record, spec, missing_leads)
+            else:
+                _check_model_input(record, spec)
+                cut = record.signal[None]
+        except ECGInputError as error:
+            refused.append(error)
+            continue
+        starts.append(window_starts(record.n_samples, spec.samples) / spec.fs
+                      if preprocess else np.zeros(1))  # fmt: skip
         done = [describe_repair(r) for r in record.metadata.get("repairs", [])]
         if done:
             repairs[record_id] = done
         windows.append(cut)
-        owner.extend([i] * len(cut))
+        owner.extend([len(ids)] * len(cut))
         ids.append(record_id)
+    if refused and not windows:
+        raise refused[0]
+    for error in refused:
+        print(f"note: left out {error}", file=sys.stderr)
     if not windows:
         raise UsageError("no ECG records to run on")
     shapes = {w.shape[1:] for w in windows}
