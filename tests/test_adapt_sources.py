@@ -177,6 +177,11 @@ def test_unreadable_table_records_are_skipped_and_listed(ptbxl_root, listing, ca
     assert [entry["record"] for entry in unreadable] == [frame.loc[0, "record"]]
     assert "truncated" in unreadable[0]["problem"]
     assert sum(data.description["records"].values()) == 11  # three patients: no test split
+    result = cli("finetune", "net1d-tiny", "--data", tmp_path / "t.csv", "--strategy", "scratch",
+                 "--epochs", "1", "--out", tmp_path / "run", "--cache-dir", cache_dir)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note: 1 record(s) could not be read and were left out" in result.stderr
+    assert f"{frame.loc[0, 'record']}: " in result.stderr  # named, with its problem
 
 
 def test_the_cache_command_builds_what_cinc_and_table_training_read(

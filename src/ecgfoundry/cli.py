@@ -736,6 +736,13 @@ def finetune(
         loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
         allow_overlap=allow_overlap,
     )  # fmt: skip
+    described = metrics["run"].get("data")
+    if left_out := (described.get("unreadable_records") if isinstance(described, dict) else []):
+        shown = "".join(f"\n  {e['record']}: {e['problem']}" for e in left_out[:5])
+        more = f"\n  and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        print(f"note: {len(left_out)} record(s) could not be read and were left out (all in "
+              f"metrics.json, run.data.unreadable_records):{shown}{more}",
+              file=sys.stderr)  # fmt: skip
     summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
                for split in ("val", "test") if split in metrics}  # fmt: skip
     _print_json({"splits": metrics["run"]["splits"], **summary})
