@@ -293,6 +293,9 @@ def test_recipes_yaml_overrides_and_epochs(tmp_path):
     assert recipe.stages[1].epochs == 7 and recipe.stages[0].train == "head"
     with pytest.raises(RecipeError, match="unknown recipe field 'learning_rate'"):
         recipe_for("finetune", config={"learning_rate": 1})
+    for epochs in (0, -3):  # the main stage would not train: an untrained head
+        with pytest.raises(RecipeError, match=rf"^epochs must be a whole number >= 1 .*{epochs}$"):
+            recipe_for("linear-probe", epochs=epochs)
     with pytest.raises(RecipeError, match="unknown strategy"):
         recipe_for("distill")
     (tmp_path / "bad.yaml").write_text("stages:\n  0: {optimizer: sgd}\n")

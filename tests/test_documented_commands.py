@@ -157,3 +157,10 @@ def test_the_demos_next_steps_exist_as_written() -> None:
 )
 def test_the_check_catches_a_wrong_command(line: str, problem: str) -> None:
     assert problem in (check(line) or "")
+
+
+def test_the_cli_help_names_every_strategy() -> None:
+    from ecgfoundry.adapt import STRATEGIES
+    from ecgfoundry.cli import STRATEGY_NAMES
+
+    assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)

@@ -154,7 +154,13 @@ def demo(
 
 
 RootOption = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
-CacheDirOption = Annotated[Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE.")]
+# The names of ecgfoundry.adapt.STRATEGIES (a test checks), for --help: importing them here
+# would load torch for every command.
+STRATEGY_NAMES = ("scratch", "linear-probe", "attention-probe", "finetune", "lp-ft", "post-train",
+                  "supervised")  # fmt: skip
+CacheDirOption = Annotated[
+    Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE, else ~/.cache/ecgfoundry.")
+]
 AllowOverlapOption = Annotated[
     bool, typer.Option(help="Run although evaluation records are in the model's manifest.")
 ]
@@ -696,7 +702,10 @@ def _named_folder(data: str, root: Path | None) -> tuple[str, Path | None]:
 def finetune(
     model: ModelArgument,
     strategy: Annotated[
-        str, typer.Option(help="Adaptation recipe: a name in ecgfoundry.adapt.STRATEGIES.")
+        str,
+        typer.Option(
+            help=f"Adaptation recipe: {', '.join(STRATEGY_NAMES)} (ecgfoundry.adapt.STRATEGIES)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists).")],
     data: Annotated[
