@@ -59,6 +59,19 @@ def test_unreadable_files(tmp_path: Path) -> None:
         read_model_folder(tmp_path)
 
 
+def test_a_run_folder_points_to_its_model(tmp_path: Path) -> None:
+    """Given a finetune run folder (its own config.json, the model in model/), the error names
+    the model folder to use."""
+    from ecgfoundry.models import create_model, save_model
+    from ecgfoundry.models.registry import resolve_model
+
+    save_model(create_model("net1d-tiny"), tmp_path / "run" / "model")
+    (tmp_path / "run" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"run: a run folder, not a model folder: its "
+                       r"model is .*run/model$"):  # fmt: skip
+        resolve_model(tmp_path / "run")
+
+
 def test_strict_loading_lists_every_mismatch() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     state = dict(model.state_dict())

@@ -273,6 +273,9 @@ def read_model_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, tor
     """The config.json content and the weights of a model folder, with clear errors."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    inner = folder / "model"
+    if not weights_path.is_file() and (inner / WEIGHTS_FILE).is_file():
+        raise CheckpointError(folder, f"a run folder, not a model folder: its model is {inner}")
     for path in (config_path, weights_path):
         if not path.is_file():
             raise CheckpointError(
