@@ -147,6 +147,22 @@ def test_predict_with_a_persons_model_z_scores_as_its_export(tmp_path: Path) -> 
                                1 / (1 + np.exp(-logits)), atol=1e-5)  # fmt: skip
 
 
+def test_a_finetuned_models_thresholds_travel_with_its_export(tmp_path: Path) -> None:
+    from ecgfoundry.inference import save_thresholds
+    from ecgfoundry.models import load_model, save_model
+
+    model = trained_like("net1d-tiny")
+    save_model(model, tmp_path / "mine")
+    labels = [f"class_{i}" for i in range(model.num_classes)]
+    save_thresholds(tmp_path / "mine", labels, np.linspace(0.2, 0.6, len(labels)),
+                    tuned_on="validation (fold 9)", aggregate="max")  # fmt: skip
+    report = export_onnx(load_model(tmp_path / "mine"), tmp_path / "mine.onnx")
+    saved = json.loads((tmp_path / "mine.json").read_text())["thresholds"]
+    assert saved == report["thresholds"] and saved["aggregate"] == "max"
+    assert list(saved["thresholds"]) == labels and saved["thresholds"][labels[0]] == 0.2
+    assert export_onnx(model, tmp_path / "plain.onnx")["thresholds"] is None
+
+
 def test_a_broken_support_file_is_named(tmp_path: Path) -> None:
     from ecgfoundry.models import save_model
 

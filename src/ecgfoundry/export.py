@@ -160,6 +160,7 @@ def export_onnx(
     _require_onnx()
     import torch
 
+    from ecgfoundry.inference import tuned_thresholds
     from ecgfoundry.nn.layers import Standardised
 
     out = Path(out)
@@ -196,6 +197,7 @@ def export_onnx(
         "fixed_length_layers": sum(hasattr(m, "fixed_length") for m in model.modules()),
         "input_normalisation": None if normalise is None else dict(zip(("mean", "sd"),
                                                                        normalise, strict=True)),
+        "thresholds": tuned_thresholds(model),  # finetune's, to name labels as predict does
     }  # fmt: skip
     if error > tolerance:
         raise ExportError(f"{out}: onnxruntime differs from PyTorch by {error:.2e} "
