@@ -169,3 +169,7 @@ def test_a_record_the_model_cannot_take_is_left_out_of_a_folder(tmp_path: Path) 
     assert np.load(out).shape[0] == 2
     alone = ecgfoundry("embed", "ecgfoundry-cpc", tmp_path / "holter.hea", "--out", out)
     assert alone.returncode == 2 and "holter: leads" in alone.stderr
+    named = ecgfoundry("embed", "ecgfoundry-cpc", tmp_path / "holter.hea", "--leads", "II,V5",
+                       "--missing-leads", "zero", "--out", out)  # fmt: skip
+    assert named.returncode == 0, named.stderr  # its own names kept: MLII is not taken for II
+    assert "holter.hea names its own leads (MLII, V5): --leads" in named.stderr

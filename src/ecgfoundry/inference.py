@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ecgfoundry.data.readers import find_records, read_numpy, read_record
-from ecgfoundry.data.record import ECGInputError, Record, describe_repair
+from ecgfoundry.data.record import ECGInputError, Record, canonical_leads, describe_repair
 from ecgfoundry.data.transforms import (
     MissingLeads,
     MissingLeadsError,
@@ -94,7 +94,11 @@ def load_inputs(
         if units == "mV" and preprocess:
             _note_implausible_millivolts(path, records)
         return records
-    return [read_record(path, fs=fs, leads=list(leads) if leads else None)]
+    record = read_record(path, fs=fs, leads=list(leads) if leads else None)
+    if leads and record.leads != canonical_leads(list(leads)):
+        print(f"note: {path} names its own leads ({', '.join(record.leads)}): --leads, for "
+              "files that name none, was not used", file=sys.stderr)  # fmt: skip
+    return [record]
 
 
 # Peak-to-peak amplitude (median over leads) above which values read as millivolts are
