@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,13 @@ from ecgfoundry.personalize import (
     evaluate,
     load_subjects,
     meta_train,
+    run_protocol,
     scorers,
     split_names,
     split_subject,
     summarise,
     train_global,
+    training_note,
 )
 from ecgfoundry.personalize.foundation import model_input, post_train, select_config
 from ecgfoundry.personalize.maml import (
@@ -248,6 +251,15 @@ def test_the_cli_meta_trains_and_adapts_to_a_person(tmp_path: Path) -> None:
     assert len(support["support_seconds"]) == 10 and support["normalise"]["sd"] > 0
     assert support["scored_from_seconds"] > max(support["support_seconds"])
     assert load_model(mine).spec.samples == 400
+    assert "note:" not in result.stderr  # a held-out person
+    trained = json.loads((run / "model" / "trained_on.json").read_text())
+    assert trained["train"] == split["meta-train"] and trained["val"] == split["meta-val"]
+    seen = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",
+                                    str(data), "--subject", split["meta-train"][0].split("/")[1],
+                                    "--shots", "5", "--out", str(tmp_path / "seen")])  # fmt: skip
+    assert seen.exit_code == 0, seen.output
+    assert f"note: {split['meta-train'][0]} is one of the training subjects of" in seen.stderr
+    assert f"held out from it: {', '.join(split['test'])}" in seen.stderr
     (tmp_path / "none.yaml").write_text("adapt_steps: 0\n")  # the config sets the adaptation
     unchanged = CliRunner().invoke(app, ["personalize", "adapt", str(run / "model"), "--data",
                                          str(data), "--subject", person, "--out",
@@ -413,3 +425,117 @@ def test_probabilities_come_in_batches_with_the_same_values() -> None:
     assert batched.shape == (1100,) and batched.dtype == np.float32
     np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-6)
     assert probabilities(model, x[:0]).shape == (0,)
+
+
+def write_unannotated(folder: Path, records: int = 2) -> Path:
+    """WFDB records without annotation files (as PTB-XL's)."""
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(records):
+        signal = np.sin(np.arange(1000) / 10.0)[:, None]
+        wfdb.wrsamp(f"r{i}", fs=100, units=["mV"], sig_name=["II"], p_signal=signal,
+                    fmt=["16"], write_dir=str(folder))  # fmt: skip
+    return folder
+
+
+def refused(arguments: list[str], match: str) -> None:
+    """The CLI stops with one reported line (`error: ...`, exit status 2) matching ``match``."""
+    from ecgfoundry.errors import ReportedError
+
+    result = CliRunner().invoke(app, ["personalize", *arguments])
+    assert isinstance(result.exception, ReportedError), result.output
+    assert re.search(match, str(result.exception)), str(result.exception)
+
+
+def test_adapt_names_the_model_it_takes_and_why_this_one_does_not_fit(tmp_path: Path) -> None:
+    from ecgfoundry.models import create_model, save_model
+
+    data = tmp_path / "people"  # never read: the model is refused first
+    twelve = save_model(create_model("net1d-tiny", num_classes=5), tmp_path / "twelve")
+    takes = r"adapt takes a one-lead model with one output \(P\(VA\)\), as `personalize meta-train`"
+    for model, problem in [("ecgfoundry-cpc", "a 12-lead model with no output head"),
+                           (str(twelve), "a 12-lead model with 5 outputs"),
+                           ("net1d-tiny", "a registry architecture without trained weights"),
+                           (str(tmp_path / "nothing"), "no such model folder")]:  # fmt: skip
+        refused(["adapt", model, "--data", str(data), "--subject", "p0", "--out",
+                 str(tmp_path / "x")], f"{re.escape(model)}: {problem}.*; {takes}")  # fmt: skip
+    help_text = CliRunner().invoke(app, ["personalize", "adapt", "--help"]).output
+    assert "registry name" not in help_text and "meta-train" in help_text
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_missing_or_invalid_config_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("epochs: [1\n")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    data = write_wfdb_people(tmp_path / "people", people=2, seconds=150)
+    for name, problem in [("missing.yaml", "no such file"),
+                          ("bad.yaml", "not valid YAML at line 2, column 1"),
+                          ("list.yaml", "expected a mapping of MAMLConfig fields")]:  # fmt: skip
+        config = tmp_path / name
+        refused(["meta-train", "--data", str(data), "--out", str(tmp_path / "run"), "--config",
+                 str(config)], f"--config {re.escape(str(config))}: {problem}")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_checks_its_arguments_before_any_work(tmp_path: Path) -> None:
+    data = write_wfdb_people(tmp_path / "people", people=2, seconds=150)
+    runs = tmp_path / "runs"
+    common = ["evaluate", "--data", str(data), "--runs", str(runs), "--out", str(tmp_path / "z")]
+    refused([*common, "--shots", "a,b"], r"^--shots a,b: expected whole numbers")
+    refused([*common, "--shots", "0"], r"^--shots 0: at least one support window per class")
+    refused([*common, "--shots", "5,-1"], r"^--shots 5,-1: at least one support window")
+    refused([*common, "--backbone", "nonet"], r"^backbone nonet: not a registry preset")
+    refused([*common, "--foundation", str(tmp_path / "nofm")], "nofm: neither a model folder")
+    refused([*common, "--data", str(tmp_path / "nodir")], "nodir: no such folder")
+    assert not runs.exists()  # nothing trained
+    with pytest.raises(UsageError, match=r"shots=0: at least one support window"):
+        run_protocol([data], runs, shots=[0])
+    refused(["adapt", str(tmp_path / "m"), "--data", str(data), "--subject", "p0", "--out",
+             str(tmp_path / "x"), "--shots", "0"], r"^--shots 0: at least one")  # fmt: skip
+
+
+def test_meta_training_refuses_folders_without_usable_people_before_writing(
+    tmp_path: Path,
+) -> None:
+    unannotated, empty = write_unannotated(tmp_path / "ptbxl"), write_unannotated(tmp_path / "e", 0)
+    for folder, problem in [(unannotated, "no record gives windows .*rhythm or episode "
+                             "annotations.*all 2 left out, e.g. r0: .*annotation file not found"),
+                            (tmp_path / "nodir", "no such folder"),
+                            (empty, "no WFDB records")]:  # fmt: skip
+        refused(["meta-train", "--data", str(folder), "--out", str(tmp_path / "run")],
+                f"^{re.escape(str(folder))}: {problem}")  # fmt: skip
+        refused(["evaluate", "--data", str(folder), "--runs", str(tmp_path / "run"), "--out",
+                 str(tmp_path / "z.json")], f"^{re.escape(str(folder))}: {problem}")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+    no_va = dataclasses.replace(synthetic("calm", 0), y=np.zeros(90, dtype=np.int64))
+    with pytest.raises(UsageError, match=r"no meta-training subject has 2 VA and 2 other windows "
+                       r"\(subjects: calm\)"):  # fmt: skip
+        meta_train(backbone("net1d-tiny", fs=FS, seconds=SECONDS), [no_va], [], MAMLConfig(),
+                   tmp_path / "run")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_adapt_names_a_data_folder_without_people(tmp_path: Path) -> None:
+    from ecgfoundry.models import save_model
+
+    model = save_model(backbone("net1d-tiny"), tmp_path / "model")
+    unannotated = write_unannotated(tmp_path / "ptbxl")
+    for folder, problem in [(tmp_path / "nodir", "no such folder"),
+                            (unannotated, "no record gives windows")]:  # fmt: skip
+        refused(["adapt", str(model), "--data", str(folder), "--subject", "418", "--out",
+                 str(tmp_path / "x")], f"^{re.escape(str(folder))}: {problem}")  # fmt: skip
+
+
+def test_an_older_meta_training_run_still_tells_its_subjects(tmp_path: Path) -> None:
+    """A run meta-trained before models recorded trained_on.json: its personalize.json."""
+    from ecgfoundry.models import save_model
+
+    model = save_model(backbone("net1d-tiny"), tmp_path / "run" / "model")
+    (tmp_path / "run" / "personalize.json").write_text(
+        json.dumps({"meta_train": ["vfdb/418"], "meta_val": ["vfdb/423"]})
+    )
+    assert "vfdb/418 is one of the training subjects" in training_note(model, "vfdb/418")
+    assert "vfdb/423 is one of the validation subjects" in training_note(model, "vfdb/423")
+    assert training_note(model, "vfdb/425") is None
+    assert training_note(save_model(backbone("net1d-tiny"), tmp_path / "bare"), "vfdb/418") is None

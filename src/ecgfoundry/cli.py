@@ -852,19 +852,6 @@ MAMLConfigOption = Annotated[
 ]  # fmt: skip
 
 
-def _maml_config(path: Path | None) -> Any:
-    from ecgfoundry.personalize import MAMLConfig
-
-    if path is None:
-        return MAMLConfig()
-    import yaml
-
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise UsageError(f"--config {path}: expected a mapping of MAMLConfig fields")
-    return MAMLConfig.from_dict(values, source=f"--config {path}")
-
-
 @personalize_app.command("meta-train")
 def personalize_meta_train(
     data: DataFolders,
@@ -889,10 +876,10 @@ def personalize_meta_train(
     by --seed into meta-train / meta-val / test; the test subjects are recorded, never seen)."""
     from ecgfoundry import personalize as P
 
+    settings = P.MAMLConfig.from_yaml(config, source=f"--config {config}")
     subjects, problems = P.load_subjects(data)
     parts = P.split_subjects(subjects, seed)
     by_name = {s.name: s for s in subjects}
-    settings = _maml_config(config)
     if first_order is not None:
         settings = dataclasses.replace(settings, first_order=first_order)
     if not curriculum:
@@ -911,9 +898,15 @@ def personalize_meta_train(
 
 @personalize_app.command("adapt")
 def personalize_adapt(
-    model: ModelArgument,
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A meta-trained model: RUN/model of `personalize meta-train` (any "
+            "model folder or hf-hub:ORG/REPO with one input lead and one output)."
+        ),
+    ],
     data: Annotated[Path, typer.Option("--data", help="The WFDB folder holding the person.")],
-    subject: Annotated[str, typer.Option(help="The person: a record name (e.g. 418).")],
+    subject: Annotated[str, typer.Option(help="The person: a record name (e.g. 425).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the person's model.")],
     shots: Annotated[int, typer.Option(help="Support windows per class: the earliest.")] = 10,
     pre_finetune: Annotated[bool, typer.Option(help="MetaVA's pre-fine-tuning first.")] = True,
@@ -924,17 +917,22 @@ def personalize_adapt(
     rates from --config: adapt_steps, inner_lr, pre_finetune_steps, pre_finetune_lr); writes
     the person's model and support.json (its windows and the normalisation to apply)."""
     from ecgfoundry import personalize as P
-    from ecgfoundry.models import load_model
     from ecgfoundry.personalize.maml import personalise_split
 
-    subjects, _ = P.load_subjects([data])
+    P.check_shots([shots], "--shots")
+    settings = P.MAMLConfig.from_yaml(config, source=f"--config {config}")
+    initial = P.adaptable_model(model)
+    spec = initial.spec
+    subjects, _ = P.load_subjects([data], seconds=spec.seconds, fs=spec.fs)
     found = [s for s in subjects if s.name.split("/", 1)[1] == subject or s.name == subject]
     if not found:
         names = ", ".join(s.name.split("/", 1)[1] for s in subjects)
         raise UsageError(f"--subject {subject}: not in {data} (subjects: {names})")
     person = found[0]
+    if note := P.training_note(model, person.name):
+        typer.echo(f"note: {note}", err=True)
     split = P.split_subject(person, shots, "leak-free")
-    mine = personalise_split(load_model(model), person, split, _maml_config(config), pre_finetune)
+    mine = personalise_split(initial, person, split, settings, pre_finetune)
     support = P.save_person(mine, person, split, out, pre_finetune=pre_finetune)
     if as_json:
         _print_json(support | {"model": str(out)})
@@ -972,10 +970,12 @@ def personalize_evaluate(
     from ecgfoundry import personalize as P
     from ecgfoundry.atomic import atomic_write_text
 
+    counts = P.parse_shots(shots, "--shots")
+    settings = P.MAMLConfig.from_yaml(config, source=f"--config {config}")
     fm = None if foundation == "none" else P.FoundationConfig(model=foundation)
-    result = P.run_protocol(data, runs, backbone_name=backbone, seed=seed,
-                            shots=[int(k) for k in shots.split(",")], config=_maml_config(config),
-                            foundation=fm, log=lambda line: typer.echo(line, err=True))  # fmt: skip
+    result = P.run_protocol(data, runs, backbone_name=backbone, seed=seed, shots=counts,
+                            config=settings, foundation=fm,
+                            log=lambda line: typer.echo(line, err=True))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=1))
     if as_json:

@@ -4,10 +4,18 @@ protocols, MAML with curriculum learning and pre-fine-tuning, baselines, evaluat
 from ecgfoundry.personalize.data import Subject, load_subjects
 from ecgfoundry.personalize.foundation import FoundationConfig
 from ecgfoundry.personalize.maml import Curriculum, MAMLConfig
-from ecgfoundry.personalize.protocol import PROTOCOLS, SubjectSkipped, split_names, split_subject
+from ecgfoundry.personalize.protocol import (
+    PROTOCOLS,
+    SubjectSkipped,
+    check_shots,
+    parse_shots,
+    split_names,
+    split_subject,
+)
 from ecgfoundry.personalize.run import (
     METHODS,
     REFERENCE,
+    adaptable_model,
     backbone,
     evaluate,
     meta_train,
@@ -19,6 +27,7 @@ from ecgfoundry.personalize.run import (
     summarise,
     summary_markdown,
     train_global,
+    training_note,
 )
 
 __all__ = [
@@ -30,10 +39,13 @@ __all__ = [
     "MAMLConfig",
     "Subject",
     "SubjectSkipped",
+    "adaptable_model",
     "backbone",
+    "check_shots",
     "evaluate",
     "load_subjects",
     "meta_train",
+    "parse_shots",
     "person_normalisation",
     "run_protocol",
     "save_person",
@@ -44,4 +56,5 @@ __all__ = [
     "summarise",
     "summary_markdown",
     "train_global",
+    "training_note",
 ]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgfoundry.data.arrhythmia import WindowSet, load_windows
+from ecgfoundry.data.arrhythmia import WindowSet, load_windows, record_names
+from ecgfoundry.data.record import ECGInputError
 
 RECORD_SPAN = 1e7  # seconds reserved per record on a subject's time axis (> any recording)
 
@@ -73,16 +74,44 @@ def load_subjects(
     """Every subject of every source folder (its name is the dataset: ``mitdb``, ``vfdb``,
     ``cudb``, ...), and the records left out with the reason (``dataset/record``: unreadable,
     no such lead, shorter than a window). Defaults are MetaVA's: 2-s windows of one lead at
-    200 Hz, 2-s stride, VA windows also every 0.1 s."""
+    200 Hz, 2-s stride, VA windows also every 0.1 s.
+
+    A source that is not a folder, or that gives no subject (no WFDB records, or none with
+    annotations to window, e.g. PTB-XL's), is an :class:`ECGInputError` naming it and why."""
     subjects: list[Subject] = []
     problems: dict[str, str] = {}
     for source in sources:
+        check_folder(source)
         windows = load_windows(source, seconds=seconds, stride=stride, va_stride=va_stride,
                                fs=fs, lead=lead)  # fmt: skip
-        problems |= {f"{windows.dataset}/{k}": v
-                     for k, v in {**windows.unreadable, **windows.skipped}.items()}  # fmt: skip
-        subjects += subjects_from(windows)
+        left_out = {**windows.unreadable, **windows.skipped}
+        found = subjects_from(windows)
+        if not found:
+            raise ECGInputError(source, _nothing_usable(left_out))
+        problems |= {f"{windows.dataset}/{k}": v for k, v in left_out.items()}
+        subjects += found
     return subjects, problems
 
 
-__all__ = ["Subject", "load_subjects", "subjects_from"]
+def check_folder(source: str | Path) -> Path:
+    """``source`` as a folder of WFDB records, or an :class:`ECGInputError` saying why not."""
+    path = Path(source)
+    if not path.exists():
+        raise ECGInputError(path, "no such folder")
+    if not path.is_dir():
+        raise ECGInputError(path, "not a folder (--data takes a folder of WFDB records)")
+    if not record_names(path):
+        raise ECGInputError(path, "no WFDB records (no .hea files, no RECORDS list)")
+    return path
+
+
+def _nothing_usable(left_out: dict[str, str]) -> str:
+    why = "".join(f": all {len(left_out)} left out, e.g. {name}: {problem}"
+                  for name, problem in list(left_out.items())[:1])  # fmt: skip
+    return (
+        "no record gives windows (personalisation needs WFDB records with rhythm or episode "
+        f"annotations: an .atr file with (VT, (VF, (N ... or [ ] markers){why}"
+    )
+
+
+__all__ = ["Subject", "check_folder", "load_subjects", "subjects_from"]

@@ -69,16 +69,32 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
 )
 
 
+def model_input_slot(spec: InputSpec) -> int:
+    """Where a subject's one lead goes among the leads of ``spec`` (lead II, or the only
+    lead), or a :class:`UsageError`."""
+    if SUBJECT_LEAD in spec.leads:
+        return spec.leads.index(SUBJECT_LEAD)
+    if len(spec.leads) == 1:
+        return 0
+    raise UsageError(f"the model's leads {list(spec.leads)} have no lead {SUBJECT_LEAD} "
+                     "to place the subject's one lead in")  # fmt: skip
+
+
+def check_foundation(config: FoundationConfig) -> ECGModel:
+    """The pretrained model of ``config`` if it can be post-trained on a subject's windows
+    (it loads; it has lead II or a single lead), else a :class:`UsageError` naming it."""
+    pretrained = resolve_model(config.model)
+    try:
+        model_input_slot(pretrained.spec)
+    except UsageError as error:
+        raise UsageError(f"foundation model {config.model}: {error}") from None
+    return pretrained
+
+
 def model_input(subject: Subject, split: Split, index: np.ndarray, spec: InputSpec) -> Tensor:
     """Windows ``index`` of ``subject`` as inputs [n, leads, samples] of a model with ``spec``
     (see the module doc)."""
-    if SUBJECT_LEAD in spec.leads:
-        slot = spec.leads.index(SUBJECT_LEAD)
-    elif len(spec.leads) == 1:
-        slot = 0
-    else:
-        raise UsageError(f"the model's leads {list(spec.leads)} have no lead {SUBJECT_LEAD} "
-                         "to place the subject's one lead in")  # fmt: skip
+    slot = model_input_slot(spec)
     x = subject.x[index, 0] - split.mean
     if spec.normalisation != "none":
         x = x / split.sd
@@ -179,5 +195,5 @@ def select_config(
     return dataclasses.replace(base, **candidates[best]), table
 
 
-__all__ = ["CANDIDATES", "FoundationConfig", "FoundationScorer", "model_input", "post_train",
-           "select_config"]  # fmt: skip
+__all__ = ["CANDIDATES", "FoundationConfig", "FoundationScorer", "check_foundation", "model_input",
+           "model_input_slot", "post_train", "select_config"]  # fmt: skip

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,33 @@ class MAMLConfig:
         if isinstance(values.get("curriculum"), dict):
             values["curriculum"] = Curriculum(**values["curriculum"])
         return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, source: str | None = None) -> MAMLConfig:
+        """From a YAML file of field names (None: the defaults); a missing or unreadable file,
+        invalid YAML, or a field it cannot take is a :class:`UsageError` naming the file."""
+        if path is None:
+            return cls()
+        import yaml
+
+        source = source or str(path)
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise UsageError(f"{source}: no such file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"{source}: cannot be read ({error})") from None
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise UsageError(f"{source}: not valid YAML{at}: {problem}") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"{source}: expected a mapping of MAMLConfig fields (name: value)")
+        try:
+            return cls.from_dict(values, source=source)
+        except TypeError as error:  # e.g. curriculum: {begin: 0.3}
+            raise UsageError(f"{source}: {error}") from None
 
 
 def loss_of(model: nn.Module, params: Params, buffers: Params, x: Tensor, y: Tensor) -> Tensor:

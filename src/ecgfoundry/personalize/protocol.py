@@ -52,6 +52,32 @@ def _stats(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std()) or 1.0
 
 
+def check_shots(shots: Sequence[int], name: str = "shots") -> list[int]:
+    """``shots`` (support windows per class), or a :class:`UsageError` naming ``name``: at
+    least one count, each at least 1."""
+    shots = list(shots)
+    if not shots or any(not isinstance(k, int | np.integer) or k < 1 for k in shots):
+        text = ",".join(str(k) for k in shots)
+        raise UsageError(f"{_named(name, text)}: at least one support window per class is needed "
+                         "(whole numbers >= 1)")  # fmt: skip
+    return [int(k) for k in shots]
+
+
+def parse_shots(text: str, name: str = "--shots") -> list[int]:
+    """Comma-separated shot counts (``"1,5,10"``), checked by :func:`check_shots`."""
+    try:
+        shots = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{_named(name, text)}: expected whole numbers separated by commas, "
+                         "e.g. 1,5,10") from None  # fmt: skip
+    return check_shots(shots, name)
+
+
+def _named(name: str, value: str) -> str:
+    """``--shots 0`` for an option, ``shots=0`` for an argument."""
+    return f"{name} {value}" if name.startswith("--") else f"{name}={value}"
+
+
 def split_subject(
     subject: Subject,
     shots: int,
@@ -62,8 +88,7 @@ def split_subject(
     """The support and test windows of one subject (raises :class:`SubjectSkipped`)."""
     if protocol not in PROTOCOLS:
         raise UsageError(f"protocol {protocol!r}: not one of {', '.join(PROTOCOLS)}")
-    if shots < 1:
-        raise UsageError(f"shots={shots}: at least one support window per class is needed")
+    check_shots([shots])
     for label, name in enumerate(CLASS_NAMES):
         count = int((subject.y == label).sum())
         if count < shots + 1:
@@ -105,5 +130,5 @@ def split_names(
             "meta-train": sorted(order[n_test + n_val:])}  # fmt: skip
 
 
-__all__ = ["PROTOCOLS", "Protocol", "Split", "SubjectSkipped", "normalised", "split_names",
-           "split_subject"]  # fmt: skip
+__all__ = ["PROTOCOLS", "Protocol", "Split", "SubjectSkipped", "check_shots", "normalised",
+           "parse_shots", "split_names", "split_subject"]  # fmt: skip

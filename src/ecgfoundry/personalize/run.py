@@ -37,11 +37,17 @@ from ecgfoundry.engine.engine import Engine, TrainingError
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.run_dir import JsonlLog, claim_run_dir
 from ecgfoundry.errors import UsageError
-from ecgfoundry.models import create_model, save_model
+from ecgfoundry.models import create_model, load_model, save_model
+from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import model_fingerprint
-from ecgfoundry.models.registry import model_folder
+from ecgfoundry.models.registry import HUB_PREFIX, model_folder, model_names
 from ecgfoundry.personalize.data import Subject, load_subjects
-from ecgfoundry.personalize.foundation import FoundationConfig, FoundationScorer, select_config
+from ecgfoundry.personalize.foundation import (
+    FoundationConfig,
+    FoundationScorer,
+    check_foundation,
+    select_config,
+)
 from ecgfoundry.personalize.maml import (
     Curriculum,
     MAMLConfig,
@@ -52,8 +58,10 @@ from ecgfoundry.personalize.maml import (
     probabilities,
 )
 from ecgfoundry.personalize.protocol import (
+    PROTOCOLS,
     Split,
     SubjectSkipped,
+    check_shots,
     normalised,
     split_names,
     split_subject,
@@ -65,6 +73,8 @@ METHODS = ("global", "global-finetune", "scratch", "maml", "maml-curriculum",
            "foundation-post-train")  # fmt: skip
 REFERENCE = "maml-curriculum-prefinetune"
 RUN_FORMAT = 1
+# Written into a trained model's folder: the subjects whose windows trained it or chose it.
+TRAINED_ON = "trained_on.json"
 # Which meta-training each MAML method adapts from: (first order, curriculum).
 META_RUNS = {"maml": (False, False), "maml-curriculum": (False, True),
              "fomaml-curriculum-prefinetune": (True, True)}  # fmt: skip
@@ -79,6 +89,9 @@ def backbone(
 ) -> nn.Module:
     """A one-lead, one-output model of the zoo for ``seconds`` windows at ``fs`` (the lead is
     called II: MLII and vfdb's/CUDB's ECG lead). ``overrides`` set other config fields."""
+    if name not in model_names():
+        raise UsageError(f"backbone {name}: not a registry preset (known: "
+                         f"{', '.join(model_names())})")  # fmt: skip
     torch.manual_seed(seed)
     spec = InputSpec(fs=fs, seconds=seconds, leads=("II",), normalisation="none")
     if name.startswith("net1d"):
@@ -114,7 +127,7 @@ def meta_train(
     folder of another configuration is refused); writes ``out/model`` and
     ``out/personalize.json`` (settings, subjects, difficulties)."""
     out = Path(out)
-    usable = [s for s in train if s.counts["va"] >= 2 and s.counts["other"] >= 2]
+    usable = meta_training_subjects(train)
     _claim(out, "meta-train", model, seed, config=config.to_dict(),
            train=[s.name for s in train], val=[s.name for s in val])  # fmt: skip
     x, _ = _all_windows(usable)
@@ -134,7 +147,28 @@ def meta_train(
                "difficulty": None if scores is None else
                {usable[i].name: float(scores[i]) for i in order}}  # fmt: skip
     atomic_write_text(out / "personalize.json", json.dumps(summary, indent=1))
+    _record_subjects(out / "model", "meta-train", usable, val)
     return model
+
+
+def meta_training_subjects(train: Sequence[Subject]) -> list[Subject]:
+    """The subjects meta-training can draw episodes from (at least 2 VA and 2 other windows),
+    or a :class:`UsageError` when there are none."""
+    usable = [s for s in train if s.counts["va"] >= 2 and s.counts["other"] >= 2]
+    if not usable:
+        names = ", ".join(s.name for s in train[:5]) + (", ..." if len(train) > 5 else "")
+        raise UsageError(f"no meta-training subject has 2 VA and 2 other windows (subjects: "
+                         f"{names or 'none'}); meta-training needs people with VA episodes "
+                         "(VT, VFL, VF) and windows without")  # fmt: skip
+    return usable
+
+
+def _record_subjects(folder: Path, run: str, train: Sequence[Subject],
+                     val: Sequence[Subject]) -> None:  # fmt: skip
+    """Write which subjects trained the model in ``folder`` and which chose its checkpoint
+    (so that ``personalize adapt`` can tell a person the model has already seen)."""
+    record = {"run": run, "train": [s.name for s in train], "val": [s.name for s in val]}
+    atomic_write_text(folder / TRAINED_ON, json.dumps(record, indent=1))
 
 
 class WindowObjective:
@@ -186,6 +220,7 @@ def train_global(
     Engine(out, seed=seed, precision="fp32", log=JsonlLog(out / "log.jsonl"),
            progress_bar=False).fit(WindowObjective(model, x, y, val, epochs, seed))  # fmt: skip
     save_model(model, out / "model")
+    _record_subjects(out / "model", "global", train, val)
     return model
 
 
@@ -348,6 +383,63 @@ def save_person(model: nn.Module, subject: Subject, split: Split, out: str | Pat
     return support
 
 
+ADAPTABLE = (
+    "a one-lead model with one output (P(VA)), as `personalize meta-train` writes (RUN/model)"
+)
+
+
+def adaptable_model(name: str | Path) -> ECGModel:
+    """The model ``name`` (a folder or ``hf-hub:ORG/REPO``) if a person's windows can adapt
+    it: one input lead, one output; else a :class:`UsageError` saying what it is instead.
+    A registry name stands for its bundled weights, and is refused without them."""
+    text = str(name)
+    if not text.startswith(HUB_PREFIX) and model_folder(text) is None:
+        if text in model_names():
+            raise UsageError(f"{text}: a registry architecture without trained weights (random "
+                             f"ones would adapt to nothing); adapt takes {ADAPTABLE}")  # fmt: skip
+        raise UsageError(f"{text}: no such model folder; adapt takes {ADAPTABLE}")
+    model = load_model(text)
+    leads, outputs = len(model.spec.leads), model.num_classes
+    if leads != 1 or outputs != 1:
+        what = f"{outputs} outputs" if outputs else "no output head (an embedding model)"
+        raise UsageError(f"{text}: a {leads}-lead model with {what}; adapt takes {ADAPTABLE}")
+    return model
+
+
+def training_note(model: str | Path, subject: str) -> str | None:
+    """A note when ``subject`` helped train the model folder ``model`` (its trained_on.json,
+    or for an older meta-training its run's personalize.json), else None: its windows are not
+    new to the model, so the person's model looks better on them than on a new person."""
+    folder = model_folder(model)
+    if folder is None:
+        return None
+    record, roles = folder / TRAINED_ON, {"train": "training", "val": "validation"}
+    if not record.is_file():
+        record, roles = folder.parent / "personalize.json", {"meta_train": "training",
+                                                             "meta_val": "validation"}  # fmt: skip
+        if folder.name != "model" or not record.is_file():
+            return None
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    role = next((r for key, r in roles.items() if subject in saved.get(key, [])), None)
+    if role is None:
+        return None
+    held_out = ""
+    parts = folder.parent / "subjects.json"
+    if parts.is_file():
+        try:
+            test = json.loads(parts.read_text())["subjects"]["test"]
+            held_out = f"; held out from it: {', '.join(test)}"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return (
+        f"{subject} is one of the {role} subjects of {model} ({record}): its windows are not "
+        f"new to the model, so its scores will look better than on a new person{held_out}"
+    )
+
+
 def person_normalisation(model: str | Path) -> tuple[float, float] | None:
     """The (mean, sd) a person's model folder z-scores its inputs with (its support.json), or
     None for a model without one."""
@@ -411,13 +503,27 @@ def run_protocol(
     summary (:func:`summarise`) and the per-subject rows."""
     start = time.perf_counter()
     config = config or MAMLConfig()
+    # Every argument is checked before the data is loaded and anything trained.
+    shots = check_shots(shots)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
+        raise UsageError(f"protocols {list(protocols)}: each one of {', '.join(PROTOCOLS)}")
+
+    def architecture() -> nn.Module:
+        return backbone(backbone_name, seed=seed)
+
+    architecture()
+    if foundation is not None:
+        check_foundation(foundation)
     subjects, problems = load_subjects(data)
     by_name = {s.name: s for s in subjects}
     parts = split_subjects(subjects, seed)
     train, val, test = ([by_name[n] for n in parts[k]] for k in ("meta-train", "meta-val", "test"))
-
-    def architecture() -> nn.Module:
-        return backbone(backbone_name, seed=seed)
+    meta_training_subjects(train)
+    if not test:
+        raise UsageError(f"{', '.join(str(p) for p in data)}: no test subjects (subjects with VA "
+                         f"windows: {sum(s.counts['va'] > 0 for s in subjects)}; the test share "
+                         "is 30 % of them)")  # fmt: skip
 
     models = {"global": train_global(architecture(), train, val, Path(runs) / "global",
                                      epochs=config.global_epochs, seed=seed)}  # fmt: skip
@@ -452,9 +558,11 @@ def run_protocol(
 __all__ = [
     "METHODS",
     "REFERENCE",
+    "adaptable_model",
     "backbone",
     "evaluate",
     "meta_train",
+    "meta_training_subjects",
     "per_subject_markdown",
     "person_normalisation",
     "run_protocol",
@@ -464,4 +572,5 @@ __all__ = [
     "summarise",
     "summary_markdown",
     "train_global",
+    "training_note",
 ]
