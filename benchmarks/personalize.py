@@ -21,7 +21,13 @@ from pathlib import Path
 import torch
 
 from ecgfoundry.atomic import atomic_write_text
-from ecgfoundry.personalize import FoundationConfig, MAMLConfig, run_protocol, summary_markdown
+from ecgfoundry.personalize import (
+    FoundationConfig,
+    MAMLConfig,
+    parse_shots,
+    run_protocol,
+    summary_markdown,
+)
 from ecgfoundry.personalize.run import per_subject_markdown
 
 
@@ -57,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(1)
     config = MAMLConfig() if args.epochs is None else MAMLConfig(epochs=args.epochs)
     result = run_protocol(args.data, args.runs, backbone_name=args.backbone, seed=args.seed,
-                          shots=[int(k) for k in args.shots.split(",")], config=config,
+                          shots=parse_shots(args.shots), config=config,
                           foundation=None if args.foundation == "none" else
                           FoundationConfig(model=args.foundation),
                           log=lambda line: print(line, flush=True))  # fmt: skip
