@@ -160,6 +160,12 @@ def test_csv_layouts_spreadsheets_write(tmp_path: Path) -> None:
     with pytest.raises(ECGInputError, match=r"short\.csv: the header names 2 columns but the "
                        r"rows have 3 values"):  # fmt: skip
         read_record(write("short.csv", "I,II"), fs=100)
+    text = (tmp_path / "semi.csv").read_text().splitlines()
+    (tmp_path / "odd.csv").write_text("\n".join([text[0], "", "0;0;0", "0,1;0,2;", *text[1:]]))
+    odd = read_record(tmp_path / "odd.csv", fs=100)  # a blank line, zeros, one empty value
+    np.testing.assert_allclose(odd.signal[:, 2:], x, atol=1e-6)
+    np.testing.assert_allclose(odd.signal[:2, :2], [[0, 0.1], [0, 0.2]], atol=1e-6)
+    assert odd.signal[2, 1] == pytest.approx(x[2, 0] / 2, abs=1e-6)  # interpolated gap
 
 
 def test_file_type_errors_name_the_file(tmp_path: Path) -> None:

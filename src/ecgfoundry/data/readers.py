@@ -372,13 +372,51 @@ def _is_number(text: str) -> bool:
     return True
 
 
+CSV_SNIFF_LINES = 20  # non-blank lines read to tell the layout
+
+
+def _csv_layout(path: Path) -> tuple[str, str, list[str] | None, int]:
+    """(separator, decimal mark, header names or None, values per row) of a CSV: comma- or
+    semicolon-separated (European spreadsheets, where values may have decimal commas), lines
+    perhaps closed by a separator; read from its first non-blank lines."""
+    import csv
+    import itertools
+
+    try:
+        with path.open(newline="") as file:
+            lines = list(itertools.islice((t for t in file if t.strip()), CSV_SNIFF_LINES + 1))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ECGInputError(path, f"cannot open ({error})") from error
+    if not lines:
+        raise ECGInputError(path, "empty CSV")
+    unquoted = [re.sub(r'"[^"]*"', "", line) for line in lines]
+    sep = ";" if any(";" in line for line in unquoted) else ","
+    decimal = "," if sep == ";" and any("," in line for line in unquoted[1:]) else "."
+    first, *rows = (
+        [field.strip() for field in fields] for fields in csv.reader(lines, delimiter=sep)
+    )
+    numeric = all(_is_number(f.replace(decimal, ".")) for f in first if f)
+    data = rows if not numeric else [first, *rows]
+    closed = bool(data) and all(len(r) > 1 and r[-1] == "" for r in data)  # closing separator
+    counts = [len(r) - closed for r in data]
+    width = max(set(counts), key=counts.count) if counts else len(first)
+    if numeric:
+        return sep, decimal, None, width
+    names = first[:-1] if first and first[-1] == "" else first
+    if data and width != len(names):
+        raise ECGInputError(path, f"the header names {len(names)} columns but the rows have "
+                            f"{width} values: every column needs a name")  # fmt: skip
+    return sep, decimal, names, width
+
+
 def read_csv(
     path: str | Path,
     fs: float,
     leads: list[str] | tuple[str, ...] | None = None,
     **options: Any,
 ) -> Record:
-    """A Record from a CSV with one column per lead (rows are samples).
+    """A Record from a CSV with one column per lead (rows are samples), separated by commas or
+    semicolons (decimal commas then allowed).
 
     With a header row the column names are the leads (a leading ``time``/``sample`` column is
     dropped); without one, ``leads`` names the columns.
@@ -386,30 +424,15 @@ def read_csv(
     import pandas as pd
 
     path = Path(path)
+    sep, decimal, names, width = _csv_layout(path)
     try:
-        with path.open() as file:
-            first, second = file.readline(), file.readline()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ECGInputError(path, f"cannot open ({error})") from error
-    # Comma-separated, or semicolon-separated (European spreadsheets, decimal commas)
-    sep = ";" if ";" in first else ","
-    decimal = "," if sep == ";" and "," in second else "."
-    fields = [field.strip() for field in first.strip().split(sep)]
-    fields = fields[:-1] if fields[-1] == "" else fields  # a separator closing the line
-    has_header = not all(_is_number(field.replace(decimal, ".")) for field in fields)
-    width = len(second.strip().split(sep)) - second.rstrip().endswith(sep)
-    if has_header and second.strip() and width != len(fields):
-        raise ECGInputError(path, f"the header names {len(fields)} columns but the rows have "
-                            f"{width} values: every column needs a name")  # fmt: skip
-    try:
-        frame = pd.read_csv(path, header=0 if has_header else None, sep=sep, decimal=decimal,
+        frame = pd.read_csv(path, header=0 if names else None, sep=sep, decimal=decimal,
                             index_col=False)  # fmt: skip
     except Exception as error:
         raise ECGInputError(path, f"unreadable CSV ({error})") from error
-    frame = frame.iloc[:, : width or None]  # without the empty column a closing separator adds
-    if has_header and str(frame.columns[0]).strip().lower() in ("time", "t", "sample", "index"):
-        frame = frame.iloc[:, 1:]
-    names = [str(c).strip() for c in frame.columns] if has_header else None
+    frame = frame.iloc[:, :width]  # without the empty column a closing separator adds
+    if names and names[0].lower() in ("time", "t", "sample", "index"):
+        frame, names = frame.iloc[:, 1:], names[1:]
     if leads is not None:
         if names is not None and len(leads) != len(names):
             raise ECGInputError(path, f"{len(leads)} lead names given for {len(names)} columns")
