@@ -21,7 +21,7 @@ from ecgfoundry.adapt import RunConfigError, finetune
 from ecgfoundry.adapt.run import build_model, describe_splits
 from ecgfoundry.adapt.sources import cinc_task, table_task
 from ecgfoundry.data import ptbxl
-from ecgfoundry.data.readers import read_wfdb
+from ecgfoundry.data.readers import read_record, read_wfdb
 from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.data.transforms import model_input
 from ecgfoundry.models import create_model, save_model
@@ -355,8 +355,14 @@ def test_a_table_of_microvolt_arrays_says_so_in_units(ptbxl_root, listing, cache
     wfdb_row = mv.assign(units=["uV"] + [None] * 5,
                          record=[f"{ptbxl_root / listing['filename_lr'].iloc[0]}.hea",
                                  *mv.record[1:]])  # fmt: skip
-    for frame, message in ((wfdb_row, r"'units' is for \.npy/\.csv records .* at line 2"),
-                           (uv.assign(units=["uV"] * 5 + ["mv2"]),
-                            r"line 7, 'units': unknown signal unit 'mv2'")):  # fmt: skip
+    for frame, message in (
+        (wfdb_row, r"'units' is for \.npy/\.csv records .* at line 2"),
+        (uv.assign(units=["uV"] * 5 + ["mv2"]), r"line 7, 'units': unknown signal unit 'mv2'"),
+        (uv.assign(units=[1] * 6), r"line 2, 'units': unknown signal unit '1'"),
+    ):
         with pytest.raises(ECGInputError, match=message):
             table_task(_write(frame, tmp_path / "bad.csv"), spec, cache_dir=cache_dir)
+    spelled = wfdb_row.assign(units=[" mv"] + [None] * 5)  # millivolts, however written, on WFDB
+    assert len(table_task(_write(spelled, tmp_path / "mv.csv"), spec, cache_dir=cache_dir).train)
+    with pytest.raises(ECGInputError, match=r"\.hea: units apply to \.npy/\.csv arrays"):
+        read_record(wfdb_row.record[0], units="uV")

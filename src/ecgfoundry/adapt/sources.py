@@ -44,6 +44,7 @@ TABLE_COLUMNS = ("record", "patient_id", "split", "fs", "leads", "units")  # the
 SPLIT_NAMES = ("train", "val", "test")
 
 # (path, fs, leads, units) for read_record; fs, leads and units (not mV) only for .npy/.csv
+UNIT_NAMES = {1.0: "mV", 1e-3: "uV", 1e3: "V", 1e-6: "nV"}  # by millivolts per unit
 Item = tuple[str, float | None, tuple[str, ...] | None, str]
 
 
@@ -311,13 +312,13 @@ def _read_table(csv: Path) -> pd.DataFrame:
         raise ECGInputError(csv, "table not found")
     try:
         table = pd.read_csv(csv, dtype={name: str for name in ("record", "patient_id", "split",
-                                                                  "leads")})  # fmt: skip
+                                                                  "leads", "units")})  # fmt: skip
     except Exception as error:
         raise ECGInputError(csv, f"unreadable CSV ({error})") from error
     if "record" not in table.columns:
         raise ECGInputError(csv, f"no 'record' column (columns: {list(table.columns)}); a table "
                             "has record, one 0/1 column per label, and optionally patient_id, "
-                            "split (train/val/test), fs and leads")  # fmt: skip
+                            "split (train/val/test), fs, leads and units")  # fmt: skip
     if table.empty:
         raise ECGInputError(csv, "the table has no rows")
     table["record"] = table["record"].str.strip()
@@ -372,8 +373,8 @@ def _table_items(csv: Path, table: pd.DataFrame) -> list[Item]:
                             f"own) at {_lines(stated)}")  # fmt: skip
     return [
         (str(p), None if math.isnan(f) else float(f),
-         None if pd.isna(names) else tuple(re.split(r"[,\s]+", names.strip())), str(unit))
-        for p, f, names, unit in zip(paths, fs, leads, units, strict=True)
+         None if pd.isna(names) else tuple(re.split(r"[,\s]+", names.strip())), UNIT_NAMES[k])
+        for p, f, names, k in zip(paths, fs, leads, factors, strict=True)
     ]  # fmt: skip
 
 

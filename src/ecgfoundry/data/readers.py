@@ -492,6 +492,8 @@ def read_record(
         if len(records) != 1:
             raise ECGInputError(path, f"holds {len(records)} ECGs; use read_numpy for batches")
         return records[0]
+    if millivolts_per_unit(options.pop("units", "mV"), path) != 1.0:
+        raise ECGInputError(path, "units apply to .npy/.csv arrays; this file states its own")
     if suffix == ".mat" or (suffix == ".hea" and path.exists() and is_challenge_header(path)):
         record = read_challenge(path, **options)
     elif suffix in (".hea", ".dat", ""):
