@@ -12,6 +12,7 @@ import torch
 from conftest import require_reference
 from test_cli import ecgfoundry
 
+from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.data.samples import sample_dir
 from ecgfoundry.inference import load_inputs, prepare
 from ecgfoundry.models import load_model
@@ -173,3 +174,19 @@ def test_a_record_the_model_cannot_take_is_left_out_of_a_folder(tmp_path: Path) 
                        "--missing-leads", "zero", "--out", out)  # fmt: skip
     assert named.returncode == 0, named.stderr  # its own names kept: MLII is not taken for II
     assert "holter.hea names its own leads (MLII, V5): --leads" in named.stderr
+
+
+def test_prepare_refuses_an_unusable_record_unless_told_to_skip_it(capsys) -> None:
+    """In Python, a record the model cannot take among several is refused (results stay
+    aligned with the inputs); ``skip_unusable=True`` leaves it out with a note naming it."""
+    from ecgfoundry.data import read_array
+    from ecgfoundry.models import resolve_model
+
+    model = resolve_model("ecgfoundry-cpc")
+    twelve = load_inputs(sample_dir() / "ptbxl" / "00010_lr.hea")[0]
+    lead_i = read_array(twelve.signal[:1], 100, ["I"])
+    with pytest.raises(ECGInputError, match="leads"):
+        prepare(model, [twelve, lead_i, twelve])
+    kept = prepare(model, [twelve, lead_i, twelve], skip_unusable=True)
+    assert kept.ids == [twelve.source] * 2 and len(kept.windows) == 2
+    assert "note: left out record-1: leads" in capsys.readouterr().err

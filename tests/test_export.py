@@ -145,6 +145,12 @@ def test_predict_with_a_persons_model_z_scores_as_its_export(tmp_path: Path) -> 
     table = pd.read_csv(tmp_path / "p.csv")
     np.testing.assert_allclose(table.filter(like="class").to_numpy(),
                                1 / (1 + np.exp(-logits)), atol=1e-5)  # fmt: skip
+    np.save(tmp_path / "windows.npy", windows)  # the same windows fed as they are
+    raw = ecgfoundry("predict", tmp_path / "mine", tmp_path / "windows.npy", "--no-preprocess",
+                     "--out", tmp_path / "raw.npy")  # fmt: skip
+    assert raw.returncode == 0, raw.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "raw.npy"), 1 / (1 + np.exp(-logits)),
+                               atol=1e-5)  # fmt: skip
 
 
 def test_a_finetuned_models_thresholds_travel_with_its_export(tmp_path: Path) -> None:

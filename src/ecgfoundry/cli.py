@@ -406,11 +406,10 @@ def _inputs(
     preprocess = not no_preprocess
     records = inference.load_inputs(source, fs=fs, leads=lead_names, preprocess=preprocess,
                                     units=_units(units))  # fmt: skip
-    inputs = inference.prepare(
-        model, records, preprocess=preprocess, missing_leads=missing_leads.value
-    )
-    if preprocess and (normalise := person_normalisation(name)) is not None:
-        mean, sd = normalise  # a person's model z-scores with its support set, as export does
+    inputs = inference.prepare(model, records, preprocess=preprocess,
+                               missing_leads=missing_leads.value, skip_unusable=True)  # fmt: skip
+    if (normalise := person_normalisation(name)) is not None:
+        mean, sd = normalise  # part of a person's model (its export has it in the graph)
         inputs = dataclasses.replace(inputs, windows=((inputs.windows - mean) / sd).astype(
             inputs.windows.dtype))  # fmt: skip
         print(f"note: inputs z-scored with the person's support.json (mean {mean:.4g} mV, "

@@ -176,15 +176,16 @@ def prepare(
     *,
     preprocess: bool = True,
     missing_leads: MissingLeads = "raise",
+    skip_unusable: bool = False,
 ) -> Inputs:
     """Cut records into model inputs with ``model_windows(record, model.spec,
     missing_leads=...)`` (``"zero"`` fills leads the model needs and a record lacks);
     ``preprocess=False`` takes each record's signal as one model input, as it is: it must
     already have the model's sampling rate, number of leads and length (else refused).
 
-    Of several records, one the model cannot take (a lead it needs is missing) is left out
-    with a note on stderr naming it and why; if none can be taken, the first refusal is
-    raised."""
+    A record the model cannot take (a lead it lacks, a wrong shape) is refused; with
+    ``skip_unusable`` (the CLI, on a folder) it is left out with a note on stderr naming it
+    and why, unless none can be taken."""
     if not preprocess and missing_leads != "raise":
         raise UsageError("missing leads are filled while preprocessing: drop --no-preprocess "
                          "(preprocess=False) or --missing-leads (missing_leads)")  # fmt: skip
@@ -199,7 +200,9 @@ def prepare(
                 _check_model_input(record, spec)
                 cut = record.signal[None]
         except ECGInputError as error:
-            refused.append(error)
+            if not skip_unusable:
+                raise
+            refused.append((record_id, error))
             continue
         starts.append(window_starts(record.n_samples, spec.samples) / spec.fs
                       if preprocess else np.zeros(1))  # fmt: skip
@@ -210,9 +213,9 @@ def prepare(
         owner.extend([len(ids)] * len(cut))
         ids.append(record_id)
     if refused and not windows:
-        raise refused[0]
-    for error in refused:
-        print(f"note: left out {error}", file=sys.stderr)
+        raise refused[0][1]
+    for record_id, error in refused:
+        print(f"note: left out {record_id}: {error.problem}", file=sys.stderr)
     if not windows:
         raise UsageError("no ECG records to run on")
     shapes = {w.shape[1:] for w in windows}

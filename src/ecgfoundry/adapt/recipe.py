@@ -21,6 +21,7 @@ Fine-tuning stages may run 100 epochs and are ended by early stopping (patience 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -233,7 +234,7 @@ def recipe_for(
     (sets the last stage's epochs: the main training stage)."""
     if strategy not in STRATEGIES:
         raise RecipeError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+    if epochs is not None and (not isinstance(epochs, numbers.Integral) or epochs < 1):
         raise RecipeError(f"epochs must be a whole number >= 1 (the main stage's), got {epochs!r}")
     recipe = STRATEGIES[strategy]()
     source = "the recipe overrides" if isinstance(config, dict) else str(config)
