@@ -247,7 +247,7 @@ def recipe_for(
                 raise ValueError("expected a mapping of recipe fields")
             recipe = recipe.with_overrides(overrides or {})
         if epochs is not None:
-            recipe = recipe.with_overrides({f"stages.{len(recipe.stages) - 1}.epochs": epochs})
+            recipe = recipe.with_overrides({f"stages.{len(recipe.stages) - 1}.epochs": int(epochs)})
     except (OSError, yaml.YAMLError, ValueError, KeyError, TypeError, IndexError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         raise RecipeError(f"{source}: {message}") from error
