@@ -93,6 +93,7 @@ def test_the_cli_exports_the_bundled_model(tmp_path: Path) -> None:
     assert report["path"] == str(out) and out.is_file() and report["max_abs_error"] <= 1e-4
     assert report["input"] == ["batch", 12, 1000] and report["outputs"] > 0
     assert report["output"] == "embedding" and report["labels"] is None  # a backbone: no head
+    assert report["thresholds"] is None  # not fine-tuned here: none were tuned
     assert report["preprocessing"] == resolve_model("ecgfoundry-cpc").spec.to_dict()
 
 
@@ -102,12 +103,18 @@ def test_a_bad_output_name_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_persons_support_normalisation_is_exported_inside_the_graph(tmp_path: Path) -> None:
+    """The z-scoring goes into the graph; a model folder's tuned thresholds (from finetune)
+    go into NAME.json, so a device names labels as predict does."""
+    from ecgfoundry.inference import save_thresholds
     from ecgfoundry.models import save_model
 
     model = trained_like("net1d-tiny")
     save_model(model, tmp_path / "mine")
     (tmp_path / "mine" / "support.json").write_text(
         json.dumps({"normalise": {"mean": 0.25, "sd": 0.5}}))  # fmt: skip
+    labels = [f"class_{i}" for i in range(model.num_classes)]
+    save_thresholds(tmp_path / "mine", labels, np.linspace(0.2, 0.6, len(labels)),
+                    tuned_on="validation (fold 9)", aggregate="max")  # fmt: skip
     out = tmp_path / "mine.onnx"
     result = CliRunner().invoke(app, ["export", str(tmp_path / "mine"), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -118,6 +125,9 @@ def test_a_persons_support_normalisation_is_exported_inside_the_graph(tmp_path: 
     assert np.abs(run_onnx(out, millivolts.numpy()) - expected).max() <= 1e-4
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["input_normalisation"] == {"mean": 0.25, "sd": 0.5}
+    assert list(saved["thresholds"]["thresholds"]) == labels
+    assert saved["thresholds"]["thresholds"][labels[0]] == 0.2
+    assert saved["thresholds"]["aggregate"] == "max"
 
 
 def test_predict_with_a_persons_model_z_scores_as_its_export(tmp_path: Path) -> None:
@@ -151,22 +161,6 @@ def test_predict_with_a_persons_model_z_scores_as_its_export(tmp_path: Path) -> 
     assert raw.returncode == 0, raw.stderr
     np.testing.assert_allclose(np.load(tmp_path / "raw.npy"), 1 / (1 + np.exp(-logits)),
                                atol=1e-5)  # fmt: skip
-
-
-def test_a_finetuned_models_thresholds_travel_with_its_export(tmp_path: Path) -> None:
-    from ecgfoundry.inference import save_thresholds
-    from ecgfoundry.models import load_model, save_model
-
-    model = trained_like("net1d-tiny")
-    save_model(model, tmp_path / "mine")
-    labels = [f"class_{i}" for i in range(model.num_classes)]
-    save_thresholds(tmp_path / "mine", labels, np.linspace(0.2, 0.6, len(labels)),
-                    tuned_on="validation (fold 9)", aggregate="max")  # fmt: skip
-    report = export_onnx(load_model(tmp_path / "mine"), tmp_path / "mine.onnx")
-    saved = json.loads((tmp_path / "mine.json").read_text())["thresholds"]
-    assert saved == report["thresholds"] and saved["aggregate"] == "max"
-    assert list(saved["thresholds"]) == labels and saved["thresholds"][labels[0]] == 0.2
-    assert export_onnx(model, tmp_path / "plain.onnx")["thresholds"] is None
 
 
 def test_a_broken_support_file_is_named(tmp_path: Path) -> None:
