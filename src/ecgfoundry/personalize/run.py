@@ -89,9 +89,7 @@ def backbone(
 ) -> nn.Module:
     """A one-lead, one-output model of the zoo for ``seconds`` windows at ``fs`` (the lead is
     called II: MLII and vfdb's/CUDB's ECG lead). ``overrides`` set other config fields."""
-    if name not in model_names():
-        raise UsageError(f"backbone {name}: not a registry preset (known: "
-                         f"{', '.join(model_names())})")  # fmt: skip
+    check_backbone(name)
     torch.manual_seed(seed)
     spec = InputSpec(fs=fs, seconds=seconds, leads=("II",), normalisation="none")
     if name.startswith("net1d"):
@@ -112,6 +110,13 @@ def _all_windows(subjects: Sequence[Subject]) -> tuple[np.ndarray, np.ndarray]:
     only: their test windows are never scored)."""
     xs = [(s.x - s.x.mean()) / (s.x.std() or 1.0) for s in subjects]
     return np.concatenate(xs).astype(np.float32), np.concatenate([s.y for s in subjects])
+
+
+def check_backbone(name: str) -> None:
+    """A :class:`UsageError` unless ``name`` is a registry preset :func:`backbone` can build."""
+    if name not in model_names():
+        raise UsageError(f"backbone {name}: not a registry preset (known: "
+                         f"{', '.join(model_names())})")  # fmt: skip
 
 
 def meta_train(
@@ -509,10 +514,7 @@ def run_protocol(
     if unknown or not protocols:
         raise UsageError(f"protocols {list(protocols)}: each one of {', '.join(PROTOCOLS)}")
 
-    def architecture() -> nn.Module:
-        return backbone(backbone_name, seed=seed)
-
-    architecture()
+    check_backbone(backbone_name)
     if foundation is not None:
         check_foundation(foundation)
     subjects, problems = load_subjects(data)
@@ -520,6 +522,10 @@ def run_protocol(
     parts = split_subjects(subjects, seed)
     train, val, test = ([by_name[n] for n in parts[k]] for k in ("meta-train", "meta-val", "test"))
     meta_training_subjects(train)
+
+    def architecture() -> nn.Module:
+        return backbone(backbone_name, seed=seed)
+
     if not test:
         raise UsageError(f"{', '.join(str(p) for p in data)}: no test subjects (subjects with VA "
                          f"windows: {sum(s.counts['va'] > 0 for s in subjects)}; the test share "
