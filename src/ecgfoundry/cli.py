@@ -381,6 +381,12 @@ def _model(name: str) -> ECGModel:
     return resolve_model(name).eval()  # a preset without weights is refused: random weights
 
 
+def _listed(lines: list[str], shown: int = 5) -> str:
+    """The first ``shown`` lines, indented on lines of their own, then how many more."""
+    more = [f"and {len(lines) - shown} more"] if len(lines) > shown else []
+    return "".join(f"\n  {line}" for line in [*lines[:shown], *more])
+
+
 def _units(units: str) -> str:
     """``--units`` checked (a clear error naming the flag, before any file is read)."""
     millivolts_per_unit(units, "--units")
@@ -415,11 +421,9 @@ def _inputs(
         print(f"note: inputs z-scored with the person's support.json (mean {mean:.4g} mV, "
               f"sd {sd:.4g} mV)", file=sys.stderr)  # fmt: skip
     if inputs.repairs:
-        shown = "".join(f"\n  {rid} ({'; '.join(done)})"
-                        for rid, done in list(inputs.repairs.items())[:5])  # fmt: skip
-        more = f"\n  and {len(inputs.repairs) - 5} more" if len(inputs.repairs) > 5 else ""
-        print(f"note: {len(inputs.repairs)} record(s) were repaired before scoring:"
-              f"{shown}{more}", file=sys.stderr)  # fmt: skip
+        done = [f"{rid} ({'; '.join(what)})" for rid, what in inputs.repairs.items()]
+        print(f"note: {len(done)} record(s) were repaired before scoring:{_listed(done)}",
+              file=sys.stderr)  # fmt: skip
     return inputs
 
 
@@ -746,10 +750,9 @@ def finetune(
     )  # fmt: skip
     described = metrics["run"].get("data")
     if left_out := (described.get("unreadable_records") if isinstance(described, dict) else []):
-        shown = "".join(f"\n  {e['record']}: {e['problem']}" for e in left_out[:5])
-        more = f"\n  and {len(left_out) - 5} more" if len(left_out) > 5 else ""
-        print(f"note: {len(left_out)} record(s) could not be read and were left out (all in "
-              f"metrics.json, run.data.unreadable_records):{shown}{more}",
+        unread = [f"{e['record']}: {e['problem']}" for e in left_out]
+        print(f"note: {len(unread)} record(s) could not be read and were left out (all in "
+              f"metrics.json, run.data.unreadable_records):{_listed(unread)}",
               file=sys.stderr)  # fmt: skip
     summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
                for split in ("val", "test") if split in metrics}  # fmt: skip
