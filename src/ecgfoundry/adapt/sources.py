@@ -29,7 +29,7 @@ from ecgfoundry.adapt.data import Split, TaskData, ptbxl_cache, ptbxl_task, sour
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.cache import ArrayStore, NoReadableRecords, build_cache
 from ecgfoundry.data.readers import find_records, read_record
-from ecgfoundry.data.record import ECGInputError, Record, millivolts_per_unit
+from ecgfoundry.data.record import ECGInputError, Record, canonical_unit
 from ecgfoundry.data.stratify import nested_subsets, stratified_order
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for
 from ecgfoundry.engine import RunConfigError
@@ -44,7 +44,6 @@ TABLE_COLUMNS = ("record", "patient_id", "split", "fs", "leads", "units")  # the
 SPLIT_NAMES = ("train", "val", "test")
 
 # (path, fs, leads, units) for read_record; fs, leads and units (not mV) only for .npy/.csv
-UNIT_NAMES = {1.0: "mV", 1e-3: "uV", 1e3: "V", 1e-6: "nV"}  # by millivolts per unit
 Item = tuple[str, float | None, tuple[str, ...] | None, str]
 
 
@@ -366,15 +365,15 @@ def _table_items(csv: Path, table: pd.DataFrame) -> list[Item]:
         raise ECGInputError(csv, f".npy records carry no lead names: give them in a 'leads' "
                             f"column, e.g. \"I,II,V1\" ({_lines(unnamed)})")  # fmt: skip
     units = table.get("units", pd.Series(None, table.index, dtype=object)).fillna("mV")
-    factors = [millivolts_per_unit(u, f"{csv}, line {row + 2}, 'units'")
-               for row, u in enumerate(units)]  # fmt: skip
-    if (stated := (np.array(factors) != 1.0) & ~suffixes.isin((".npy", ".csv"))).any():
+    units = pd.Series([canonical_unit(u, f"{csv}, line {row + 2}, 'units'")
+                       for row, u in enumerate(units)], index=table.index)  # fmt: skip
+    if (stated := (units != "mV") & ~suffixes.isin((".npy", ".csv"))).any():
         raise ECGInputError(csv, f"'units' is for .npy/.csv records (other files state their "
                             f"own) at {_lines(stated)}")  # fmt: skip
     return [
         (str(p), None if math.isnan(f) else float(f),
-         None if pd.isna(names) else tuple(re.split(r"[,\s]+", names.strip())), UNIT_NAMES[k])
-        for p, f, names, k in zip(paths, fs, leads, factors, strict=True)
+         None if pd.isna(names) else tuple(re.split(r"[,\s]+", names.strip())), unit)
+        for p, f, names, unit in zip(paths, fs, leads, units, strict=True)
     ]  # fmt: skip
 
 

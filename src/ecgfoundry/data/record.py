@@ -83,6 +83,14 @@ def millivolts_per_unit(unit: str | None, source: str | Path | None) -> float:
     return _TO_MV[key]
 
 
+_UNIT_NAMES = {1.0: "mV", 1e-3: "uV", 1e3: "V", 1e-6: "nV"}  # by millivolts per unit
+
+
+def canonical_unit(unit: str | None, source: str | Path | None) -> str:
+    """``unit``'s one spelling (``' mv'`` -> ``'mV'``, ``'µV'`` -> ``'uV'``)."""
+    return _UNIT_NAMES[millivolts_per_unit(unit, source)]
+
+
 def require_known_leads(names: tuple[str, ...], source: str | Path | None) -> None:
     """Raise ECGInputError naming the source if any lead name is not a known lead."""
     unknown = [n for n in names if canonical_lead_name(n) is None]
