@@ -124,6 +124,11 @@ def test_cinc_default_labels_are_codes_with_enough_positives(cinc_root, cache_di
         cinc_task(cinc_root, spec, cache_dir=cache_dir, min_positives=11)
     with pytest.raises(ECGInputError, match=r"no readable record has SNOMED-CT code\(s\) \['1'\]"):
         cinc_task(cinc_root, spec, task="1", cache_dir=cache_dir)
+    with pytest.raises(ECGInputError, match=r"most frequent \(records\): \['428750005 NSSTTA "
+                       r"\(nonspecific st t abnormality\): 10'"):  # fmt: skip
+        cinc_task(cinc_root, spec, task="1", cache_dir=cache_dir)
+    named = cinc_task(cinc_root, spec, task="nsstta,OldMI,164867002", cache_dir=cache_dir)
+    assert named.labels == CODES.split(",")  # abbreviations become their codes, once each
 
 
 def test_a_table_trains_with_patient_level_or_given_splits(

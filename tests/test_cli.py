@@ -53,6 +53,7 @@ def test_demo_runs_the_main_job_offline_and_resumes(tmp_path: Path) -> None:
     assert all(row["model_input"] == [12, 1000] for row in rows.values())
     assert rows["cinc2020/E00009"]["fs"] == 500  # resampled to the 100 Hz input
     assert rows["ptbxl/00010_lr"]["labels"] == "NORM"
+    assert rows["cinc2020/E00009"]["labels"] == "NSSTTA LAD STach"  # its codes, named
     assert rows["ptbxl/00017_lr"]["heart_rate_bpm"] > 120  # tachycardic atrial flutter
     assert all(40 <= row["heart_rate_bpm"] <= 160 for row in rows.values())
     scores = {(r["mode"], r["fraction"]): r["macro_auroc"] for r in demo["benchmark"]}

@@ -3,6 +3,7 @@ model is accepted, how outputs keep the record order, and the one preprocessing 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -202,7 +203,12 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
     def fake(model: str, **options: object) -> dict:
         calls.append((model, options))
         return {
-            "val": {"macro_auroc": 0.9, "macro_auprc": 0.5, "ci": {}, "per_label": []},
+            "val": {
+                "macro_auroc": 0.9,
+                "macro_auprc": 0.5,
+                "ci": {},
+                "per_label": [{"label": "164889003"}, {"label": "c1"}],
+            },
             "run": {"splits": {"val": "10 %, record-level, seeded: 3 records"}},
         }
 
@@ -220,6 +226,7 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
     }  # fmt: skip
     assert '"macro_auroc": 0.9' in result.output
     assert '"val": "10 %, record-level, seeded: 3 records"' in result.output  # the splits first
+    assert json.loads(result.stdout)["labels"] == ["164889003 AF (atrial fibrillation)", "c1"]
     unknown = cli("finetune", "net1d-tiny", "--strategy", "nope", "--out", tmp_path / "run")
     assert isinstance(unknown.exception, UsageError) and "post-train" in str(unknown.exception)
     assert len(calls) == 1

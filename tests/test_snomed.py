@@ -3,6 +3,7 @@ challenge did, against PTB-XL's own labels."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,16 @@ from ecgfoundry.adapt.sources import header_dx
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.samples import sample_dir
 from ecgfoundry.data.snomed import (
+    MAPPING,
     SUPERCLASS_STATEMENTS,
     UnmappedLabelError,
+    abbreviate,
     challenge_conversion,
+    code_names,
+    describe_code,
     label_codes,
     ptbxl_labels,
+    task_codes,
 )
 
 
@@ -78,3 +84,18 @@ def test_cinc_headers_get_ptbxl_labels_and_unmapped_labels_are_named() -> None:
     assert not frame.loc[normal, ["MI", "STTC", "CD", "HYP"]].to_numpy().any()
     with pytest.raises(UnmappedLabelError, match=r"\['NDT', 'IMI'\]"):
         ptbxl_labels(codes, ["AFIB", "NDT", "IMI"])
+
+
+def test_the_code_names_agree_with_the_mapping_and_name_tasks() -> None:
+    names = code_names()
+    assert len(names) == 133  # the challenges' 30 scored and 103 unscored codes
+    with MAPPING.open(newline="") as handle:
+        mapped = {(row["snomed"], row["abbreviation"], " ".join(row["description"].split()))
+                  for row in csv.DictReader(handle)}  # fmt: skip
+    assert {(code, *names[code]) for code, _, _ in mapped} == mapped  # same names, both files
+    abbreviations = [a.lower() for a, _ in names.values()]
+    assert len(set(abbreviations)) == len(abbreviations)  # an abbreviation names one code
+    assert describe_code("164889003") == "164889003 AF (atrial fibrillation)"
+    assert describe_code("1") == "1" and describe_code("NORM") == "NORM"
+    assert task_codes(["af", "164889003", "AFL", "x1"]) == ["164889003", "164890007", "x1"]
+    assert abbreviate(["426783006", "1"]) == ["NSR", "1"]

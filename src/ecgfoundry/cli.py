@@ -720,7 +720,11 @@ def finetune(
     ] = "ptbxl",
     root: Annotated[Path | None, typer.Option(help="The dataset folder.")] = None,
     task: Annotated[
-        str | None, typer.Option(help=f"PTB-XL: one of {', '.join(TASKS)}. Other data: optional.")
+        str | None,
+        typer.Option(
+            help=f"PTB-XL: one of {', '.join(TASKS)}. CinC (optional): SNOMED-CT codes or "
+            "their abbreviations, e.g. AF,IAVB. Table (optional): label columns."
+        ),
     ] = None,
     fraction: Annotated[float, typer.Option(help="Share of the training folds (nested).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for subset, initialisation and order.")] = 0,
@@ -739,6 +743,7 @@ def finetune(
     """
     from ecgfoundry.adapt import STRATEGIES
     from ecgfoundry.adapt import finetune as run
+    from ecgfoundry.data.snomed import describe_code
 
     _one_of("--strategy", strategy, STRATEGIES)
     data, root = _named_folder(data, root)
@@ -756,7 +761,8 @@ def finetune(
               file=sys.stderr)  # fmt: skip
     summary = {split: {k: metrics[split][k] for k in ("macro_auroc", "macro_auprc", "ci")}
                for split in ("val", "test") if split in metrics}  # fmt: skip
-    _print_json({"splits": metrics["run"]["splits"], **summary})
+    labels = [describe_code(row["label"]) for row in metrics["val"]["per_label"]]
+    _print_json({"splits": metrics["run"]["splits"], "labels": labels, **summary})
 
 
 @app.command()

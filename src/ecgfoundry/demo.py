@@ -23,7 +23,7 @@ import pandas as pd
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.readers import read_record
 from ecgfoundry.data.samples import demo_ptbxl, sample_dir, sample_labels, sample_records
-from ecgfoundry.data.snomed import ptbxl_labels
+from ecgfoundry.data.snomed import abbreviate, ptbxl_labels
 from ecgfoundry.inventory import inspect_records
 from ecgfoundry.spec import InputSpec
 
@@ -46,7 +46,7 @@ def demo_config(root: Path) -> dict[str, Any]:
 
 def _labels(path: Path, metadata: dict[str, Any]) -> str:
     if metadata.get("dx"):
-        return "SNOMED-CT " + " ".join(metadata["dx"])
+        return " ".join(abbreviate(metadata["dx"]))  # the challenge's names of its codes
     table = sample_labels().set_index("record")
     key = path.relative_to(sample_dir()).with_suffix("").as_posix()
     if key not in table.index:

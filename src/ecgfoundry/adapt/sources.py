@@ -237,16 +237,20 @@ def cinc_task(
 ) -> TaskData:
     """A PhysioNet/CinC 2020/2021 challenge folder (``*.hea`` + ``.mat``, searched below
     ``root``) as a multi-label task over SNOMED-CT codes (``#Dx``): the comma-separated codes of
-    ``task``, else every code with at least ``min_positives`` positive readable records (sorted).
-    Record-level 80/10/10 splits (the headers carry no patient id)."""
+    ``task`` (or the challenges' abbreviations of them, e.g. ``AF,IAVB``), else every code with
+    at least ``min_positives`` positive readable records (sorted). Record-level 80/10/10 splits
+    (the headers carry no patient id)."""
+    from ecgfoundry.data.snomed import describe_code, task_codes
+
     root = Path(root)
     store, codes, _ = _cinc_records(root, spec, seconds, cache_dir, workers)
     counts = pd.Series([c for record_codes in codes for c in set(record_codes)]).value_counts()
     if task is not None:
-        labels = _names(task)
+        labels = task_codes(_names(task))
         if absent := [code for code in labels if code not in counts.index]:
+            frequent = [f"{describe_code(c)}: {n}" for c, n in counts.iloc[:10].items()]
             raise ECGInputError(root, f"no readable record has SNOMED-CT code(s) {absent}; the "
-                                f"most frequent: {list(counts.index[:10])}")  # fmt: skip
+                                f"most frequent (records): {frequent}")  # fmt: skip
     else:
         labels = sorted(str(code) for code in counts.index[counts >= min_positives])
         if not labels:

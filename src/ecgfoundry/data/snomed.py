@@ -18,6 +18,10 @@ same findings); ``mappings/snomed_scp.md`` gives the sources and caveats. From i
 
 A PTB-XL label with no code (a subdiagnostic class, or a statement such as ``NDT`` whose code
 stands for several statements) raises :class:`UnmappedLabelError` naming it.
+
+``mappings/snomed_names.csv`` names the challenges' 133 codes (their abbreviation and name, as
+the challenge tables give them): :func:`describe_code` for people, :func:`task_codes` to let a
+task name codes by abbreviation (``AF,IAVB``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 MAPPING = Path(__file__).parent / "mappings" / "snomed_scp.csv"
+NAMES = Path(__file__).parent / "mappings" / "snomed_names.csv"
 IMPLYING = ("equivalent", "narrower")
 SINUS_RHYTHM = "426783006"
 HINT = ("mappable: the superclasses NORM, MI, STTC, CD, HYP and statements such as AFIB, SR, "
@@ -64,6 +69,34 @@ class UnmappedLabelError(ValueError):
 def _rows() -> tuple[dict[str, str], ...]:
     with MAPPING.open(newline="") as handle:
         return tuple(csv.DictReader(handle))
+
+
+@cache
+def code_names() -> dict[str, tuple[str, str]]:
+    """SNOMED-CT code -> (abbreviation, name) for the codes of the PhysioNet/CinC 2020/2021
+    challenges' tables (scored and unscored)."""
+    with NAMES.open(newline="") as handle:
+        return {r["snomed"]: (r["abbreviation"], r["name"]) for r in csv.DictReader(handle)}
+
+
+def describe_code(code: str) -> str:
+    """``"164889003 AF (atrial fibrillation)"``; the bare code (or any other label) when the
+    challenges do not name it."""
+    named = code_names().get(code)
+    return f"{code} {named[0]} ({named[1]})" if named else code
+
+
+def abbreviate(codes: Iterable[str]) -> list[str]:
+    """The challenges' abbreviations of ``codes`` (``AF``, ``IAVB``); unnamed codes as they are."""
+    names = code_names()
+    return [names[c][0] if c in names else c for c in codes]
+
+
+def task_codes(names: Iterable[str]) -> list[str]:
+    """A task's labels as SNOMED-CT codes: codes as they are, the challenges' abbreviations
+    (any case: ``AF``, ``iavb``) as their codes; other names are kept for the caller to refuse."""
+    codes = {abbreviation.lower(): code for code, (abbreviation, _) in code_names().items()}
+    return list(dict.fromkeys(codes.get(name.lower(), name) for name in names))
 
 
 def challenge_conversion() -> dict[str, str]:
@@ -135,9 +168,13 @@ __all__ = [
     "EXTRA_SUPERCLASS_CODES",
     "SUPERCLASS_STATEMENTS",
     "UnmappedLabelError",
+    "abbreviate",
     "challenge_conversion",
+    "code_names",
+    "describe_code",
     "label_codes",
     "ptbxl_labels",
     "statement_codes",
     "superclass_codes",
+    "task_codes",
 ]
