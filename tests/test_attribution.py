@@ -69,9 +69,13 @@ def test_the_values_are_exact_on_a_linear_model_and_sum_to_the_logit_gap() -> No
 
 def test_a_randomised_model_is_told_apart_and_seeds_agree() -> None:
     model, x = planted(), torch.randn(8, 3, 200)
-    checks = sanity_checks(model, x, 0, torch.randn(4, 3, 200), segments=4, steps=4)
+    background = torch.randn(4, 3, 200)
+    checks = sanity_checks(model, x, 0, background, segments=4, steps=4)
     assert checks["randomisation_passes"] and checks["randomisation_similarity"] < 0.5
     assert checks["explainer_seed_agreement"] > 0.9
+    reference = explain(model, x, 0, background, segments=4, steps=4)  # reused, same checks
+    assert sanity_checks(model, x, 0, background, segments=4, steps=4,
+                         reference=reference) == checks  # fmt: skip
     same = explain(model, x, 0, torch.randn(4, 3, 200), segments=4, steps=4)
     assert map_similarity(same, same) == pytest.approx(1.0)
 

@@ -143,13 +143,16 @@ def randomised_copy(model: ECGModel, seed: int = 0) -> ECGModel:
 
 def sanity_checks(model: ECGModel, x: Tensor, target: int, background: Tensor, *,
                   other_model: ECGModel | None = None, segments: int = 10, steps: int = 4,
-                  seed: int = 0) -> dict[str, object]:  # fmt: skip
+                  seed: int = 0,
+                  reference: Attribution | None = None) -> dict[str, object]:  # fmt: skip
     """The checks the report shows beside every map: similarity to the explanation of a
     randomised model (and whether it stays below :data:`RANDOMISATION_LIMIT`), agreement
     between two explainer seeds, and with ``other_model`` (the same task trained with another
-    seed) when given; plus the additivity error."""
+    seed) when given; plus the additivity error. ``reference``: the explanation the same
+    arguments give (``explain(model, x, target, background, ...)``), when already made."""
     options = {"segments": segments, "steps": steps}
-    reference = explain(model, x, target, background, seed=seed, **options)
+    if reference is None:
+        reference = explain(model, x, target, background, seed=seed, **options)
     randomised = explain(randomised_copy(model, seed + 1), x, target, background, seed=seed,
                          **options)  # fmt: skip
     again = explain(model, x, target, background, seed=seed + 1, **options)

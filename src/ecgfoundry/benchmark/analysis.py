@@ -192,7 +192,7 @@ def attribution(config: BenchmarkConfig, grid: list[Cell], out: Path, settings: 
                                   steps=settings.steps, seed=settings.seed)  # fmt: skip
             checks = shap.sanity_checks(model, x, index, base, other_model=other,
                                         segments=settings.segments, steps=settings.steps,
-                                        seed=settings.seed)  # fmt: skip
+                                        seed=settings.seed, reference=result)  # fmt: skip
             classes.append({"label": label, "lead_importance": dict(zip(
                 result.leads, result.lead_importance().round(4).tolist(), strict=True)),
                 "checks": checks, "result": result, "positives": val.y[:, index]})  # fmt: skip
