@@ -147,6 +147,27 @@ def test_arrays_in_microvolts_with_units(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "--units: unknown signal unit 'mv2'" in refused.stderr
 
 
+def test_a_folder_of_microvolt_arrays_gets_five_notes_and_a_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Notes about a folder's files (here: microvolts read as mV) name the first five files and
+    count the rest, rather than one line per file."""
+    from ecgfoundry.data import read_record
+    from ecgfoundry.inference import load_inputs
+
+    record = read_record(sample_dir() / "ptbxl" / "00010_lr.hea")
+    header = ",".join(record.leads)
+    for i, scale in enumerate([1000] * 7 + [1]):
+        np.savetxt(tmp_path / f"e{i}.csv", record.signal.T * scale, delimiter=",",
+                   header=header, comments="")  # fmt: skip
+    assert len(load_inputs(tmp_path, fs=100)) == 8
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines[:5]] == [
+        str(tmp_path / f"e{i}.csv") for i in range(5)]  # fmt: skip
+    assert all("pass --units uV" in line for line in lines[:5])
+    assert lines[5:] == ["note: and 2 more files with such notes"]
+
+
 def test_a_record_the_model_cannot_take_is_left_out_of_a_folder(tmp_path: Path) -> None:
     """In a folder, a record lacking leads the model needs is left out with a note naming it
     (as an unreadable file is), and the rest are embedded; alone, it is refused."""

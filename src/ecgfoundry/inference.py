@@ -87,31 +87,38 @@ def load_inputs(
         if not found:
             raise ECGInputError(path, NO_RECORDS)
         return _readable(found, **options)
-    if not path.exists():
-        raise ECGInputError(path, "no such file or folder")
-    if path.suffix.lower() in (".npy", ".csv"):
-        records = _read_array_file(path, fs, leads, preprocess, units)
-        if units == "mV" and preprocess:
-            _note_implausible_millivolts(path, records)
-        return records
-    record = read_record(path, fs=fs, leads=list(leads) if leads else None)
-    if leads and record.leads != canonical_leads(list(leads)):
-        print(f"note: {path} names its own leads ({', '.join(record.leads)}): --leads, for "
-              "files that name none, was not used", file=sys.stderr)  # fmt: skip
-    return [record]
+    records, note = _read_file(path, **options)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return records
 
 
 # Peak-to-peak amplitude (median over leads) above which values read as millivolts are
 # surely not: a QRS complex spans about 0.5-5 mV; microvolts put a lead at hundreds.
 MAX_PLAUSIBLE_MV = 20.0
+NOTES_SHOWN = 5  # a folder's per-file notes printed; the rest are counted
 
 
-def _note_implausible_millivolts(path: Path, records: list[Record]) -> None:
-    spans = [np.median(np.ptp(r.signal, axis=1)) for r in records if r.signal.size]
-    if spans and (span := float(np.median(spans))) > MAX_PLAUSIBLE_MV:
-        print(f"note: {path}: read as millivolts, its leads span {span:.0f} (median peak to "
-              f"peak), more than an ECG does: if the values are microvolts, pass --units uV",
-              file=sys.stderr)  # fmt: skip
+def _read_file(
+    path: Path, *, fs: float | None, leads: Sequence[str] | None, preprocess: bool, units: str
+) -> tuple[list[Record], str | None]:
+    """The records of one file, and a note for the user naming it (or None)."""
+    if not path.exists():
+        raise ECGInputError(path, "no such file or folder")
+    if path.suffix.lower() in (".npy", ".csv"):
+        records = _read_array_file(path, fs, leads, preprocess, units)
+        spans = [np.median(np.ptp(r.signal, axis=1)) for r in records if r.signal.size]
+        span = float(np.median(spans)) if spans and units == "mV" and preprocess else 0.0
+        if span > MAX_PLAUSIBLE_MV:
+            return records, (f"{path}: read as millivolts, its leads span {span:.0f} (median "
+                             "peak to peak), more than an ECG does: if the values are "
+                             "microvolts, pass --units uV")  # fmt: skip
+        return records, None
+    record = read_record(path, fs=fs, leads=list(leads) if leads else None)
+    if leads and record.leads != canonical_leads(list(leads)):
+        return [record], (f"{path} names its own leads ({', '.join(record.leads)}): --leads, "
+                          "for files that name none, was not used")  # fmt: skip
+    return [record], None
 
 
 def _read_array_file(
@@ -156,17 +163,27 @@ def _check_model_input(record: Record, spec: InputSpec) -> None:
 
 def _readable(paths: list[Path], **options: Any) -> list[Record]:
     """The records of a folder's files; an unreadable one is left out with a note naming it
-    and the problem (all unreadable: the first problem is raised)."""
-    records, problems = [], []
+    and the problem (all unreadable: the first problem is raised). Other notes about the
+    files: the first :data:`NOTES_SHOWN`, then how many more."""
+    records, problems, notes = [], [], []
     for path in paths:
         try:
-            records.extend(load_inputs(path, **options))
+            found, note = _read_file(path, **options)
         except ECGInputError as error:
             problems.append(error)
+            continue
+        records.extend(found)
+        if note:
+            notes.append(note)
     if problems and not records:
         raise problems[0]
     for error in problems:
         print(f"note: left out {error}", file=sys.stderr)
+    for note in notes[:NOTES_SHOWN]:
+        print(f"note: {note}", file=sys.stderr)
+    if len(notes) > NOTES_SHOWN:
+        print(f"note: and {len(notes) - NOTES_SHOWN} more files with such notes",
+              file=sys.stderr)  # fmt: skip
     return records
 
 
