@@ -151,9 +151,10 @@ def test_a_folder_of_microvolt_arrays_gets_five_notes_and_a_count(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Notes about a folder's files (here: microvolts read as mV) name the first five files and
-    count the rest, rather than one line per file."""
+    count the rest, rather than one line per file; in predict/embed and in data inspect."""
     from ecgfoundry.data import read_record
     from ecgfoundry.inference import load_inputs
+    from ecgfoundry.inventory import inspect_records
 
     record = read_record(sample_dir() / "ptbxl" / "00010_lr.hea")
     header = ",".join(record.leads)
@@ -166,6 +167,8 @@ def test_a_folder_of_microvolt_arrays_gets_five_notes_and_a_count(
         str(tmp_path / f"e{i}.csv") for i in range(5)]  # fmt: skip
     assert all("pass --units uV" in line for line in lines[:5])
     assert lines[5:] == ["note: and 2 more files with such notes"]
+    assert len(inspect_records(tmp_path, fs=100)) == 8  # data inspect: the same notes
+    assert capsys.readouterr().err.splitlines() == lines
 
 
 def test_a_record_the_model_cannot_take_is_left_out_of_a_folder(tmp_path: Path) -> None:

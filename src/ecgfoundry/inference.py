@@ -87,9 +87,8 @@ def load_inputs(
         if not found:
             raise ECGInputError(path, NO_RECORDS)
         return _readable(found, **options)
-    records, note = _read_file(path, **options)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
+    records, note = read_file(path, **options)
+    print_notes([note] if note else [])
     return records
 
 
@@ -99,10 +98,16 @@ MAX_PLAUSIBLE_MV = 20.0
 NOTES_SHOWN = 5  # a folder's per-file notes printed; the rest are counted
 
 
-def _read_file(
-    path: Path, *, fs: float | None, leads: Sequence[str] | None, preprocess: bool, units: str
+def read_file(
+    path: Path,
+    *,
+    fs: float | None = None,
+    leads: Sequence[str] | None = None,
+    preprocess: bool = True,
+    units: str = "mV",
 ) -> tuple[list[Record], str | None]:
-    """The records of one file, and a note for the user naming it (or None)."""
+    """The records of one file (as :func:`load_inputs` reads them), and a note for the user
+    naming it (or None)."""
     if not path.exists():
         raise ECGInputError(path, "no such file or folder")
     if path.suffix.lower() in (".npy", ".csv"):
@@ -168,7 +173,7 @@ def _readable(paths: list[Path], **options: Any) -> list[Record]:
     records, problems, notes = [], [], []
     for path in paths:
         try:
-            found, note = _read_file(path, **options)
+            found, note = read_file(path, **options)
         except ECGInputError as error:
             problems.append(error)
             continue
@@ -179,12 +184,17 @@ def _readable(paths: list[Path], **options: Any) -> list[Record]:
         raise problems[0]
     for error in problems:
         print(f"note: left out {error}", file=sys.stderr)
+    print_notes(notes)
+    return records
+
+
+def print_notes(notes: Sequence[str]) -> None:
+    """Notes about files on stderr: the first :data:`NOTES_SHOWN`, then how many more."""
     for note in notes[:NOTES_SHOWN]:
         print(f"note: {note}", file=sys.stderr)
     if len(notes) > NOTES_SHOWN:
         print(f"note: and {len(notes) - NOTES_SHOWN} more files with such notes",
               file=sys.stderr)  # fmt: skip
-    return records
 
 
 def prepare(

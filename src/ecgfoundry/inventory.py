@@ -17,7 +17,7 @@ from ecgfoundry.data.readers import find_records
 from ecgfoundry.data.record import ECGInputError, Record, describe_repair
 from ecgfoundry.data.rpeaks import heart_rate
 from ecgfoundry.data.transforms import MissingLeads, window_starts
-from ecgfoundry.inference import NO_RECORDS, load_inputs, prepared_input
+from ecgfoundry.inference import NO_RECORDS, load_inputs, prepared_input, print_notes, read_file
 from ecgfoundry.spec import InputSpec
 
 COLUMNS = ("record", "format", "fs", "leads", "seconds", "heart_rate_bpm", "age", "sex",
@@ -79,14 +79,16 @@ def inspect_records(
             raise ECGInputError(path, NO_RECORDS)
     else:
         files = [Path(s) for s in source]
-    rows = []
+    rows, notes = [], []
     for file in files:
         try:
-            records = load_inputs(file, **reading)
+            records, note = read_file(file, **reading)
         except ECGInputError as error:
             rows.append({**dict.fromkeys(COLUMNS), "record": str(file), "problem": error.problem})
             continue
+        notes.extend([note] if note else [])
         rows.extend(_row(record, spec, missing_leads) for record in records)
+    print_notes(notes)
     return rows
 
 
