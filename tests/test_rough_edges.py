@@ -389,3 +389,17 @@ def test_predict_names_labels_with_the_thresholds_tuned_on_validation(tiny, tmp_
     damaged = cli("predict", model_dir, records, "--out", tmp_path / "x.csv")
     assert isinstance(damaged.exception, CheckpointError)
     assert "thresholds.json: not a thresholds file" in str(damaged.exception)
+
+
+def test_command_lists_show_each_summary_as_flowing_text() -> None:
+    """A group's list of commands rewraps each docstring's first paragraph (typer kept the
+    source's line breaks there: 'benchmark the / bundled foundation model / (linear probe')."""
+    from ecgfoundry.cli import benchmark_app, data_app, models_app, personalize_app
+
+    listed = cli("--help").output
+    assert "bundled foundation model (linear probe vs post-train" in listed
+    assert "from random weights; a model folder continues from its" in listed
+    for group in (app, data_app, models_app, benchmark_app, personalize_app):
+        for info in group.registered_commands:
+            assert info.short_help and "\n" not in info.short_help
+    assert "rate, leads, length, heart rate, age/sex" in cli("data", "--help").output

@@ -7,6 +7,7 @@ Conventions: the model is the first argument; outputs go to ``--out``; ``--fs`` 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -991,6 +992,19 @@ def personalize_evaluate(
     else:
         typer.echo(P.summary_markdown(result["summary"]))
         typer.echo(f"{out}; skipped: {len(result['skipped'])} subject/shot cases (listed there)")
+
+
+def _one_line_summaries(*apps: typer.Typer) -> None:
+    """Each command's summary in its group's list: its docstring's first paragraph as one line
+    (typer keeps the source's line breaks there, so the list came out ragged)."""
+    for group in apps:
+        for info in group.registered_commands:
+            if info.short_help is None and info.callback is not None:
+                first = inspect.cleandoc(info.callback.__doc__ or "").split("\n\n")[0]
+                info.short_help = " ".join(first.split())
+
+
+_one_line_summaries(app, data_app, models_app, benchmark_app, personalize_app)
 
 
 def main() -> None:
