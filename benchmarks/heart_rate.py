@@ -29,8 +29,8 @@ SECONDS = 10.0
 def errors(root: Path, every: float, channel: int) -> list[float]:
     """|detected - annotated| rate per window, inf where the detector gives none."""
     found = []
-    for header in sorted(root.glob("*.hea")):
-        base = str(header.with_suffix(""))
+    for beats_file in sorted(root.glob("*.atr")):
+        base = str(beats_file.with_suffix(""))
         signal, fields = wfdb.rdsamp(base, channels=[channel])
         annotation = wfdb.rdann(base, "atr")
         fs, length = fields["fs"], int(SECONDS * fields["fs"])
@@ -57,11 +57,11 @@ def main() -> None:
         parser.error(f"--root {args.root}: no annotated mitdb records there")
     finite = found[np.isfinite(found)]
     print(json.dumps({
-        "records": len(list(args.root.glob("*.hea"))), "channel": args.channel,
+        "records": len(list(args.root.glob("*.atr"))), "channel": args.channel,
         "every_seconds": args.every, "windows": len(found),
         "within_5_per_min": round(float(np.mean(found <= 5)), 4),
         "within_10_per_min": round(float(np.mean(found <= 10)), 4),
-        "mean_absolute_error_per_min": round(float(finite.mean()), 2),
+        "mean_absolute_error_per_min": round(float(finite.mean()), 2) if len(finite) else None,
         "windows_without_rate": int(np.isinf(found).sum()),
     }, indent=1))  # fmt: skip
 

@@ -129,6 +129,13 @@ def test_cinc_default_labels_are_codes_with_enough_positives(cinc_root, cache_di
         cinc_task(cinc_root, spec, task="1", cache_dir=cache_dir)
     named = cinc_task(cinc_root, spec, task="nsstta,OldMI,164867002", cache_dir=cache_dir)
     assert named.labels == CODES.split(",")  # abbreviations become their codes, once each
+    with pytest.raises(ECGInputError, match=r"\['74390002 WPW \(wolff parkinson white"):
+        cinc_task(cinc_root, spec, task="WPW", cache_dir=cache_dir)  # named, in no record
+    for task, problem in (("AF,cd", "task cd: a PTB-XL superclass name"),
+                          ("NORM", "task NORM: a PTB-XL superclass name"),
+                          ("AF,atrial", "task atrial: neither SNOMED-CT codes nor")):  # fmt: skip
+        with pytest.raises(RunConfigError, match=problem):
+            cinc_task(Path("/nonexistent"), spec, task=task)  # refused before any reading
 
 
 def test_a_table_trains_with_patient_level_or_given_splits(

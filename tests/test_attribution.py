@@ -73,9 +73,13 @@ def test_a_randomised_model_is_told_apart_and_seeds_agree() -> None:
     checks = sanity_checks(model, x, 0, background, segments=4, steps=4)
     assert checks["randomisation_passes"] and checks["randomisation_similarity"] < 0.5
     assert checks["explainer_seed_agreement"] > 0.9
-    reference = explain(model, x, 0, background, segments=4, steps=4)  # reused, same checks
-    assert sanity_checks(model, x, 0, background, segments=4, steps=4,
-                         reference=reference) == checks  # fmt: skip
+    options = {"segments": 4, "steps": 4}
+    same = explain(model, x, 0, background, **options)  # what the checks would compute
+    assert sanity_checks(model, x, 0, background, reference=same, **options) == checks
+    other = explain(model, x, 0, torch.randn(4, 3, 200), **options)  # another background
+    reused = sanity_checks(model, x, 0, background, reference=other, **options)
+    assert reused["additivity_error"] == other.additivity_error()  # the given map is used
+    assert reused["randomisation_similarity"] != checks["randomisation_similarity"]
     same = explain(model, x, 0, torch.randn(4, 3, 200), segments=4, steps=4)
     assert map_similarity(same, same) == pytest.approx(1.0)
 

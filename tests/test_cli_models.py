@@ -166,9 +166,10 @@ def test_a_folder_of_microvolt_arrays_gets_five_notes_and_a_count(
     assert [line.split(":")[1].strip() for line in lines[:5]] == [
         str(tmp_path / f"e{i}.csv") for i in range(5)]  # fmt: skip
     assert all("pass --units uV" in line for line in lines[:5])
-    assert lines[5:] == ["note: and 2 more files with such notes"]
+    assert lines[5:] == ["note: and 2 more notes about other files"]
     assert len(inspect_records(tmp_path, fs=100)) == 8  # data inspect: the same notes
     assert capsys.readouterr().err.splitlines() == lines
+    assert len(inspect_records([tmp_path, tmp_path / "e0.csv"], fs=100)) == 9  # folders too
 
 
 def test_a_record_the_model_cannot_take_is_left_out_of_a_folder(tmp_path: Path) -> None:

@@ -193,7 +193,7 @@ def print_notes(notes: Sequence[str]) -> None:
     for note in notes[:NOTES_SHOWN]:
         print(f"note: {note}", file=sys.stderr)
     if len(notes) > NOTES_SHOWN:
-        print(f"note: and {len(notes) - NOTES_SHOWN} more files with such notes",
+        print(f"note: and {len(notes) - NOTES_SHOWN} more notes about other files",
               file=sys.stderr)  # fmt: skip
 
 

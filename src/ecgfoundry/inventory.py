@@ -61,7 +61,7 @@ def inspect_records(
     missing_leads: MissingLeads = "raise",
     units: str = "mV",
 ) -> list[dict[str, Any]]:
-    """One row per ECG in a record file, a folder of them or a list of files (``fs``/``leads``/
+    """One row per ECG in a record file, a folder of them or a list of both (``fs``/``leads``/
     ``units`` as :func:`ecgfoundry.inference.load_inputs` takes them). With ``spec`` (a model's
     ``model.spec``) each row also gives ``model_input`` [leads, samples] and the number of
     ``windows`` the record becomes, or the ``problem`` that stops it. Every row has the keys
@@ -78,7 +78,7 @@ def inspect_records(
         if not files:
             raise ECGInputError(path, NO_RECORDS)
     else:
-        files = [Path(s) for s in source]
+        files = [f for s in source for f in (find_records(s) if Path(s).is_dir() else [Path(s)])]
     rows, notes = [], []
     for file in files:
         try:

@@ -223,6 +223,27 @@ def _cinc_records(
     return store, [dx[str(record)] for record in store.index["record"]], len(headers) - len(kept)
 
 
+def cinc_task_codes(task: str) -> list[str]:
+    """A CinC task's comma-separated labels as SNOMED-CT codes (the challenges' abbreviations
+    mapped to theirs); PTB-XL's superclass names are refused, since two of them are challenge
+    abbreviations of something else ("CD": cardiac dysrhythmia) or of one code only ("MI")."""
+    from ecgfoundry.data.snomed import SUPERCLASS_STATEMENTS, task_codes
+
+    names = _names(task)
+    if clash := [n for n in names if n.upper() in {*SUPERCLASS_STATEMENTS, "NORM"}]:
+        raise RunConfigError(f"task {', '.join(clash)}: a PTB-XL superclass name; a CinC task "
+                             "names SNOMED-CT codes or the challenges' abbreviations (its CD is "
+                             "698247007 cardiac dysrhythmia, its MI the one code 164865005): "
+                             "give the codes, or score PTB-XL labels on CinC data with the "
+                             "benchmark's transfer")  # fmt: skip
+    labels = task_codes(names)
+    if unknown := [n for n in labels if not n.isdigit()]:
+        raise RunConfigError(f"task {', '.join(unknown)}: neither SNOMED-CT codes nor "
+                             "abbreviations of the challenges' codes (AF, IAVB, ...: "
+                             "ecgfoundry/data/mappings/snomed_names.csv)")  # fmt: skip
+    return labels
+
+
 def cinc_task(
     root: str | Path,
     spec: InputSpec,
@@ -240,14 +261,14 @@ def cinc_task(
     ``task`` (or the challenges' abbreviations of them, e.g. ``AF,IAVB``), else every code with
     at least ``min_positives`` positive readable records (sorted). Record-level 80/10/10 splits
     (the headers carry no patient id)."""
-    from ecgfoundry.data.snomed import describe_code, task_codes
+    from ecgfoundry.data.snomed import describe_code
 
     root = Path(root)
+    labels = None if task is None else cinc_task_codes(task)  # checked before reading
     store, codes, _ = _cinc_records(root, spec, seconds, cache_dir, workers)
     counts = pd.Series([c for record_codes in codes for c in set(record_codes)]).value_counts()
-    if task is not None:
-        labels = task_codes(_names(task))
-        if absent := [code for code in labels if code not in counts.index]:
+    if labels is not None:
+        if absent := [describe_code(code) for code in labels if code not in counts.index]:
             frequent = [f"{describe_code(c)}: {n}" for c, n in counts.iloc[:10].items()]
             raise ECGInputError(root, f"no readable record has SNOMED-CT code(s) {absent}; the "
                                 f"most frequent (records): {frequent}")  # fmt: skip
