@@ -137,3 +137,20 @@ def test_the_table_fits_80_columns_with_many_leads(tmp_path: Path, monkeypatch) 
     row = next(line for line in lines if "s0010_re" in line)
     assert "WFDB" in row and "1000" in row and "12x1000" in row
     assert "Y, Z)" in result.stdout  # Frank's leads are named (then left out of the input)
+
+
+def test_challenge_records_show_their_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CinC header's #Dx codes are a row's labels (JSON: the codes; the table: the
+    challenge's abbreviations); records whose files state none have no labels column entry."""
+    from typer.testing import CliRunner
+
+    from ecgfoundry.cli import app
+
+    rows = {Path(r["record"]).name: r for r in inspect_records(sample_dir())}
+    assert rows["E00009"]["labels"] == ["428750005", "39732003", "427084000"]
+    assert rows["00010_lr"]["labels"] is None
+    monkeypatch.setenv("COLUMNS", "120")
+    shown = CliRunner().invoke(app, ["data", "inspect", str(sample_dir() / "cinc2020")]).output
+    assert "┃ labels" in shown and "NSSTTA LAD STach" in shown
+    plain = CliRunner().invoke(app, ["data", "inspect", str(sample_dir() / "ptbxl")]).output
+    assert "┃ labels" not in plain  # no record states any: no such column

@@ -402,4 +402,4 @@ def test_command_lists_show_each_summary_as_flowing_text() -> None:
     for group in (app, data_app, models_app, benchmark_app, personalize_app):
         for info in group.registered_commands:
             assert info.short_help and "\n" not in info.short_help
-    assert "rate, leads, length, heart rate, age/sex" in cli("data", "--help").output
+    assert "rate, leads, length, heart rate, labels" in cli("data", "--help").output

@@ -617,9 +617,10 @@ def data_inspect(
     as_json: JsonFlag = False,
 ) -> None:
     """What ecgfoundry reads in your files, one row per ECG: format, rate, leads, length,
-    heart rate, age/sex, repairs, and with --model the model input each becomes (ids as
-    predict/embed write them). In a folder, files that cannot be read are listed with their
-    problem (exit status 0)."""
+    heart rate, labels (a challenge header's SNOMED-CT codes), age/sex, repairs, and with
+    --model the model input each becomes (ids as predict/embed write them). In a folder, files
+    that cannot be read are listed with their problem (exit status 0)."""
+    from ecgfoundry.data.snomed import abbreviate
     from ecgfoundry.inventory import inspect_records
     from ecgfoundry.models.registry import resolve_model
 
@@ -635,7 +636,10 @@ def data_inspect(
 
     base = source if source.is_dir() else source.parent  # the table names records below it
     shown = [{**row, "record": os.path.relpath(row["record"], base)} for row in rows]
-    extra = ("age/sex", "model input") if spec else ("age/sex",)
+    labelled = any(row["labels"] for row in rows)
+    for row in shown:  # the challenge's abbreviations of a header's codes
+        row["labels"] = " ".join(abbreviate(row["labels"] or []))
+    extra = ("labels",) * labelled + (("age/sex", "model input") if spec else ("age/sex",))
     title = f"{source}" + (f" as input of {model}" if model else "")
     Console().print(_records_table(shown, title, extra))
     for row in shown:

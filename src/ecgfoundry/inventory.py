@@ -20,11 +20,12 @@ from ecgfoundry.data.transforms import MissingLeads, window_starts
 from ecgfoundry.inference import NO_RECORDS, load_inputs, prepared_input, print_notes, read_file
 from ecgfoundry.spec import InputSpec
 
-COLUMNS = ("record", "format", "fs", "leads", "seconds", "heart_rate_bpm", "age", "sex",
+COLUMNS = ("record", "format", "fs", "leads", "seconds", "heart_rate_bpm", "labels", "age", "sex",
            "flat_leads", "repairs", "model_input", "windows", "problem")  # fmt: skip
 
 
 def _row(record: Record, spec: InputSpec | None, missing_leads: MissingLeads) -> dict[str, Any]:
+    """One record's row; ``labels``: the SNOMED-CT codes of a challenge header (``#Dx``)."""
     lead = "II" if "II" in record.leads else record.leads[0]
     rate = heart_rate(record.lead(lead), record.fs)
     row: dict[str, Any] = {
@@ -35,6 +36,7 @@ def _row(record: Record, spec: InputSpec | None, missing_leads: MissingLeads) ->
         "leads": list(record.leads),
         "seconds": round(record.seconds, 2),
         "heart_rate_bpm": round(rate) if rate else None,
+        "labels": record.metadata.get("dx") or None,
         "age": record.metadata.get("age"),
         "sex": record.metadata.get("sex"),
         "flat_leads": record.metadata.get("flat_leads", []),
