@@ -194,6 +194,7 @@ def test_unreadable_table_records_are_skipped_and_listed(ptbxl_root, listing, ca
     assert result.exit_code == 0, result.output
     assert "note: 1 record(s) could not be read and were left out" in result.stderr
     assert f"{frame.loc[0, 'record']}: " in result.stderr  # named, with its problem
+    assert "labels: 2: NORM, SR\n" in result.stderr  # named before training
 
 
 def test_the_cache_command_builds_what_cinc_and_table_training_read(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,14 @@ def evaluate_run(
     return metrics, predictions, thresholds
 
 
+def _labels_text(labels: list[str], shown: int = 12) -> str:
+    """``"5: CD, HYP, MI, NORM, STTC"``; SNOMED-CT codes named; past ``shown``, a count."""
+    from ecgfoundry.data.snomed import describe_code
+
+    names = ", ".join(describe_code(label) for label in labels[:shown])
+    return f"{len(labels)}: {names}" + (f", and {len(labels) - shown} more" * (len(labels) > shown))
+
+
 def finetune(
     model: str | Path | ECGModel,
     *,
@@ -177,9 +186,11 @@ def finetune(
     a task with a strategy; returns (and writes) the metrics.
 
     ``data``: ``"ptbxl"`` (``root`` and ``task`` needed), ``"cinc"`` (a PhysioNet/CinC
-    challenge folder as ``root``; ``task``: comma-separated SNOMED-CT codes, else every code
-    with 10+ positives), a ``.csv`` table (``task``: optional label columns), or a prepared
-    :class:`TaskData`; see :mod:`ecgfoundry.adapt.sources`. ``evaluate_test=False`` never
+    challenge folder as ``root``; ``task``: comma-separated SNOMED-CT codes or the challenges'
+    abbreviations of them, else every code with 10+ positives), a ``.csv`` table (``task``:
+    optional label columns), or a prepared :class:`TaskData`; see
+    :mod:`ecgfoundry.adapt.sources`. With ``progress_bar``, the labels are named on stderr
+    before training. ``evaluate_test=False`` never
     scores the test split (for tuning runs such as hyperparameter sweeps, which must see
     validation only).
 
@@ -231,6 +242,8 @@ def finetune(
         claim_run_dir(out, run_config, write=dist.is_main())
         dist.barrier()
     check_positives(task_data.labels, task_data.train.y, fraction, seed)
+    if progress_bar and dist.is_main():  # before hours of training: what it learns
+        print(f"labels: {_labels_text(task_data.labels)}", file=sys.stderr)
     evaluated = [task_data.val]
     if evaluate_test and task_data.test is not None:
         evaluated.append(task_data.test)
