@@ -373,6 +373,19 @@ def test_the_foundation_steps_are_chosen_by_validation_auroc() -> None:
         select_config(val, base, shots=500, candidates=candidates)
 
 
+def test_the_foundation_model_is_loaded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_protocol hands the model check_foundation loaded to the choice and the scorer."""
+    import ecgfoundry.personalize.foundation as foundation
+
+    loaded = foundation.resolve_model(FoundationConfig().model)
+    monkeypatch.setattr(foundation, "resolve_model", lambda name: pytest.fail(f"loaded {name}"))
+    val = [synthetic(f"v{i}", 20 + i) for i in range(2)]
+    chosen, _ = select_config(val, FoundationConfig(preview_steps=1), shots=3,
+                              candidates=({"finetune_steps": 0},), pretrained=loaded)  # fmt: skip
+    methods = scorers({}, MAMLConfig(), lambda: None, chosen, pretrained=loaded)
+    assert methods["foundation-post-train"].pretrained is loaded
+
+
 def test_cudb_shaped_records_with_bracketed_vf_episodes_load_as_subjects(tmp_path: Path) -> None:
     """CUDB's layout: 250 Hz, one lead named ECG, beat labels and VF episodes marked only by
     '[' ... ']' (cu02 opens with an unpaired ']': VF from the start of the recording)."""

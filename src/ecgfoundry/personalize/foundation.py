@@ -169,10 +169,11 @@ def select_config(
     shots: int = 10,
     candidates: Sequence[dict[str, Any]] = CANDIDATES,
     seed: int = 0,
+    pretrained: ECGModel | None = None,
 ) -> tuple[FoundationConfig, list[dict[str, Any]]]:
     """The candidate (fields over ``base``) with the best pooled AUROC on ``subjects`` (the
     meta-validation subjects) at ``shots`` per class, leak-free; and every candidate's
-    score."""
+    score. ``pretrained``: ``base.model`` already loaded (else it is loaded here)."""
     splits = []
     for subject in subjects:
         try:
@@ -182,7 +183,7 @@ def select_config(
     if not splits:
         raise UsageError(f"no validation subject has {shots} support windows per class "
                          "and windows after them to score")  # fmt: skip
-    pretrained = resolve_model(base.model)
+    pretrained = pretrained if pretrained is not None else resolve_model(base.model)
     table = []
     for fields in candidates:
         config = dataclasses.replace(base, **fields)

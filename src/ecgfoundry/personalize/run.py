@@ -260,11 +260,13 @@ def scorers(
     architecture: Callable[[], nn.Module],
     foundation: FoundationConfig | None = None,
     seed: int = 0,
+    pretrained: ECGModel | None = None,
 ) -> dict[str, Scorer]:
     """Each method as ``score(subject, split) -> (labels, probabilities)``; ``models`` holds
     the trained ``global`` and the meta-trained ``maml``, ``maml-curriculum`` and
     ``fomaml-curriculum-prefinetune`` initialisations (a method whose model is missing, e.g.
-    a meta-training that failed, is left out); ``foundation`` adds ``foundation-post-train``."""
+    a meta-training that failed, is left out); ``foundation`` adds ``foundation-post-train``
+    (``pretrained``: its model, if already loaded)."""
 
     def adapting(source: str, steps: int, pre: bool) -> Scorer | None:
         if source not in models:
@@ -286,7 +288,7 @@ def scorers(
     }  # fmt: skip
     methods = {name: score for name, score in candidates.items() if score is not None}
     if foundation is not None:
-        methods["foundation-post-train"] = FoundationScorer(foundation, seed=seed)
+        methods["foundation-post-train"] = FoundationScorer(foundation, pretrained, seed=seed)
     return methods
 
 
@@ -515,8 +517,7 @@ def run_protocol(
         raise UsageError(f"protocols {list(protocols)}: each one of {', '.join(PROTOCOLS)}")
 
     check_backbone(backbone_name)
-    if foundation is not None:
-        check_foundation(foundation)
+    pretrained = check_foundation(foundation) if foundation is not None else None
     subjects, problems = load_subjects(data)
     by_name = {s.name: s for s in subjects}
     parts = split_subjects(subjects, seed)
@@ -545,9 +546,10 @@ def run_protocol(
             f"({(time.perf_counter() - start) / 60:.1f} min)")  # fmt: skip
     chosen, grid = None, None
     if foundation is not None:
-        chosen, grid = select_config(val, foundation, shots=config.shots, seed=seed)
+        chosen, grid = select_config(val, foundation, shots=config.shots, seed=seed,
+                                     pretrained=pretrained)  # fmt: skip
         log(f"foundation-post-train: chose {chosen.to_dict()} on the meta-validation subjects")
-    methods = scorers(models, config, architecture, chosen, seed)
+    methods = scorers(models, config, architecture, chosen, seed, pretrained)
     rows, skipped = evaluate(test, methods, shots, protocols, seed)
     return {
         "config": config.to_dict(), "backbone": backbone_name, "seed": seed,
