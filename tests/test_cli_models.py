@@ -215,3 +215,16 @@ def test_prepare_refuses_an_unusable_record_unless_told_to_skip_it(capsys) -> No
     kept = prepare(model, [twelve, lead_i, twelve], skip_unusable=True)
     assert kept.ids == [twelve.source] * 2 and len(kept.windows) == 2
     assert "note: left out record-1: leads" in capsys.readouterr().err
+
+
+def test_long_lists_in_messages_show_the_first_and_count_the_rest() -> None:
+    """Every message that lists files, records or labels shortens them the same way."""
+    from ecgfoundry.adapt.run import _labels_text
+    from ecgfoundry.errors import shortened
+
+    assert shortened(["a", "b"], 2) == ["a", "b"]
+    assert shortened(list("abcde"), 2, "and {} others") == ["a", "b", "and 3 others"]
+    codes = ["164889003", *(f"L{i}" for i in range(13))]
+    assert _labels_text(codes) == (
+        "14: 164889003 AF (atrial fibrillation), L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, "
+        "and 2 more")  # fmt: skip

@@ -21,8 +21,9 @@ import typer
 from ecgfoundry.data.download import DATASETS
 from ecgfoundry.data.ptbxl import TASKS
 from ecgfoundry.data.record import millivolts_per_unit
+from ecgfoundry.data.snomed import abbreviate, describe_code
 from ecgfoundry.data.transforms import MissingLeads as MissingLeadsPolicy
-from ecgfoundry.errors import ReportedError, UsageError
+from ecgfoundry.errors import ReportedError, UsageError, shortened
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
 from ecgfoundry.export import FORMATS
 
@@ -384,8 +385,7 @@ def _model(name: str) -> ECGModel:
 
 def _listed(lines: list[str], shown: int = 5) -> str:
     """The first ``shown`` lines, indented on lines of their own, then how many more."""
-    more = [f"and {len(lines) - shown} more"] if len(lines) > shown else []
-    return "".join(f"\n  {line}" for line in [*lines[:shown], *more])
+    return "".join(f"\n  {line}" for line in shortened(lines, shown))
 
 
 def _units(units: str) -> str:
@@ -620,7 +620,6 @@ def data_inspect(
     heart rate, labels (a challenge header's SNOMED-CT codes), age/sex, repairs, and with
     --model the model input each becomes (ids as predict/embed write them). In a folder, files
     that cannot be read are listed with their problem (exit status 0)."""
-    from ecgfoundry.data.snomed import abbreviate
     from ecgfoundry.inventory import inspect_records
     from ecgfoundry.models.registry import resolve_model
 
@@ -748,7 +747,6 @@ def finetune(
     """
     from ecgfoundry.adapt import STRATEGIES
     from ecgfoundry.adapt import finetune as run
-    from ecgfoundry.data.snomed import describe_code
 
     _one_of("--strategy", strategy, STRATEGIES)
     data, root = _named_folder(data, root)

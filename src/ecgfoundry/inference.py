@@ -31,7 +31,7 @@ from ecgfoundry.data.transforms import (
     model_input,
     window_starts,
 )
-from ecgfoundry.errors import UsageError
+from ecgfoundry.errors import UsageError, shortened
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate, aggregate_windows
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.spec import STANDARD_LEADS, InputSpec
@@ -190,11 +190,8 @@ def _readable(paths: list[Path], **options: Any) -> list[Record]:
 
 def print_notes(notes: Sequence[str]) -> None:
     """Notes about files on stderr: the first :data:`NOTES_SHOWN`, then how many more."""
-    for note in notes[:NOTES_SHOWN]:
+    for note in shortened(notes, NOTES_SHOWN, "and {} more notes about other files"):
         print(f"note: {note}", file=sys.stderr)
-    if len(notes) > NOTES_SHOWN:
-        print(f"note: and {len(notes) - NOTES_SHOWN} more notes about other files",
-              file=sys.stderr)  # fmt: skip
 
 
 def prepare(

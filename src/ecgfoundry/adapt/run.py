@@ -20,6 +20,7 @@ from ecgfoundry.adapt.sources import task_data as load_task_data
 from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
 from ecgfoundry.data.cache import ArrayStore
 from ecgfoundry.data.ptbxl import TASKS
+from ecgfoundry.data.snomed import describe_code
 from ecgfoundry.data.stratify import check_fractions
 from ecgfoundry.engine import (
     Engine,
@@ -30,6 +31,7 @@ from ecgfoundry.engine import (
     claim_run_dir,
 )
 from ecgfoundry.engine import distributed as dist
+from ecgfoundry.errors import shortened
 from ecgfoundry.evaluate.metrics import evaluate, tune_thresholds
 from ecgfoundry.inference import save_thresholds
 from ecgfoundry.models.base import ECGModel
@@ -156,10 +158,7 @@ def evaluate_run(
 
 def _labels_text(labels: list[str], shown: int = 12) -> str:
     """``"5: CD, HYP, MI, NORM, STTC"``; SNOMED-CT codes named; past ``shown``, a count."""
-    from ecgfoundry.data.snomed import describe_code
-
-    names = ", ".join(describe_code(label) for label in labels[:shown])
-    return f"{len(labels)}: {names}" + (f", and {len(labels) - shown} more" * (len(labels) > shown))
+    return f"{len(labels)}: " + ", ".join(shortened([describe_code(x) for x in labels], shown))
 
 
 def finetune(

@@ -30,6 +30,7 @@ from ecgfoundry.data import ptbxl
 from ecgfoundry.data.cache import ArrayStore, NoReadableRecords, build_cache
 from ecgfoundry.data.readers import find_records, read_record
 from ecgfoundry.data.record import ECGInputError, Record, canonical_unit
+from ecgfoundry.data.snomed import SUPERCLASS_STATEMENTS, describe_code, ptbxl_labels, task_codes
 from ecgfoundry.data.stratify import nested_subsets, stratified_order
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for
 from ecgfoundry.engine import RunConfigError
@@ -227,8 +228,6 @@ def cinc_task_codes(task: str) -> list[str]:
     """A CinC task's comma-separated labels as SNOMED-CT codes (the challenges' abbreviations
     mapped to theirs); PTB-XL's superclass names are refused, since two of them are challenge
     abbreviations of something else ("CD": cardiac dysrhythmia) or of one code only ("MI")."""
-    from ecgfoundry.data.snomed import SUPERCLASS_STATEMENTS, task_codes
-
     names = _names(task)
     if clash := [n for n in names if n.upper() in {*SUPERCLASS_STATEMENTS, "NORM"}]:
         raise RunConfigError(f"task {', '.join(clash)}: a PTB-XL superclass name; a CinC task "
@@ -261,8 +260,6 @@ def cinc_task(
     ``task`` (or the challenges' abbreviations of them, e.g. ``AF,IAVB``), else every code with
     at least ``min_positives`` positive readable records (sorted). Record-level 80/10/10 splits
     (the headers carry no patient id)."""
-    from ecgfoundry.data.snomed import describe_code
-
     root = Path(root)
     labels = None if task is None else cinc_task_codes(task)  # checked before reading
     store, codes, _ = _cinc_records(root, spec, seconds, cache_dir, workers)
@@ -306,8 +303,6 @@ def cinc_ptbxl_task(
     label raises, naming it), for cross-dataset evaluation. The challenge's own copies of
     PTB-XL records (``HR00001``...) are left out: they are PTB-XL's training and test records.
     Record-level 80/10/10 splits."""
-    from ecgfoundry.data.snomed import ptbxl_labels
-
     root = Path(root)
 
     def not_ptbxl(name: str) -> bool:

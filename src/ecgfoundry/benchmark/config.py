@@ -41,6 +41,8 @@ import yaml
 
 from ecgfoundry.adapt.recipe import STRATEGIES, recipe_for
 from ecgfoundry.data.ptbxl import TASKS as PTBXL_TASKS
+from ecgfoundry.data.ptbxl import task_labels
+from ecgfoundry.data.snomed import UnmappedLabelError, ptbxl_labels
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models.registry import HUB_PREFIX, model_entry, model_folder, model_names
 
@@ -245,9 +247,6 @@ def _analysis(source: str, raw: Any) -> AnalysisSettings | None:
 
 def _transfer(source: str, raw: Any, data: dict[str, DataSource],
               tasks: tuple[TaskSpec, ...]) -> TransferSettings:  # fmt: skip
-    from ecgfoundry.data.ptbxl import task_labels
-    from ecgfoundry.data.snomed import UnmappedLabelError, ptbxl_labels
-
     if not isinstance(raw, dict) or set(raw) - {"targets", "tasks"} or not raw.get("targets"):
         raise _fail(source, "transfer: expected {targets: [CinC data names], tasks: [optional "
                     f"PTB-XL tasks]}}, got {raw!r}")  # fmt: skip
