@@ -166,3 +166,15 @@ def test_a_bundled_preset_loads_its_packaged_weights_by_name(
     presets = table.output.split("checkpoint formats")[0].splitlines()
     marked = [line.split()[0] for line in presets if "pretrained" in line]
     assert marked == ["tiny-bundled"]
+
+
+def test_models_list_says_what_each_preset_builds() -> None:
+    """A preset's declared parameter count (which spares ``models list`` building it), number of
+    outputs and input spec are those of the model it builds."""
+    declared = [name for name in registry.model_names() if registry.model_entry(name).parameters]
+    assert len(declared) == len(registry.model_names())  # every preset shipped declares it
+    for row in registry.list_models():
+        with torch.device("meta"):
+            model = registry.create_model(row["name"])
+        assert row["parameters"] == registry.count_parameters(model), row["name"]
+        assert row["num_classes"] == model.num_classes and row["spec"] == model.config.spec

@@ -475,6 +475,7 @@ _SIZES: dict[str, dict[str, Any]] = {
                   intermediate_size=3840, classifier_proj_size=512),
 }  # fmt: skip
 HUB_REPOS = {size: f"Edoardo-BS/hubert-ecg-{size}" for size in _SIZES}
+_PARAMETERS = {"small": 30_366_592, "base": 93_021_312, "large": 188_187_968}
 
 for _size, _fields in _SIZES.items():
     register_model(
@@ -485,12 +486,14 @@ for _size, _fields in _SIZES.items():
             f"{_fields['hidden_size']}), self-supervised on 9.1 M 12-lead ECGs"
         ),
         weights=f"hf-hub:{HUB_REPOS[_size]} ({_CONVERT}; {_LICENSE})",
+        parameters=_PARAMETERS[_size],
         **_fields,
     )
 
 register_model(
     "hubert-ecg-tiny",
     HubertECG,
+    parameters=1_055_968,
     description="HuBERT-ECG layout, tiny (4 layers x 128): trains on a laptop CPU; no weights",
     hidden_size=128,
     num_hidden_layers=4,

@@ -170,6 +170,7 @@ class Inception1d(BenchmarkCNN):
 register_model(
     "inception1d",
     Inception1d,
+    parameters=473_344,
     description="PTB-XL benchmark inception1d: 6 inception modules (kernels 39/19/9), "
     "residual every 3, concat-pool head",
 )

@@ -673,6 +673,7 @@ SMALL_SPEC: dict[str, Any] = {**ECGFOUNDER_SPEC_12LEAD, "fs": 100.0, "notch": No
 register_model(
     "ecgfounder-12lead",
     Net1D,
+    parameters=30_819_014,
     description="ECGFounder, 12 leads: the published Net1D with its 150 labels",
     weights=f"{WEIGHTS_URL} (12_lead_ECGFounder.pth; `ecgfoundry convert ecgfounder`)",
     num_classes=len(ECGFOUNDER_LABELS),
@@ -681,6 +682,7 @@ register_model(
 register_model(
     "ecgfounder-1lead",
     Net1D,
+    parameters=30_807_750,
     description="ECGFounder, lead I: the published Net1D with its 150 labels",
     weights=f"{WEIGHTS_URL} (1_lead_ECGFounder.pth; `ecgfoundry convert ecgfounder`)",
     in_channels=1,
@@ -690,6 +692,7 @@ register_model(
 register_model(
     "net1d-small",
     Net1D,
+    parameters=2_125_312,
     description="Net1D, 7 stages x 2 blocks, 32-320 channels: trains on a CPU",
     base_filters=32,
     filter_list=[32, 64, 64, 160, 160, 320, 320],
@@ -699,6 +702,7 @@ register_model(
 register_model(
     "net1d-tiny",
     Net1D,
+    parameters=414_872,
     description="Net1D, 6 stages, 9 blocks, 16-160 channels: trains on a CPU",
     base_filters=16,
     filter_list=[16, 32, 32, 80, 80, 160],
@@ -708,6 +712,7 @@ register_model(
 register_model(
     "net1d-micro",
     Net1D,
+    parameters=214_392,
     description="Net1D, 6 stages x 1 block, 16-160 channels: per-window inference on a device",
     base_filters=16,
     filter_list=[16, 32, 32, 80, 80, 160],

@@ -44,6 +44,7 @@ class ModelEntry:
     description: str = ""
     weights: str | None = None  # where published weights come from (for people, not fetched)
     bundled: bool = False  # pretrained weights ship in the package: BUNDLED_DIR / name
+    parameters: int | None = None  # as declared, so listing needs no model built
 
     @property
     def folder(self) -> Path | None:
@@ -75,14 +76,19 @@ def register_model(
     description: str = "",
     weights: str | None = None,
     bundled: bool = False,
+    parameters: int | None = None,
     **preset: Any,
 ) -> None:
     """Register a preset (``name`` must be new; ``preset`` are config field values).
-    ``bundled``: its pretrained weights are the model folder ``BUNDLED_DIR / name``."""
+    ``bundled``: its pretrained weights are the model folder ``BUNDLED_DIR / name``.
+    ``parameters``: the preset's parameter count, so that :func:`list_models` need not build
+    it (some families take seconds); without it the model is built to count them."""
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
     _FAMILIES.setdefault(model_class.family, model_class)
-    _MODELS[name] = ModelEntry(name, model_class, dict(preset), description, weights, bundled)
+    _MODELS[name] = ModelEntry(
+        name, model_class, dict(preset), description, weights, bundled, parameters
+    )
 
 
 def register_converter(
@@ -266,20 +272,25 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_preset_parameters(name: str) -> int:
+    """A preset's parameter count, from the model built on the meta device (no weights)."""
+    with torch.device("meta"):
+        return count_parameters(_MODELS[name].model_class(build_config(name)))
+
+
 def list_models() -> list[dict[str, Any]]:
     """Each preset with its family, parameter count, input spec and description."""
     rows = []
     for name in model_names():
         entry = _MODELS[name]
-        with torch.device("meta"):  # count without allocating weights
-            model = entry.model_class(build_config(name))
+        config = build_config(name)
         rows.append(
             {
                 "name": name,
                 "family": entry.model_class.family,
-                "parameters": count_parameters(model),
-                "num_classes": model.num_classes,
-                "spec": model.config.spec,
+                "parameters": entry.parameters or count_preset_parameters(name),
+                "num_classes": config.num_classes or 0,
+                "spec": config.spec,
                 "description": entry.description,
                 "weights": entry.weights,
                 "pretrained": entry.folder is not None,
@@ -295,6 +306,7 @@ __all__ = [
     "convert_checkpoint",
     "converter_names",
     "count_parameters",
+    "count_preset_parameters",
     "create_model",
     "family_class",
     "list_converters",

@@ -225,6 +225,7 @@ class ResNet1d(BenchmarkCNN):
 register_model(
     "resnet1d-wang",
     ResNet1d,
+    parameters=439_040,
     description="PTB-XL benchmark resnet1d_wang: 3 basic blocks, 128 channels, concat-pool head",
     **RESNET1D_WANG,
 )

@@ -465,12 +465,14 @@ SMALL_SPEC: dict[str, Any] = {**ECGCPC_SPEC, "fs": 100.0}
 register_model(
     "ecg-cpc",
     S4Model,
+    parameters=3_194_880,
     description="ECG-CPC: conv encoder + 4 causal S4 layers (512 wide), CPC on HEEDB; SSL head",
     weights=f"{WEIGHTS_URL} (last_11597276.ckpt; `ecgfoundry convert ecgcpc`)",
 )
 register_model(
     "s4-small",
     S4Model,
+    parameters=208_896,
     description="ECG-CPC layout, 128 wide, 4 S4 layers, 100 Hz: trains on a CPU",
     encoder_features=[128, 128, 128, 128],
     d_model=128,
@@ -479,6 +481,7 @@ register_model(
 register_model(
     "s4-tiny",
     S4Model,
+    parameters=8_256,
     description="ECG-CPC layout, 32 wide, 2 S4 layers, 100 Hz: trains on a CPU",
     encoder_features=[32, 32],
     encoder_kernel_sizes=[3, 1],
@@ -494,6 +497,7 @@ register_model(
 register_model(
     "ecgfoundry-cpc",
     S4Model,
+    parameters=208_896,
     description="ecgfoundry's own: ECG-CPC layout, 128 wide, 4 S4 layers, 100 Hz, CPC on PTB-XL "
     "folds 1-8",
     encoder_features=[128, 128, 128, 128],

@@ -727,6 +727,7 @@ def convert_checkpoint(
 register_model(
     "ecgfm-base",
     Wav2Vec2ECG,
+    parameters=90_373_248,
     description="ECG-FM wav2vec 2.0 base (12 x 768, W2V+CMSC+RLM pretraining)",
     weights=(
         "https://huggingface.co/wanglab/ecg-fm: mimic_iv_ecg_physionet_pretrained.pt, "
@@ -736,6 +737,7 @@ register_model(
 register_model(
     "ecgfm-small",
     Wav2Vec2ECG,
+    parameters=3_556_928,
     description="ECG-FM architecture, small (4 x 256) for CPU training",
     conv_feature_layers="[(128, 2, 2)] * 4",
     encoder_layers=4,
@@ -747,6 +749,7 @@ register_model(
 register_model(
     "ecgfm-tiny",
     Wav2Vec2ECG,
+    parameters=80_400,
     description="ECG-FM architecture, tiny (2 x 64; the test fixture's size)",
     conv_feature_layers="[(32, 2, 2)] * 4",
     encoder_layers=2,

@@ -210,12 +210,14 @@ XRESNET1D_PRESETS: dict[str, dict[str, Any]] = {
 register_model(
     "xresnet1d50",
     XResNet1d,
+    parameters=886_400,
     description="PTB-XL benchmark xresnet1d50: bottleneck XResNet [3,4,6,3], concat-pool head",
     **XRESNET1D_PRESETS["xresnet1d50"],
 )
 register_model(
     "xresnet1d101",
     XResNet1d,
+    parameters=1_804_672,
     description="PTB-XL benchmark xresnet1d101: bottleneck XResNet [3,4,23,3], concat-pool head",
     **XRESNET1D_PRESETS["xresnet1d101"],
 )
