@@ -1,5 +1,5 @@
 """Shared layers: DropPath (stochastic depth), its per-depth rates, SamePad, non-zero mean, the
-grouped convolution that stays correct in bfloat16 on CPUs."""
+grouped convolution that stays correct in bfloat16 on CPUs, parallel 'same' convolutions by FFT."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ import pytest
 import torch
 
 from ecgfoundry.models import create_model
+from ecgfoundry.models.inception1d import InceptionModule1d
 from ecgfoundry.models.net1d import SameConv1d
 from ecgfoundry.models.wav2vec2 import WeightNormConv1d
-from ecgfoundry.nn.layers import DropPath, SamePad, drop_path_rates, grouped_conv1d, nonzero_mean
+from ecgfoundry.nn.layers import (
+    DropPath,
+    SamePad,
+    drop_path_rates,
+    grouped_conv1d,
+    nonzero_mean,
+    same_convs1d,
+)
 
 
 def test_drop_path_is_identity_in_eval_and_at_rate_zero() -> None:
@@ -50,7 +58,7 @@ def test_same_pad_and_nonzero_mean() -> None:
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
+    return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
 
 
 @pytest.mark.parametrize("per_group, kernel", [(2, 128), (4, 16), (8, 128), (16, 16), (1, 15)])
@@ -86,3 +94,50 @@ def test_the_families_grouped_convolutions_use_it() -> None:
         exact = model.forward_features(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert relative_error(model.forward_features(x), exact) < 0.05
+
+
+@pytest.mark.parametrize("length", [250, 1000, 97])
+def test_same_convolutions_by_fft_equal_direct_ones_with_their_gradients(length: int) -> None:
+    """Inception1d's branches (kernels 39/19/9) by one FFT on the CPU: the outputs and the
+    gradients of input and weights are those of ``F.conv1d`` (computed in float64)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, length, requires_grad=True)
+    weights = [(torch.randn(8 * (i + 1), 32, k) / k).requires_grad_() for i, k in
+               enumerate([39, 19, 9])]  # fmt: skip
+    outs = same_convs1d(x, weights)
+    exact = [torch.nn.functional.conv1d(x.double(), w.double(), padding=(w.shape[-1] - 1) // 2)
+             for w in weights]  # fmt: skip
+    assert [o.shape for o in outs] == [e.shape for e in exact] and outs[0].dtype == torch.float32
+    for out, ref in zip(outs, exact, strict=True):
+        assert relative_error(out, ref) < 1e-5
+    upstream = [torch.randn_like(o) for o in outs]
+    grads = torch.autograd.grad(outs, [x, *weights], upstream)
+    ref_grads = torch.autograd.grad(exact, [x, *weights], [u.double() for u in upstream])
+    for grad, ref in zip(grads, ref_grads, strict=True):
+        assert relative_error(grad, ref) < 1e-5
+    with pytest.raises(ValueError, match="odd"):
+        same_convs1d(x, [torch.randn(8, 32, 4)])
+
+
+def test_same_convolutions_keep_the_precision_policy() -> None:
+    """bfloat16 and autocast take ``F.conv1d`` (the precision policy's), not the FFT."""
+    torch.manual_seed(0)
+    x, weights = torch.randn(2, 8, 100), [torch.randn(4, 8, 9), torch.randn(4, 8, 3)]
+    (cast,) = same_convs1d(x.bfloat16(), [weights[0].bfloat16()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = same_convs1d(x, weights)
+    assert cast.dtype == torch.bfloat16 and {o.dtype for o in autocast} == {torch.bfloat16}
+    exact = same_convs1d(x, weights)
+    assert all(relative_error(a, e) < 0.02 for a, e in zip(autocast, exact, strict=True))
+
+
+def test_inception_modules_equal_their_direct_definition() -> None:
+    torch.manual_seed(0)
+    module = InceptionModule1d(12, 32, [39, 19, 9], 32).eval()
+    x = torch.randn(3, 12, 250)
+    with torch.no_grad():
+        bottled = module.bottleneck(x)
+        direct = [torch.nn.functional.conv1d(bottled, c.weight, padding=c.padding) for c in
+                  module.convs]  # fmt: skip
+        expected = torch.relu(module.norm(torch.cat([*direct, module.pool_branch(x)], dim=1)))
+        assert relative_error(module(x), expected) < 1e-5

@@ -10,7 +10,8 @@ Architecture:
   kernels ``[k, k // 2, k // 4]`` made odd (k = 40 -> 39, 19, 9), plus a fourth branch
   MaxPool1d(3, stride 1, padding 1) -> Conv1d 1x1 on the module input; the four outputs are
   concatenated (4 * 32 = 128 channels) -> BatchNorm -> ReLU. Convolutions pad ``(k - 1) // 2``
-  and have no bias; the length never changes;
+  and have no bias; the length never changes. On CPUs the three run as one FFT convolution
+  (:func:`ecgfoundry.nn.layers.same_convs1d`: the same up to rounding, half the step time);
 * residual connections (``use_residual``) every 3 modules: ``ReLU(modules(x) +
   BN(Conv1x1(x)))`` where ``x`` is the input of the three modules (the network input for the
   first one);
@@ -56,7 +57,7 @@ from ecgfoundry.nn.benchmark_head import (
     check_input,
     conv_bn_relu,
 )
-from ecgfoundry.nn.layers import DropPath, drop_path_rates
+from ecgfoundry.nn.layers import DropPath, drop_path_rates, same_convs1d
 
 
 @dataclass
@@ -115,8 +116,8 @@ class InceptionModule1d(nn.Module):
         self.norm = nn.BatchNorm1d((len(kernel_sizes) + 1) * filters)
 
     def forward(self, x: Tensor) -> Tensor:
-        bottled = self.bottleneck(x)
-        out = torch.cat([conv(bottled) for conv in self.convs] + [self.pool_branch(x)], dim=1)
+        branches = same_convs1d(self.bottleneck(x), [conv.weight for conv in self.convs])
+        out = torch.cat([*branches, self.pool_branch(x)], dim=1)
         return F.relu(self.norm(out))
 
 
