@@ -3,6 +3,8 @@ grouped convolution that stays correct in bfloat16 on CPUs, parallel 'same' conv
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from ecgfoundry.models.inception1d import InceptionModule1d
 from ecgfoundry.models.net1d import SameConv1d
 from ecgfoundry.models.wav2vec2 import WeightNormConv1d
 from ecgfoundry.nn.layers import (
+    FFT_MIN_BATCH,
     DropPath,
     SamePad,
     drop_path_rates,
@@ -101,7 +104,7 @@ def test_same_convolutions_by_fft_equal_direct_ones_with_their_gradients(length:
     """Inception1d's branches (kernels 39/19/9) by one FFT on the CPU: the outputs and the
     gradients of input and weights are those of ``F.conv1d`` (computed in float64)."""
     torch.manual_seed(0)
-    x = torch.randn(4, 32, length, requires_grad=True)
+    x = torch.randn(FFT_MIN_BATCH, 32, length, requires_grad=True)
     weights = [(torch.randn(8 * (i + 1), 32, k) / k).requires_grad_() for i, k in
                enumerate([39, 19, 9])]  # fmt: skip
     outs = same_convs1d(x, weights)
@@ -122,7 +125,7 @@ def test_same_convolutions_by_fft_equal_direct_ones_with_their_gradients(length:
 def test_same_convolutions_keep_the_precision_policy() -> None:
     """bfloat16 and autocast take ``F.conv1d`` (the precision policy's), not the FFT."""
     torch.manual_seed(0)
-    x, weights = torch.randn(2, 8, 100), [torch.randn(4, 8, 9), torch.randn(4, 8, 3)]
+    x, weights = torch.randn(16, 8, 100), [torch.randn(4, 8, 9), torch.randn(4, 8, 3)]
     (cast,) = same_convs1d(x.bfloat16(), [weights[0].bfloat16()])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         autocast = same_convs1d(x, weights)
@@ -131,13 +134,22 @@ def test_same_convolutions_keep_the_precision_policy() -> None:
     assert all(relative_error(a, e) < 0.02 for a, e in zip(autocast, exact, strict=True))
 
 
-def test_inception_modules_equal_their_direct_definition() -> None:
+@pytest.mark.parametrize(
+    "batch, length, by_fft",
+    [(128, 250, True), (16, 4000, True), (15, 250, False), (16, 4001, False)],
+)
+def test_inception_modules_take_the_fft_where_it_pays(batch: int, length: int, by_fft: bool):
+    """Training batches of short windows go by FFT; a few inputs or long ones, where it is the
+    slower, directly; either way the module is its direct definition."""
     torch.manual_seed(0)
     module = InceptionModule1d(12, 32, [39, 19, 9], 32).eval()
-    x = torch.randn(3, 12, 250)
+    x = torch.randn(batch, 12, length)
+    with mock.patch("torch.fft.irfft", wraps=torch.fft.irfft) as irfft, torch.no_grad():
+        out = module(x)
+    assert irfft.called == by_fft
     with torch.no_grad():
         bottled = module.bottleneck(x)
         direct = [torch.nn.functional.conv1d(bottled, c.weight, padding=c.padding) for c in
                   module.convs]  # fmt: skip
         expected = torch.relu(module.norm(torch.cat([*direct, module.pool_branch(x)], dim=1)))
-        assert relative_error(module(x), expected) < 1e-5
+    assert relative_error(out, expected) < 1e-5

@@ -239,7 +239,7 @@ def data_cache(
     dataset, root = _named_folder(dataset, root)
     store, left_out = source_cache(dataset, spec, root=root, cache_dir=cache_dir, workers=workers)
     if left_out:
-        shown = ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else "")
+        shown = ", ".join(shortened(left_out, 10))
         print(f"note: {len(store)} records cached; {len(left_out)} listed in {root or dataset} "
               f"were left out (files absent, damaged or unreadable): {shown}",
               file=sys.stderr)  # fmt: skip

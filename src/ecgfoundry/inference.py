@@ -79,7 +79,7 @@ def load_inputs(
         if fs is None:  # .npy/.csv need a sampling rate: read the self-describing records only
             arrays = [p for p in found if p.suffix.lower() in (".npy", ".csv")]
             if arrays:
-                names = ", ".join(p.name for p in arrays[:5]) + (" ..." if len(arrays) > 5 else "")
+                names = ", ".join(shortened([p.name for p in arrays], 5))
                 print(f"note: skipped {len(arrays)} .npy/.csv file(s) in {path} ({names}): if "
                       "they are ECGs, pass their sampling rate with --fs",
                       file=sys.stderr)  # fmt: skip

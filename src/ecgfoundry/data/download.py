@@ -36,7 +36,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ecgfoundry.errors import ReportedError
+from ecgfoundry.errors import ReportedError, shortened
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,7 @@ def folders(paths: Sequence[str], depth: int = 2, limit: int = 30) -> str:
     found = sorted({"/".join(parts[:level]) for path in paths
                     for parts in [path.split("/")[:-1]] for level in range(1, depth + 1)
                     if len(parts) >= level})  # fmt: skip
-    more = f" and {len(found) - limit} more" if len(found) > limit else ""
-    return (", ".join(found[:limit]) or "none") + more
+    return ", ".join(shortened(found, limit)) or "none"
 
 
 def parse_sha256sums(text: str) -> dict[str, str]:

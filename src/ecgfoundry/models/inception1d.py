@@ -10,8 +10,9 @@ Architecture:
   kernels ``[k, k // 2, k // 4]`` made odd (k = 40 -> 39, 19, 9), plus a fourth branch
   MaxPool1d(3, stride 1, padding 1) -> Conv1d 1x1 on the module input; the four outputs are
   concatenated (4 * 32 = 128 channels) -> BatchNorm -> ReLU. Convolutions pad ``(k - 1) // 2``
-  and have no bias; the length never changes. On CPUs the three run as one FFT convolution
-  (:func:`ecgfoundry.nn.layers.same_convs1d`: the same up to rounding, half the step time);
+  and have no bias; the length never changes. In training on CPUs in float32 (batches of
+  short windows) the three run as one FFT convolution (:func:`ecgfoundry.nn.layers.same_convs1d`:
+  the same up to rounding, half the step time);
 * residual connections (``use_residual``) every 3 modules: ``ReLU(modules(x) +
   BN(Conv1x1(x)))`` where ``x`` is the input of the three modules (the network input for the
   first one);

@@ -288,7 +288,9 @@ def list_models() -> list[dict[str, Any]]:
             {
                 "name": name,
                 "family": entry.model_class.family,
-                "parameters": entry.parameters or count_preset_parameters(name),
+                "parameters": (
+                    count_preset_parameters(name) if entry.parameters is None else entry.parameters
+                ),
                 "num_classes": config.num_classes or 0,
                 "spec": config.spec,
                 "description": entry.description,

@@ -93,20 +93,30 @@ def grouped_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int =
     return out if autocast else out.to(x.dtype)
 
 
+# same_convs1d's FFT pays for 16-128 inputs of 250-4000 samples (Inception1d's kernels, forward
+# and backward: 1.07-4.6x faster, measured); for under 8 inputs or 6000 samples it is slower
+FFT_MIN_BATCH = 16
+FFT_MAX_LENGTH = 4000
+
+
 def same_convs1d(x: Tensor, weights: list[Tensor]) -> list[Tensor]:
     """Stride-1 convolutions of ``x`` [B, C, L] with odd kernels ``weights`` ([O_i, C, K_i]),
     no bias, padded ``(K_i - 1) // 2`` so the length is kept: ``[F.conv1d(x, w, padding=...)]``.
 
-    In float32/64 on a CPU (no autocast) they run as one FFT convolution: each kernel centred in
-    the largest, all stacked, one transform of ``x``. Equal up to rounding (about 1e-6
-    relative), and faster for long kernels on CPUs: Inception1d's (39/19/9) training step takes
-    1.5 s instead of 3.1 (a batch of 128 x 2.5 s at 100 Hz, one thread of an AVX2 EPYC). Elsewhere
-    (CUDA, bfloat16, autocast, export to ONNX) each is ``F.conv1d``."""
+    For batches of short windows in float32/64 on a CPU (no autocast; at least
+    :data:`FFT_MIN_BATCH` inputs of at most :data:`FFT_MAX_LENGTH` samples) they run as one FFT
+    convolution: each kernel centred in the largest, all stacked, one transform of ``x``. Equal
+    up to rounding (about 1e-6 relative in float32), and faster for long kernels there:
+    Inception1d's (39/19/9) training step takes 1.5 s instead of 3.1 (a batch of 128 x 2.5 s at
+    100 Hz, one thread of an AVX2 EPYC). For a few inputs or long ones the FFT is the slower
+    (1 x 6000 samples: 16x), so elsewhere (and on CUDA, in bfloat16, under autocast, when
+    compiled, exported or traced) each is ``F.conv1d``."""
     if any(w.shape[-1] % 2 == 0 for w in weights):
         raise ValueError(f"same_convs1d: kernels must be odd, got {[w.shape[-1] for w in weights]}")
-    full_precision = x.dtype in (torch.float32, torch.float64)
-    direct = x.device.type != "cpu" or not full_precision or torch.is_autocast_enabled("cpu")
-    if direct or torch.compiler.is_compiling():
+    fft_pays = len(x) >= FFT_MIN_BATCH and x.shape[-1] <= FFT_MAX_LENGTH
+    full_precision = x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu"
+    direct = not (fft_pays and full_precision) or torch.is_autocast_enabled("cpu")
+    if direct or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return [F.conv1d(x, w, padding=(w.shape[-1] - 1) // 2) for w in weights]
     size = max(w.shape[-1] for w in weights)
     half = (size - 1) // 2

@@ -36,7 +36,7 @@ from ecgfoundry.atomic import atomic_write_text, json_default
 from ecgfoundry.engine.engine import Engine, TrainingError
 from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.run_dir import JsonlLog, claim_run_dir
-from ecgfoundry.errors import UsageError
+from ecgfoundry.errors import UsageError, shortened
 from ecgfoundry.models import create_model, load_model, save_model
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.io import model_fingerprint
@@ -161,7 +161,7 @@ def meta_training_subjects(train: Sequence[Subject]) -> list[Subject]:
     or a :class:`UsageError` when there are none."""
     usable = [s for s in train if s.counts["va"] >= 2 and s.counts["other"] >= 2]
     if not usable:
-        names = ", ".join(s.name for s in train[:5]) + (", ..." if len(train) > 5 else "")
+        names = ", ".join(shortened([s.name for s in train], 5))
         raise UsageError(f"no meta-training subject has 2 VA and 2 other windows (subjects: "
                          f"{names or 'none'}); meta-training needs people with VA episodes "
                          "(VT, VFL, VF) and windows without")  # fmt: skip
