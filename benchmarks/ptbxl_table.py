@@ -285,6 +285,14 @@ def scored(split: dict[str, Any]) -> str:
     return text + f" [{ci[0]:.3f}, {ci[1]:.3f}]" + (f" (seed {seeds[0]})" if len(seeds) > 1 else "")
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """``seed 0``, ``seeds 0-2`` (consecutive) or ``seeds 0,2``."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    consecutive = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"seeds {seeds[0]}-{seeds[-1]}" if consecutive else f"seeds {','.join(map(str, seeds))}"
+
+
 def markdown(table: list[dict[str, Any]]) -> str:
     older = next((e["against_revision"]["revision"] for e in table
                   if e.get("against_revision")), None)  # fmt: skip
@@ -301,7 +309,7 @@ def markdown(table: list[dict[str, Any]]) -> str:
         if "test" in e:
             test = scored(e["test"])
             if e["test"]["seeds"] != val["seeds"]:
-                test += f", seeds {','.join(map(str, e['test']['seeds']))} only"
+                test += f", {seeds_text(e['test']['seeds'])} only"
             if e["test"]["minus_published"] is not None:
                 test += f", {e['test']['minus_published']:+.3f} vs published"
         published, difference = e["published_fold10"], val["minus_published"]
@@ -313,7 +321,7 @@ def markdown(table: list[dict[str, Any]]) -> str:
         if older:
             c = e.get("against_revision")
             row += (f" {c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
-                    f" (seeds {','.join(map(str, c['seeds']))}) |" if c else " |")  # fmt: skip
+                    f" ({seeds_text(c['seeds'])}) |" if c else " |")  # fmt: skip
         lines.append(row)
     return "\n".join(lines)
 

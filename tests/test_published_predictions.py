@@ -155,7 +155,9 @@ def test_the_summary_shows_the_fraction_asked_for_and_published_values_only_at_f
     assert entry["val"]["macro_auroc"] == pytest.approx(0.81)
     assert entry["published_fold10"] is None and entry["val"]["minus_published"] is None
     assert entry["against_revision"]["seeds"] == [1]
-    assert "n/a (100 % only)" in table.markdown([entry])
+    assert "n/a (100 % only)" in table.markdown([entry]) and "(seed 1) |" in table.markdown([entry])
+    assert [table.seeds_text(s) for s in ([0], [0, 1, 2], [0, 2])] == [
+        "seed 0", "seeds 0-2", "seeds 0,2"]  # fmt: skip
     assert entry["precision"] == ["bf16", "fp32"] and "| bf16+fp32 |" in table.markdown([entry])
     args.fraction = 1.0
     (entry,) = table.summary(args)
@@ -231,7 +233,7 @@ def test_the_table_reports_fold_10_beside_the_published_value_when_present(tmp_p
     (rhythm_line,) = [ln for ln in lines if "| rhythm |" in ln]
     assert "| 0.960 ± 0.010 [0.940, 0.960] (seed 0) | 0.946 | +0.014 |" in rhythm_line
     assert rhythm_line.endswith(
-        "| 0.950 ± 0.014 [0.930, 0.950] (seed 0), seeds 0,1 only, +0.004 vs published |"
+        "| 0.950 ± 0.014 [0.930, 0.950] (seed 0), seeds 0-1 only, +0.004 vs published |"
     )
     (form_line,) = [ln for ln in lines if "| form |" in ln]
     assert form_line.endswith("| absent |")
