@@ -99,6 +99,14 @@ FFT_MIN_BATCH = 16
 FFT_MAX_LENGTH = 4000
 
 
+def _fft_pays(x: Tensor) -> bool:
+    """Whether :func:`same_convs1d` goes by FFT. Never asked while compiling or exporting: a
+    test of the batch size would fix a dynamic batch dimension."""
+    full_precision = x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu"
+    short_batch = len(x) >= FFT_MIN_BATCH and x.shape[-1] <= FFT_MAX_LENGTH
+    return full_precision and short_batch and not torch.is_autocast_enabled("cpu")
+
+
 def same_convs1d(x: Tensor, weights: list[Tensor]) -> list[Tensor]:
     """Stride-1 convolutions of ``x`` [B, C, L] with odd kernels ``weights`` ([O_i, C, K_i]),
     no bias, padded ``(K_i - 1) // 2`` so the length is kept: ``[F.conv1d(x, w, padding=...)]``.
@@ -113,10 +121,7 @@ def same_convs1d(x: Tensor, weights: list[Tensor]) -> list[Tensor]:
     compiled, exported or traced) each is ``F.conv1d``."""
     if any(w.shape[-1] % 2 == 0 for w in weights):
         raise ValueError(f"same_convs1d: kernels must be odd, got {[w.shape[-1] for w in weights]}")
-    fft_pays = len(x) >= FFT_MIN_BATCH and x.shape[-1] <= FFT_MAX_LENGTH
-    full_precision = x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu"
-    direct = not (fft_pays and full_precision) or torch.is_autocast_enabled("cpu")
-    if direct or torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not _fft_pays(x):
         return [F.conv1d(x, w, padding=(w.shape[-1] - 1) // 2) for w in weights]
     size = max(w.shape[-1] for w in weights)
     half = (size - 1) // 2
