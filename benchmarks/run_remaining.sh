@@ -10,8 +10,8 @@
 #     bundled model's seed 2 at 100 % comes after the table (issue 14's cells first).
 # In the table, resnet1d-wang and xresnet1d101 come before inception1d: revision 1's
 # xresnet1d101 cells were the ones off the published values, and an inception1d cell takes
-# the longest (10 hours on one core with direct convolutions; about half that expected from the
-# step time since they run by FFT; the others about 3).
+# the longest (10 hours on one core with direct convolutions, about 4 since they run by FFT;
+# the others about 3).
 # Both lanes append to the same results files; run_grid.sh names each commit after the rows it
 # adds, whichever lane wrote them.
 # Usage: OMP_NUM_THREADS=1 benchmarks/run_remaining.sh superdiagnostic|rhythm --root DIR/ptbxl
