@@ -272,25 +272,21 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_preset_parameters(name: str) -> int:
-    """A preset's parameter count, from the model built on the meta device (no weights)."""
-    with torch.device("meta"):
-        return count_parameters(_MODELS[name].model_class(build_config(name)))
-
-
 def list_models() -> list[dict[str, Any]]:
     """Each preset with its family, parameter count, input spec and description."""
     rows = []
     for name in model_names():
         entry = _MODELS[name]
         config = build_config(name)
+        parameters = entry.parameters
+        if parameters is None:  # undeclared: build on the meta device (no weights) and count
+            with torch.device("meta"):
+                parameters = count_parameters(entry.model_class(config))
         rows.append(
             {
                 "name": name,
                 "family": entry.model_class.family,
-                "parameters": (
-                    count_preset_parameters(name) if entry.parameters is None else entry.parameters
-                ),
+                "parameters": parameters,
                 "num_classes": config.num_classes or 0,
                 "spec": config.spec,
                 "description": entry.description,
@@ -308,7 +304,6 @@ __all__ = [
     "convert_checkpoint",
     "converter_names",
     "count_parameters",
-    "count_preset_parameters",
     "create_model",
     "family_class",
     "list_converters",
