@@ -1009,10 +1009,29 @@ def _one_line_summaries(*apps: typer.Typer) -> None:
 _one_line_summaries(app, data_app, models_app, benchmark_app, personalize_app)
 
 
+# click's usage-error classes as typer raises them (newer typer vendors its own copy of click)
+_ClickUsageError, _ClickException = typer.BadParameter.__mro__[1:3]
+
+
 def main() -> None:
-    """Console-script entry: clear one-line errors for bad input instead of tracebacks."""
+    """Console-script entry: bad input, ours or a usage error typer finds, gives one line
+    ``error: ...`` and status 2 instead of a traceback or a box."""
     try:
-        app()
+        code = app(prog_name="ecgfoundry", standalone_mode=False)
     except ReportedError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+    except _ClickUsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # a bare command group: its help
+            error.show()
+        else:
+            see = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+            typer.echo(f"error: {error.format_message()}{see}", err=True)
+        sys.exit(error.exit_code)
+    except _ClickException as error:
+        typer.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
