@@ -1,22 +1,29 @@
-"""Hospital ECG exports in XML -> :class:`Record`: GE MUSE and HL7 aECG.
+"""Hospital ECG exports in XML -> :class:`Record`: GE MUSE, Philips and HL7 aECG.
 
 - **GE MUSE** (``<RestingECG>``, restecg.dtd): the ``Rhythm`` waveform, each lead Base64
   little-endian integers (``LeadSampleSize`` bytes) times ``LeadAmplitudeUnitsPerBit`` in
   ``LeadAmplitudeUnits``, at ``SampleBase x 10^SampleExponent`` Hz. MUSE usually stores 8
   leads (I, II, V1-V6); the model's pipeline derives III, aVR, aVL, aVF from I and II.
+- **Philips** (``<restingecgdata>``, SierraECG 1.03 and PhilipsECG 1.04 from PageWriter
+  cardiographs and TraceMasterVue/IntelliSpace): ``parsedwaveforms``, Base64 (or plain
+  numbers), XLI-compressed (:mod:`ecgfoundry.data.xli`) or not, ``resolution`` uV per unit
+  at ``samplingrate`` Hz. XLI stores III, aVR, aVL and aVF as residuals against I and II;
+  they are rebuilt as Philips' readers do (with floor division). The calibration pulse that
+  closes a recording (0.4 s, the same in every lead) is cut, listed as a repair.
 - **HL7 aECG** (``<AnnotatedECG>``, the FDA's annotated ECG, namespace ``urn:hl7-org:v3``):
   the first rhythm ``series``; each lead a ``sequence`` coded ``MDC_ECG_LEAD_*`` whose
   ``SLIST_PQ`` value is ``origin + scale x digits``, timed by the ``GLIST`` increment of the
   series' time sequence. Median beats (``derivedSeries``) are not read.
 
-MUSE gives age and sex, aECG sex, where the file states them; MUSE's interpretation
-statements are kept in ``metadata["statements"]``.
+MUSE and Philips give age and sex, aECG sex, where the file states them; MUSE's and Philips'
+interpretation statements are kept in ``metadata["statements"]``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,10 +33,13 @@ import numpy as np
 
 from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
 from ecgfoundry.data.record import ECGInputError, Record, canonical_leads, millivolts_per_unit
+from ecgfoundry.data.xli import XLIError, decode_xli
 
 _MUSE_UNITS = {"MICROVOLTS": "uV", "MILLIVOLTS": "mV", "VOLTS": "V", "NANOVOLTS": "nV"}
 _YEARS_PER = {"YEARS": 1.0, "MONTHS": 1 / 12, "WEEKS": 7 / 365.25, "DAYS": 1 / 365.25}
 _HL7 = "{urn:hl7-org:v3}"
+_PHILIPS_LIMB_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF")
+_PHILIPS_12_LEADS = (*_PHILIPS_LIMB_LEADS, "V1", "V2", "V3", "V4", "V5", "V6")
 _XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 
 
@@ -100,6 +110,150 @@ def _muse(root: ET.Element, path: Path) -> tuple[dict[str, np.ndarray], float, d
     if statements:
         metadata["statements"] = statements
     return leads, base * 10**exponent, metadata
+
+
+def _philips_payload(waveform: ET.Element, path: Path) -> bytes | list[int]:
+    text = waveform.text or ""
+    encoding = waveform.get("dataencoding", "Base64")
+    if encoding == "Plain":
+        try:
+            return [int(value) for value in text.split()]
+        except ValueError:
+            raise ECGInputError(path, "parsedwaveforms: plain data that are not integers") from None
+    if encoding != "Base64":
+        raise ECGInputError(path, f"parsedwaveforms: data encoding {encoding!r}; this reader "
+                            "knows Base64 and Plain")  # fmt: skip
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ECGInputError(path, f"parsedwaveforms: not Base64 ({error})") from None
+
+
+def _philips_limb_leads(leads: list[np.ndarray]) -> None:
+    """XLI stores III, aVR, aVL and aVF as residuals against I and II: rebuild them in place."""
+    one, two = leads[0], leads[1]
+    leads[2] = two - one - leads[2]
+    leads[3] = -leads[3] - (one + two) // 2
+    leads[4] = (one - leads[2]) // 2 - leads[4]
+    leads[5] = (two + leads[2]) // 2 - leads[5]
+
+
+def _philips_metadata(root: ET.Element, ns: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    patient = root.find(f"{ns}patient/{ns}generalpatientdata")
+    sex = _child(patient, f"{ns}sex").upper()
+    if sex in ("MALE", "FEMALE"):
+        metadata["sex"] = sex.title()
+    acquired = root.find(f"{ns}dataacquisition")
+    try:
+        start = dt.datetime.fromisoformat(f"{acquired.get('date')} {acquired.get('time')}")
+        metadata["start"] = start.isoformat(sep=" ")
+    except (AttributeError, TypeError, ValueError):
+        start = None
+    age = patient.find(f"{ns}age") if patient is not None else None
+    years, born = _child(age, f"{ns}years"), _child(age, f"{ns}dateofbirth")
+    if years.isdigit():
+        metadata["age"] = float(years)
+    elif born and start is not None:
+        with contextlib.suppress(ValueError):
+            birth, day = dt.date.fromisoformat(born), start.date()
+            if birth <= day:
+                before_birthday = (day.month, day.day) < (birth.month, birth.day)
+                metadata["age"] = float(day.year - birth.year - before_birthday)
+    statements = []
+    for statement in root.iterfind(f"{ns}interpretations/{ns}interpretation/{ns}statement"):
+        left = _child(statement, f"{ns}leftstatement")
+        right = _child(statement, f"{ns}rightstatement")
+        if left:
+            statements.append(f"{left} ({right})" if right else left)
+    if statements:
+        metadata["statements"] = statements
+    return metadata
+
+
+def _philips_names(waveform: ET.Element, signal: ET.Element, ns: str, path: Path) -> list[str]:
+    """The leads' names: ``leadlabels`` (1.04), else the standard 12 of a 12-channel
+    STD-12/10-WIRE acquisition (1.03)."""
+    if waveform.get("leadlabels"):
+        count = int(_number(waveform.get("numberofleads") or "0", path, "numberofleads"))
+        return waveform.get("leadlabels", "").split()[: count or None]
+    channels = _child(signal, f"{ns}numberchannelsallocated") or "12"
+    kind = _child(signal, f"{ns}acquisitiontype")
+    if kind not in ("STD-12", "10-WIRE") or channels != "12":
+        raise ECGInputError(path, f"{channels} channels of acquisition type {kind!r} and no "
+                            "leadlabels: the leads cannot be named")  # fmt: skip
+    return list(_PHILIPS_12_LEADS)
+
+
+def _philips_digits(waveform: ET.Element, names: list[str], samples: int, path: Path) -> list:
+    """Each lead's stored integers, in the order of ``names``."""
+    payload = _philips_payload(waveform, path)
+    flagged = waveform.get("compressflag", "").lower() == "true"
+    compression = waveform.get("compression") or (waveform.get("compressmethod") if flagged else "")
+    if not compression:
+        if isinstance(payload, bytes) and len(payload) % 2:
+            raise ECGInputError(path, f"{len(payload)} bytes are not whole 16-bit samples")
+        values = np.frombuffer(payload, "<i2") if isinstance(payload, bytes) else np.array(payload)
+        if len(values) < samples * len(names):
+            raise ECGInputError(path, f"{len(values)} samples for {len(names)} leads of "
+                                f"{samples}")  # fmt: skip
+        return [values[i * samples : (i + 1) * samples] for i in range(len(names))]
+    if compression != "XLI" or not isinstance(payload, bytes):
+        raise ECGInputError(path, f"{compression!r}-compressed {waveform.get('dataencoding')} "
+                            "data; this reader knows XLI in Base64")  # fmt: skip
+    try:
+        digits = decode_xli(payload)[: len(names)]
+    except XLIError as error:
+        raise ECGInputError(path, f"XLI data: {error}") from None
+    if len(digits) < len(names):
+        raise ECGInputError(path, f"{len(digits)} XLI lead chunks for {len(names)} leads")
+    if tuple(names[:6]) == _PHILIPS_LIMB_LEADS:
+        _philips_limb_leads(digits)
+    return digits
+
+
+def _philips(root: ET.Element, path: Path) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    signal = root.find(f"{ns}dataacquisition/{ns}signalcharacteristics")
+    waveform = root.find(f"{ns}waveforms/{ns}parsedwaveforms")
+    if signal is None or waveform is None:
+        raise ECGInputError(path, "no rhythm data (waveforms/parsedwaveforms, dataacquisition/"
+                            "signalcharacteristics) in this Philips file")  # fmt: skip
+    rate = _child(signal, f"{ns}samplingrate") or waveform.get("samplespersecond")
+    fs = _number(rate, path, "samplingrate")
+    per_unit = (_child(signal, f"{ns}resolution") or _child(signal, f"{ns}signalresolution")
+                or waveform.get("resolution"))  # fmt: skip
+    resolution = _number(per_unit, path, "the resolution (uV per unit)")
+    offset = _child(signal, f"{ns}signaloffset") or waveform.get("signaloffset") or "0"
+    if _number(offset, path, "signaloffset") != 0:
+        raise ECGInputError(path, f"signaloffset {offset} is not 0, which this reader does not "
+                            "interpret")  # fmt: skip
+    milliseconds = _number(waveform.get("durationperchannel"), path, "durationperchannel")
+    samples = round(milliseconds * fs / 1000)
+    names = _philips_names(waveform, signal, ns, path)
+    digits = _philips_digits(waveform, names, samples, path)
+    for name, lead in zip(names, digits, strict=True):
+        if len(lead) != samples:
+            raise ECGInputError(path, f"lead {name}: {len(lead)} samples, durationperchannel "
+                                f"{milliseconds:g} ms at {fs:g} Hz says {samples}")  # fmt: skip
+    metadata = _philips_metadata(root, ns)
+    calibration = _calibration_samples(np.stack(digits), fs)
+    if calibration:
+        metadata["repairs"] = [{"kind": "calibration_pulse_cut", "samples": calibration}]
+    end = samples - calibration
+    leads = [
+        (name, lead[:end] * resolution / 1000) for name, lead in zip(names, digits, strict=True)
+    ]  # mV
+    return _unique(path, leads), fs, metadata
+
+
+def _calibration_samples(digits: np.ndarray, fs: float) -> int:
+    """How many samples at the end are a calibration pulse: Philips cardiographs close each
+    lead with the same 1 mV square pulse (0.4 s at 500 Hz), identical in every lead, which no
+    ECG is. 0 when the end is not such a pulse (at least 0.1 s holding a nonzero step)."""
+    differs = np.flatnonzero(digits.min(axis=0) != digits.max(axis=0))
+    run = digits.shape[1] - (differs[-1] + 1) if len(differs) else 0
+    return int(run) if run >= 0.1 * fs and np.any(digits[0, -run:] != 0) else 0
 
 
 def _seconds(value: ET.Element, path: Path) -> float:
@@ -173,7 +327,7 @@ def _same_length(path: Path, leads: dict[str, np.ndarray]) -> tuple[dict[str, np
 def read_ecg_xml(
     path: str | Path, *, nan: NanPolicy = "interpolate", flat: FlatPolicy = "flag"
 ) -> Record:
-    """Read a GE MUSE or HL7 aECG XML file (chosen by its root element)."""
+    """Read a GE MUSE, Philips or HL7 aECG XML file (chosen by its root element)."""
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
@@ -185,9 +339,12 @@ def read_ecg_xml(
         file_format, (leads, fs, metadata) = "GE MUSE XML", _muse(root, path)
     elif root.tag == f"{_HL7}AnnotatedECG":
         file_format, (leads, fs, metadata) = "HL7 aECG XML", _hl7(root, path)
+    elif root.tag.rpartition("}")[2] == "restingecgdata":
+        file_format, (leads, fs, metadata) = "Philips XML", _philips(root, path)
     else:
-        raise ECGInputError(path, f"root element <{root.tag}>: not a GE MUSE (<RestingECG>) or "
-                            "HL7 aECG (<AnnotatedECG>) file")  # fmt: skip
+        raise ECGInputError(path, f"root element <{root.tag}>: not a GE MUSE (<RestingECG>), "
+                            "Philips (<restingecgdata>) or HL7 aECG (<AnnotatedECG>) "
+                            "file")  # fmt: skip
     if not leads:
         raise ECGInputError(path, "no lead data in the rhythm waveform")
     leads, cut = _same_length(path, leads)

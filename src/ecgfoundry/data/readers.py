@@ -1,5 +1,5 @@
-"""Readers: WFDB, PhysioNet/CinC challenge (.mat + .hea), EDF/BDF, GE MUSE / HL7 aECG XML, NumPy
-and CSV -> :class:`Record`.
+"""Readers: WFDB, PhysioNet/CinC challenge (.mat + .hea), EDF/BDF, GE MUSE / Philips / HL7 aECG
+XML, NumPy and CSV -> :class:`Record`.
 
 Every reader returns float32 millivolts, canonical lead names where the name is known, the
 source path, and metadata; non-finite samples and flat leads go through
@@ -475,7 +475,7 @@ def read_record(
     """Read any supported file, choosing the reader by its suffix.
 
     ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge), ``.edf``/``.bdf`` and ``.xml`` (GE MUSE,
-    HL7 aECG) describe themselves (``leads`` names their channels only where the file names
+    Philips, HL7 aECG) describe themselves (``leads`` names their channels only where the file names
     none of them as a lead: :func:`name_leads`); ``.npy`` and ``.csv`` need ``fs`` (and
     ``leads`` unless the CSV has a header row).
     """
