@@ -164,10 +164,11 @@ def test_bad_input_gives_one_line_error_and_status_2(tmp_path: Path) -> None:
     )
     assert "Traceback" not in result.stderr
     missing = ecgfoundry("predict")  # typer's usage errors take the same form
-    assert missing.returncode == 2
-    assert missing.stderr == "error: Missing argument 'model'. (see `ecgfoundry predict --help`)\n"
+    assert missing.returncode == 2 and missing.stderr.lower() == (
+        "error: missing argument 'model' (see `ecgfoundry predict --help`)\n"
+    )
     unknown = ecgfoundry("data", "summary", "ptbxl", "--bogus")
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: No such option: --bogus")
     assert unknown.stderr.count("\n") == 1
-    bare = ecgfoundry("data")  # a command group alone prints its help
-    assert bare.returncode == 2 and "Usage: ecgfoundry data" in bare.stderr + bare.stdout
+    bare = ecgfoundry("data")  # a command group alone prints its help (status 2 from click 8.2)
+    assert "Usage: ecgfoundry data" in bare.stdout + bare.stderr and bare.stderr.strip() == ""

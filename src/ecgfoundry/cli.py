@@ -1023,15 +1023,17 @@ def main() -> None:
         sys.exit(2)
     except _ClickUsageError as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # a bare command group: its help
-            error.show()
+            if error.format_message().strip():  # rich has printed it already
+                error.show()
         else:
+            message = " ".join(error.format_message().split()).rstrip(".")
             see = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
-            typer.echo(f"error: {error.format_message()}{see}", err=True)
+            typer.echo(f"error: {message}{see}", err=True)
         sys.exit(error.exit_code)
     except _ClickException as error:
-        typer.echo(f"error: {error.format_message()}", err=True)
+        typer.echo(f"error: {' '.join(error.format_message().split())}", err=True)
         sys.exit(error.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
