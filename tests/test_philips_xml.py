@@ -190,7 +190,7 @@ def test_xli_refuses_a_code_the_dictionary_does_not_hold() -> None:
     assert decode_xli(b"") == []
 
 
-def test_inspect_and_predict_read_philips_files(sierra_103: Path) -> None:
+def test_data_inspect_reads_philips_files(sierra_103: Path) -> None:
     inspected = ecgfoundry("data", "inspect", sierra_103, "--json", "--model", "ecgfoundry-cpc")
     assert inspected.returncode == 0, inspected.stderr
     (row,) = json.loads(inspected.stdout)
