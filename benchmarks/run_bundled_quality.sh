@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bundled model's quality grid (issue 15, point 7), the most telling cells first: post-train
-# and scratch at 10 %, then post-train at 100 % (the 100 % target), then the whole
-# post-training grid, seed 0 first (one seed of every cell), then seeds 1-2; each finished
+# and scratch at 10 %, then post-train at 100 % (the 100 % target), then fine-tune and
+# post-train at 30 % and 100 % (seed 0: the cells the post-training verdict compares), then the
+# whole post-training grid, seed 0 first (one seed of every cell), then seeds 1-2; each finished
 # cell is committed (run_grid.sh). Extra arguments go to every step: two workers can split the
 # tasks (--tasks superdiagnostic / --tasks rhythm).
 # The task-specific baselines at 10 % come from
@@ -17,5 +18,6 @@ grid() {
 }
 grid --fractions 0.1 --variants post-train,scratch "$@" &&
     grid --fractions 1.0 --variants post-train "$@" &&
+    grid --fractions 0.3,1.0 --variants finetune,post-train --seeds 0 "$@" &&
     grid --fractions 0.1,0.3,1.0 --variants main --seeds 0 "$@" &&
     grid --fractions 0.1,0.3,1.0 --variants main "$@"
