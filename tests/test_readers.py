@@ -169,8 +169,11 @@ def test_csv_layouts_spreadsheets_write(tmp_path: Path) -> None:
 
 
 def test_file_type_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "x.ecg").write_bytes(b"\x00" * 10)
+    with pytest.raises(ECGInputError, match=r"x\.ecg: unsupported file type '\.ecg'; expected"):
+        read_record(tmp_path / "x.ecg")
     (tmp_path / "x.scp").write_bytes(b"\x00" * 10)
-    with pytest.raises(ECGInputError, match=r"x\.scp: unsupported file type '\.scp'; expected"):
+    with pytest.raises(ECGInputError, match=r"x\.scp: 10 bytes: too short for an SCP-ECG file"):
         read_record(tmp_path / "x.scp")
     (tmp_path / "x.edf").write_bytes(b"0")
     with pytest.raises(ECGInputError, match=r"x\.edf: 1 bytes: too short for an EDF header"):

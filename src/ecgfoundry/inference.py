@@ -50,8 +50,8 @@ class Inputs:
     repairs: dict[str, list[str]] = field(default_factory=dict)  # record id: repairs in words
 
 
-NO_RECORDS = ("no ECG records in this folder (WFDB/CinC .hea records, .edf/.bdf/.xml files, or "
-              ".npy/.csv arrays with --fs)")  # fmt: skip
+NO_RECORDS = ("no ECG records in this folder (WFDB/CinC .hea records, .edf/.bdf/.xml/.scp "
+              "files, or .npy/.csv arrays with --fs)")  # fmt: skip
 
 
 def load_inputs(

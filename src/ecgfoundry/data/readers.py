@@ -30,13 +30,14 @@ from ecgfoundry.data.record import (
     millivolts_per_unit,
     require_known_leads,
 )
+from ecgfoundry.data.scp import SCP_SUFFIXES, read_scp
 
 # Bytes per sample of the WFDB storage formats whose file size follows from the header.
 _BYTES_PER_SAMPLE = {
     "8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3,
     "311": 4 / 3,
 }  # fmt: skip
-RECORD_SUFFIXES = (".hea", ".mat", ".dat", *EDF_SUFFIXES, ".xml", ".npy", ".csv")
+RECORD_SUFFIXES = (".hea", ".mat", ".dat", *EDF_SUFFIXES, ".xml", *SCP_SUFFIXES, ".npy", ".csv")
 
 
 def _record_base(path: str | Path) -> Path:
@@ -474,10 +475,10 @@ def read_record(
 ) -> Record:
     """Read any supported file, choosing the reader by its suffix.
 
-    ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge), ``.edf``/``.bdf`` and ``.xml`` (GE MUSE,
-    Philips, HL7 aECG) describe themselves (``leads`` names their channels only where the file names
-    none of them as a lead: :func:`name_leads`); ``.npy`` and ``.csv`` need ``fs`` (and
-    ``leads`` unless the CSV has a header row).
+    ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge), ``.edf``/``.bdf``, ``.xml`` (GE MUSE,
+    Philips, HL7 aECG) and ``.scp`` (SCP-ECG) describe themselves (``leads`` names their
+    channels only where the file names none of them as a lead: :func:`name_leads`); ``.npy``
+    and ``.csv`` need ``fs`` (and ``leads`` unless the CSV has a header row).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -502,6 +503,8 @@ def read_record(
         record = read_edf(path, **options)
     elif suffix == ".xml":
         record = read_ecg_xml(path, **options)
+    elif suffix in SCP_SUFFIXES:
+        record = read_scp(path, **options)
     else:
         raise ECGInputError(
             path, f"unsupported file type {suffix!r}; expected one of {RECORD_SUFFIXES}"
@@ -511,7 +514,7 @@ def read_record(
 
 def find_records(folder: str | Path) -> list[Path]:
     """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus
-    .edf/.bdf/.xml/.npy/.csv files.
+    .edf/.bdf/.xml/.scp/.npy/.csv files.
 
     Hidden entries (dot-names) below ``folder`` are skipped; the folder itself may lie anywhere,
     e.g. under ``~/.cache``.
@@ -522,7 +525,8 @@ def find_records(folder: str | Path) -> list[Path]:
     found = [
         p
         for p in sorted(folder.rglob("*"))
-        if p.suffix.lower() in (".hea", *EDF_SUFFIXES, ".xml", ".npy", ".csv") and p.is_file()
+        if p.suffix.lower() in (".hea", *EDF_SUFFIXES, ".xml", *SCP_SUFFIXES, ".npy", ".csv")
+        and p.is_file()
     ]
     return [
         p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)
