@@ -23,12 +23,11 @@ from ecgfoundry.data.scp import crc_ccitt, read_scp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scp"
 REFERENCE = json.loads((FIXTURES / "biosig_reference.json").read_text())
-RNG = np.random.default_rng(0)
 
 
-def _section(number: int, body: bytes) -> bytes:
+def _section(number: int, body: bytes, crc_error: int = 0) -> bytes:
     rest = struct.pack("<HI", number, 16 + len(body)) + bytes([20, 20]) + b"SCPECG" + body
-    return struct.pack("<H", crc_ccitt(rest)) + rest
+    return struct.pack("<H", crc_ccitt(rest) ^ crc_error) + rest
 
 
 def _huffman(values: np.ndarray) -> bytes:
@@ -70,8 +69,13 @@ def scp_file(
     bimodal: int = 0,
     tags: dict[int, bytes] | None = None,
     spans: list[tuple[int, int]] | None = None,
+    bodies: dict[int, bytes | None] | None = None,
+    bad_crc: tuple[int, ...] = (),
+    pointed: dict[int, int] | None = None,
 ) -> Path:
-    """An SCP-ECG file of the given leads (lead code -> integer samples)."""
+    """An SCP-ECG file of the given leads (lead code -> integer samples). ``bodies`` replaces
+    (or, with None, leaves out) sections, ``bad_crc`` spoils their CRCs and ``pointed`` makes
+    the pointer to one section lead to another."""
     count = len(next(iter(samples.values())))
     spans = spans or [(1, count)] * len(samples)
     leads = bytes([len(samples), flags]) + b"".join(
@@ -86,17 +90,17 @@ def scp_file(
     rhythm += struct.pack(f"<{len(streams)}H", *map(len, streams)) + b"".join(streams)
     tags = tags or {}
     patient = b"".join(struct.pack("<BH", t, len(v)) + v for t, v in tags.items())
-    bodies = {1: patient + struct.pack("<BH", 255, 0), 3: leads, 6: rhythm}
+    written = {1: patient + struct.pack("<BH", 255, 0), 3: leads, 6: rhythm}
     if huffman:
-        bodies[2] = struct.pack("<H", tables)
-    sections, offset, pointers = [], 6 + 16 + 12 * 10, []
-    for number in range(12):
-        if number in bodies:
-            sections.append(_section(number, bodies[number]))
-            pointers.append(struct.pack("<HII", number, len(sections[-1]), offset + 1))
-            offset += len(sections[-1])
-        else:
-            pointers.append(struct.pack("<HII", number, 0, 0))
+        written[2] = struct.pack("<H", tables)
+    written = {n: body for n, body in (written | (bodies or {})).items() if body is not None}
+    sections, offset, places = [], 6 + 16 + 12 * 10, {}
+    for number, body in sorted(written.items()):
+        sections.append(_section(number, body, 0xFF if number in bad_crc else 0))
+        places[number] = (len(sections[-1]), offset + 1)
+        offset += len(sections[-1])
+    places |= {n: places[other] for n, other in (pointed or {}).items()}
+    pointers = [struct.pack("<HII", n, *places.get(n, (0, 0))) for n in range(12)]
     content = _section(0, b"".join(pointers)) + b"".join(sections)
     rest = struct.pack("<I", 6 + len(content)) + content
     path.write_bytes(struct.pack("<H", crc_ccitt(rest)) + rest)
@@ -138,16 +142,18 @@ def test_data_inspect_reads_scp_files() -> None:
     assert row["problem"] is None and 40 <= row["heart_rate_bpm"] <= 120
 
 
-def _test_values(count: int) -> np.ndarray:
+def _test_values(count: int, seed: int = 0) -> np.ndarray:
     """Samples whose differences need every code length: 0, +-1..8, 8-bit and 16-bit."""
-    steps = RNG.choice([0, 1, -1, 3, -8, 8, 9, -100, 127, -128, 128, 3000, -3000], size=count)
+    steps = np.random.default_rng(seed).choice(
+        [0, 1, -1, 3, -8, 8, 9, -100, 127, -128, 128, 3000, -3000], size=count
+    )
     return np.clip(np.cumsum(steps), -12000, 12000)
 
 
 @pytest.mark.parametrize("differences", [0, 1, 2])
 @pytest.mark.parametrize("huffman", [True, False])
 def test_written_files_read_back_exactly(tmp_path: Path, differences: int, huffman: bool) -> None:
-    samples = {1: _test_values(700), 2: _test_values(700), 61: _test_values(700)}
+    samples = {1: _test_values(700, 1), 2: _test_values(700, 2), 61: _test_values(700, 3)}
     path = scp_file(tmp_path / "a.scp", samples, differences=differences, huffman=huffman,
                     nv_per_unit=2500)  # fmt: skip
     record = read_record(path)
@@ -163,7 +169,8 @@ def test_minus_avr_is_turned_back_into_avr(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("interval_us", "fs"),
-                         [(1667, 600.0), (2000, 500.0), (3891, 257.0), (100, 10000.0)])  # fmt: skip
+                         [(1667, 600.0), (1666, 600.0), (2000, 500.0), (3891, 257.0),
+                          (977, 1024.0), (100, 10000.0)])  # fmt: skip
 def test_sampling_rate_from_the_interval(tmp_path: Path, interval_us: int, fs: float) -> None:
     record = read_scp(scp_file(tmp_path / "a.scp", {2: _test_values(300)}, interval_us=interval_us))
     assert record.fs == fs
@@ -175,6 +182,37 @@ def test_patient_tags(tmp_path: Path) -> None:
     record = read_scp(scp_file(tmp_path / "a.scp", {1: _test_values(300)}, tags=tags))
     assert record.metadata["age"] == 2.0 and record.metadata["sex"] == "Female"
     assert record.metadata["start"] == "2019-03-07 14:05:09"
+
+
+def test_age_from_the_birth_date(tmp_path: Path) -> None:
+    tags = {5: struct.pack("<HBB", 1950, 6, 30), 25: struct.pack("<HBB", 2020, 6, 29),
+            26: bytes([8, 0, 0])}  # fmt: skip  # the day before the 70th birthday
+    record = read_scp(scp_file(tmp_path / "a.scp", {1: _test_values(300)}, tags=tags))
+    assert record.metadata["age"] == 69.0
+
+
+def test_a_damaged_patient_section_is_skipped(tmp_path: Path) -> None:
+    tags = {8: bytes([1])}
+    path = scp_file(tmp_path / "a.scp", {1: _test_values(300)}, tags=tags, bad_crc=(1,))
+    record = read_scp(path)
+    assert record.metadata["patient_section_skipped"] == (
+        "section 1 fails its CRC: the file is damaged"
+    )
+    assert "sex" not in record.metadata and record.signal.shape == (1, 300)
+
+
+@pytest.mark.parametrize(("span", "samples"), [((0, 299), 300), ((0, 300), 300), ((1, 300), 300)])
+def test_sample_numbers_from_zero(tmp_path: Path, span: tuple[int, int], samples: int) -> None:
+    values = _test_values(300)
+    record = read_scp(scp_file(tmp_path / "a.scp", {1: values}, spans=[span]))
+    np.testing.assert_array_equal(units(record.signal, 5000)[0], values[:samples])
+
+
+def test_trailing_bytes_are_reported(tmp_path: Path) -> None:
+    path = scp_file(tmp_path / "a.scp", {1: _test_values(300)})
+    path.write_bytes(path.read_bytes() + b"\0\0")
+    record = read_scp(path)
+    assert record.metadata["trailing_bytes"] == 2 and "file_crc_mismatch" not in record.metadata
 
 
 def test_a_file_crc_mismatch_alone_is_reported_not_refused(tmp_path: Path) -> None:
@@ -205,11 +243,23 @@ def _damaged_rhythm(path: Path) -> None:
         ({"huffman": True, "tables": 1}, "its own Huffman tables"),
         ({"spans": [(1, 300), (301, 600)]}, "leads recorded in turn, not simultaneously"),
         ({"nv_per_unit": 0}, "0 nV per unit"),
+        ({"interval_us": 0}, "an interval of 0 µs"),
+        ({"differences": 3}, "difference order 3"),
+        ({"huffman": True, "bodies": {2: b""}}, "section 2 .Huffman tables. is empty"),
+        ({"bodies": {6: None}}, "no section 6 .rhythm data."),
+        ({"bodies": {3: bytes([5, 4]) + bytes(18)}}, "section 3 lists 5 leads in 20 bytes"),
+        ({"bodies": {6: bytes(8)}}, "section 6 .rhythm data. is too short for its header"),
+        (
+            {"bodies": {6: struct.pack("<HHBBHH", 5000, 2000, 0, 0, 600, 600) + bytes(900)}},
+            "lead II: section 6 ends inside its data",
+        ),
+        ({"pointed": {3: 6}}, "the pointer to section 3 leads to section 6"),
+        ({"bad_crc": (3,)}, "section 3 fails its CRC"),
         ({"spans": [(5, 4), (5, 4)]}, "section 3 gives samples 5-4: none"),
     ],
 )
 def test_refuses_what_it_cannot_decode(tmp_path: Path, change: dict, problem: str) -> None:
-    path = scp_file(tmp_path / "a.scp", {1: _test_values(300), 2: _test_values(300)}, **change)
+    path = scp_file(tmp_path / "a.scp", {1: _test_values(300), 2: _test_values(300, 1)}, **change)
     with pytest.raises(ECGInputError, match=problem) as error:
         read_scp(path)
     assert str(path) in str(error.value)

@@ -7,26 +7,32 @@ section. The reader takes what a rhythm recording needs:
 * the file header (CRC-CCITT of the file, then its length) and section 0 (one pointer per
   section: id, length, 1-based byte offset); each used section's header (its own CRC, id and
   length) is checked;
-* section 1 (patient and acquisition tags): age (tag 4), sex (tag 8), acquisition date and time
-  (tags 25, 26); names and ids are not read;
+* section 1 (patient and acquisition tags): age (tag 4, else from the birth date, tag 5), sex
+  (tag 8), acquisition date and time (tags 25, 26); names and ids are not read. A section 1
+  that fails its checks is skipped (``metadata["patient_section_skipped"]`` says why): it
+  holds nothing the signal needs, and anonymisers rewrite it;
 * section 2 (Huffman tables): the standard's default table (``19999``), which codes 0 in one bit,
   +-1..+-8 as runs of ones, and larger values as 8- or 16-bit integers;
 * section 3 (leads): count, flags, and per lead its first and last sample and its lead code
-  (1 I, 2 II, 3-8 V1-V6, 61-64 III, aVR, aVL, aVF, ...);
+  (1 I, 2 II, 3-8 V1-V6, 61-64 III, aVR, aVL, aVF, ...). Samples are numbered from 1; a first
+  sample of 0 is read as 1, unless uncompressed data hold one sample more (then numbering
+  started at 0);
 * section 6 (rhythm data): the amplitude unit in nV, the sampling interval in µs, whether the
   values are first or second differences, and per lead its byte count and data, Huffman-coded
   (section 2 present) or plain little-endian int16.
 
-Refused with an error naming the file and the reason, as they need the beat-by-beat decoding
-this reader does not do: reference-beat subtraction (section 3's flag; sections 4-5), bimodal
-compression, custom Huffman tables, and leads recorded in turn rather than simultaneously.
-The sampling rate is the whole number of Hz whose interval rounds to the stored microseconds
-(1667 µs -> 600 Hz), where one does. A file whose CRC does not match while each used section's
-does (an anonymiser rewrote section 1) is read, and ``metadata["file_crc_mismatch"]`` says so.
+Refused with an error naming the file and the reason: reference-beat subtraction (section 3's
+flag; sections 4-5) and bimodal compression, which need beat-by-beat decoding this reader does
+not do, custom Huffman tables, and leads recorded in turn rather than simultaneously.
+The sampling rate is the whole number of Hz whose interval lies within 1 µs of the stored one
+(1667 or 1666 µs -> 600 Hz), where one does. A file whose CRC does not match while each used
+section's does (an anonymiser rewrote section 1) is read, and ``metadata["file_crc_mismatch"]``
+says so; so is one with bytes after the length its header states (``"trailing_bytes"``).
 """
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import datetime as dt
 import struct
@@ -53,13 +59,7 @@ _AGE_UNIT_YEARS = {1: 1.0, 2: 1 / 12, 3: 7 / 365.25, 4: 1 / 365.25, 5: 1 / 8766}
 
 def crc_ccitt(data: bytes) -> int:
     """CRC-CCITT (polynomial 0x1021, start 0xFFFF), as SCP-ECG computes its checksums."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-        crc &= 0xFFFF
-    return crc
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 class _File:
@@ -74,9 +74,11 @@ class _File:
         if len(self.data) < 6 + _SECTION_HEADER:
             raise ECGInputError(path, f"{len(self.data)} bytes: too short for an SCP-ECG file")
         crc, length = struct.unpack_from("<HI", self.data, 0)
-        if length != len(self.data):
+        if length > len(self.data) or length < 6 + _SECTION_HEADER:
             raise ECGInputError(path, f"the header gives a length of {length} bytes, the file "
                                 f"has {len(self.data)}: truncated or altered")  # fmt: skip
+        self.trailing_bytes = len(self.data) - length
+        self.data = self.data[:length]
         self.crc_ok = crc == crc_ccitt(self.data[2:])
         self.pointers = self._pointers()
 
@@ -107,11 +109,13 @@ class _File:
         return self.data[offset + _SECTION_HEADER : offset + stated]
 
     def section(self, section: int) -> bytes | None:
+        """A section's body (checked), or None if the file has no such section."""
         if section not in self.pointers:
             return None
         return self._checked(section, *self.pointers[section])
 
     def required(self, section: int, what: str) -> bytes:
+        """A section's body (checked), or ECGInputError naming it as missing."""
         body = self.section(section)
         if body is None:
             raise ECGInputError(self.path, f"no section {section} ({what})")
@@ -130,21 +134,32 @@ def _tags(body: bytes) -> dict[int, bytes]:
     return tags
 
 
-def _patient(body: bytes | None) -> dict[str, object]:
-    """Age, sex and acquisition time from section 1, where stated."""
-    tags = _tags(body) if body is not None else {}
+def _date(value: bytes, time: bytes = b"\0\0\0") -> dt.datetime | None:
+    """A date tag (uint16 year, month, day) and a time tag (hour, minute, second), if valid."""
+    if len(value) < 4 or len(time) < 3:
+        return None
+    year, month, day = struct.unpack_from("<HBB", value)
+    with contextlib.suppress(ValueError):  # an unset date (zeros) says nothing
+        return dt.datetime(year, month, day, *time[:3])
+    return None
+
+
+def _patient(tags: dict[int, bytes]) -> dict[str, object]:
+    """Age, sex and acquisition time from section 1's tags, where stated."""
     out: dict[str, object] = {}
+    start = _date(tags.get(25, b""), tags.get(26, b""))
+    if start is not None:
+        out["start"] = start.isoformat(sep=" ")
     if len(tags.get(4, b"")) >= 3:
         value, unit = struct.unpack_from("<HB", tags[4])
         if value and unit in _AGE_UNIT_YEARS:
             out["age"] = float(int(value * _AGE_UNIT_YEARS[unit]))
+    born = _date(tags.get(5, b""))
+    if "age" not in out and born is not None and start is not None and start >= born:
+        before_birthday = (start.month, start.day) < (born.month, born.day)
+        out["age"] = float(start.year - born.year - before_birthday)
     if tags.get(8) and tags[8][0] in _SEX:
         out["sex"] = _SEX[tags[8][0]]
-    if len(tags.get(25, b"")) >= 4 and len(tags.get(26, b"")) >= 3:
-        year, month, day = struct.unpack_from("<HBB", tags[25])
-        hour, minute, second = tags[26][:3]
-        with contextlib.suppress(ValueError):  # an unset date (zeros) says nothing
-            out["start"] = dt.datetime(year, month, day, hour, minute, second).isoformat(sep=" ")
     return out
 
 
@@ -161,7 +176,7 @@ def _huffman(stream: bytes, count: int, path: Path, lead: str) -> np.ndarray:
         while ones < 10 and at + ones < end and bits[at + ones]:
             ones += 1
         if ones <= 8:
-            width, extra = (1, 0) if ones == 0 else (ones + 2, 0)
+            width, extra = (1 if ones == 0 else ones + 2), 0
         else:
             width, extra = (10, 8) if ones == 9 else (10, 16)
         if at + width + extra > end:
@@ -188,14 +203,14 @@ def _undifference(values: np.ndarray, order: int) -> np.ndarray:
 
 
 def _sampling_rate(interval_us: int) -> float:
-    """The whole number of Hz whose interval rounds to ``interval_us``, else 1e6 / interval."""
-    exact = 1e6 / interval_us
-    whole = round(exact)
-    return float(whole) if whole and round(1e6 / whole) == interval_us else exact
+    """The whole number of Hz whose interval is within 1 µs of ``interval_us`` (which a writer
+    rounded or truncated), else 1e6 / interval."""
+    whole = round(1e6 / interval_us)
+    return float(whole) if whole and abs(1e6 / whole - interval_us) < 1 else 1e6 / interval_us
 
 
 def _leads(body: bytes, path: Path) -> tuple[list[int], int, int]:
-    """Section 3: lead codes and the one sample span they share (first, last; 1-based)."""
+    """Section 3: lead codes and the one sample span they share (first, last, as stored)."""
     if len(body) < 2:
         raise ECGInputError(path, "section 3 (leads) is empty")
     count, flags = body[0], body[1]
@@ -205,29 +220,20 @@ def _leads(body: bytes, path: Path) -> tuple[list[int], int, int]:
     if count == 0 or len(body) < 2 + 9 * count:
         raise ECGInputError(path, f"section 3 lists {count} leads in {len(body)} bytes")
     spans = [struct.unpack_from("<IIB", body, 2 + 9 * i) for i in range(count)]
-    first, last = {max(s[0], 1) for s in spans}, {s[1] for s in spans}
-    if len(first) > 1 or len(last) > 1:
+    if len({(s[0], s[1]) for s in spans}) > 1:
         shown = ", ".join(f"{_LEAD_CODES.get(c, c)} {a}-{b}" for a, b, c in spans)
         raise ECGInputError(path, f"leads recorded in turn, not simultaneously ({shown}); "
                             "ecgfoundry needs simultaneous leads")  # fmt: skip
-    first_sample, last_sample = first.pop(), last.pop()
-    if last_sample < first_sample:
-        raise ECGInputError(path, f"section 3 gives samples {first_sample}-{last_sample}: none")
-    return [s[2] for s in spans], first_sample, last_sample
+    first, last = spans[0][:2]
+    if last < max(first, 1):
+        raise ECGInputError(path, f"section 3 gives samples {first}-{last}: none")
+    return [s[2] for s in spans], first, last
 
 
-def read_scp(
-    path: str | Path, *, nan: NanPolicy = "interpolate", flat: FlatPolicy = "flag"
-) -> Record:
-    """Read an SCP-ECG file's rhythm data (section 6) as millivolts."""
-    path = Path(path)
-    scp = _File(path)
-    codes, first, last = _leads(scp.required(3, "lead definitions"), path)
-    names = [_LEAD_CODES.get(code, f"SCP lead {code}") for code in codes]
-    original = ["-aVR" if code == _SIGN_FLIPPED else name
-                for code, name in zip(codes, names, strict=True)]  # fmt: skip
-    rhythm = scp.required(6, "rhythm data")
-    if len(rhythm) < 6 + 2 * len(codes):
+def _rhythm(scp: _File, names: list[str], first: int, last: int) -> tuple[np.ndarray, int]:
+    """Section 6: the leads' samples in mV [leads, samples], and the sampling interval in µs."""
+    path, rhythm = scp.path, scp.required(6, "rhythm data")
+    if len(rhythm) < 6 + 2 * len(names):
         raise ECGInputError(path, "section 6 (rhythm data) is too short for its header")
     nv_per_unit, interval_us, differences, bimodal = struct.unpack_from("<HHBB", rhythm)
     if bimodal:
@@ -236,11 +242,16 @@ def read_scp(
         raise ECGInputError(path, f"section 6 states {nv_per_unit} nV per unit, an interval "
                             f"of {interval_us} µs and difference order {differences}")  # fmt: skip
     huffman = scp.section(2)
+    if huffman is not None and len(huffman) < 2:
+        raise ECGInputError(path, "section 2 (Huffman tables) is empty")
     if huffman is not None and struct.unpack_from("<H", huffman)[0] != _DEFAULT_HUFFMAN:
         raise ECGInputError(path, "uses its own Huffman tables (section 2); this reader "
                             "decodes the standard's default table only")  # fmt: skip
-    sizes = struct.unpack_from(f"<{len(codes)}H", rhythm, 6)
-    count, at, leads = last - first + 1, 6 + 2 * len(codes), []
+    sizes = struct.unpack_from(f"<{len(names)}H", rhythm, 6)
+    count = last - max(first, 1) + 1
+    if first == 0 and huffman is None and all(size // 2 == last + 1 for size in sizes):
+        count = last + 1  # numbered from 0
+    at, leads = 6 + 2 * len(names), []
     for name, size in zip(names, sizes, strict=True):
         stream = rhythm[at : at + size]
         if len(stream) < size:
@@ -254,18 +265,35 @@ def read_scp(
             values = _huffman(stream, count, path, name)
         leads.append(_undifference(values, differences) * (nv_per_unit * 1e-6))
         at += size
-    signal = np.stack(leads)
+    return np.stack(leads), interval_us
+
+
+def read_scp(
+    path: str | Path, *, nan: NanPolicy = "interpolate", flat: FlatPolicy = "flag"
+) -> Record:
+    """Read an SCP-ECG file's rhythm data (section 6) as millivolts."""
+    path = Path(path)
+    scp = _File(path)
+    codes, first, last = _leads(scp.required(3, "lead definitions"), path)
+    names = [_LEAD_CODES.get(code, f"SCP lead {code}") for code in codes]
+    signal, interval_us = _rhythm(scp, names, first, last)
     flipped = [i for i, code in enumerate(codes) if code == _SIGN_FLIPPED]
     signal[flipped] *= -1
+    original = [("-aVR" if i in flipped else name) for i, name in enumerate(names)]
     metadata: dict[str, object] = {
         "format": "SCP-ECG",
         "record_name": path.stem,
         "original_leads": original,
         "sampling_interval_us": interval_us,
-        **_patient(scp.section(1)),
     }
+    try:
+        metadata |= _patient(_tags(scp.section(1) or b""))
+    except ECGInputError as error:
+        metadata["patient_section_skipped"] = error.problem
     if not scp.crc_ok:
         metadata["file_crc_mismatch"] = True
+    if scp.trailing_bytes:
+        metadata["trailing_bytes"] = scp.trailing_bytes
     record = Record(signal=signal.astype(np.float32), fs=_sampling_rate(interval_us),
                     leads=canonical_leads(names), source=str(path), metadata=metadata)  # fmt: skip
     return clean(record, nan=nan, flat=flat)
