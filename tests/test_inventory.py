@@ -82,7 +82,7 @@ def test_missing_paths_and_single_unreadable_files_are_errors(folder: Path) -> N
         inspect_records(folder / "visits.csv")
     empty = folder.parent / "empty"
     empty.mkdir()
-    with pytest.raises(ECGInputError, match=r"no ECG records in this folder .*\.bdf/\.xml/\.scp"):
+    with pytest.raises(ECGInputError, match=r"no ECG records in this folder .*\.xml/\.scp/\.dcm"):
         inspect_records(empty)
 
 

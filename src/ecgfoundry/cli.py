@@ -341,8 +341,8 @@ def convert(
 InputArgument = Annotated[
     Path,
     typer.Argument(
-        help="A record file (WFDB, CinC, EDF/BDF, MUSE/Philips/aECG XML, SCP-ECG, CSV), a "
-        "folder of records, or an .npy \\[N, leads, samples]."
+        help="A record file (WFDB, CinC, EDF/BDF, MUSE/Philips/aECG XML, SCP-ECG, DICOM, CSV), "
+        "a folder of records, or an .npy \\[N, leads, samples]."
     ),
 ]
 InputFsOption = Annotated[

@@ -50,7 +50,7 @@ class Inputs:
     repairs: dict[str, list[str]] = field(default_factory=dict)  # record id: repairs in words
 
 
-NO_RECORDS = ("no ECG records in this folder (WFDB/CinC .hea records, .edf/.bdf/.xml/.scp "
+NO_RECORDS = ("no ECG records in this folder (WFDB/CinC .hea records, .edf/.bdf/.xml/.scp/.dcm "
               "files, or .npy/.csv arrays with --fs)")  # fmt: skip
 
 

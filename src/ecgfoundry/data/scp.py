@@ -46,11 +46,12 @@ from ecgfoundry.data.record import ECGInputError, Record, canonical_leads
 SCP_SUFFIXES = (".scp",)
 _SECTION_HEADER = 16  # CRC (2), id (2), length (4), version (1), protocol (1), reserved (6)
 _DEFAULT_HUFFMAN = 19999
-_SIGN_FLIPPED = 65  # -aVR: stored negated
-_LEAD_CODES: dict[int, str] = {
+SIGN_FLIPPED_AVR = 65  # -aVR: stored negated
+# SCP-ECG's lead codes (DICOM's SCPECG 5.6.3-9-N and MDC 2:N use the same numbers).
+SCP_LEAD_CODES: dict[int, str] = {
     1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "V6", 9: "V7",
     10: "V2R", 11: "V3R", 12: "V4R", 13: "V5R", 14: "V6R", 15: "V7R", 16: "X", 17: "Y", 18: "Z",
-    61: "III", 62: "aVR", 63: "aVL", 64: "aVF", _SIGN_FLIPPED: "aVR", 66: "V8", 67: "V9",
+    61: "III", 62: "aVR", 63: "aVL", 64: "aVF", SIGN_FLIPPED_AVR: "aVR", 66: "V8", 67: "V9",
     68: "V8R", 69: "V9R",
 }  # fmt: skip
 _SEX = {1: "Male", 2: "Female"}
@@ -221,7 +222,7 @@ def _leads(body: bytes, path: Path) -> tuple[list[int], int, int]:
         raise ECGInputError(path, f"section 3 lists {count} leads in {len(body)} bytes")
     spans = [struct.unpack_from("<IIB", body, 2 + 9 * i) for i in range(count)]
     if len({(s[0], s[1]) for s in spans}) > 1:
-        shown = ", ".join(f"{_LEAD_CODES.get(c, c)} {a}-{b}" for a, b, c in spans)
+        shown = ", ".join(f"{SCP_LEAD_CODES.get(c, c)} {a}-{b}" for a, b, c in spans)
         raise ECGInputError(path, f"leads recorded in turn, not simultaneously ({shown}); "
                             "ecgfoundry needs simultaneous leads")  # fmt: skip
     first, last = spans[0][:2]
@@ -275,9 +276,9 @@ def read_scp(
     path = Path(path)
     scp = _File(path)
     codes, first, last = _leads(scp.required(3, "lead definitions"), path)
-    names = [_LEAD_CODES.get(code, f"SCP lead {code}") for code in codes]
+    names = [SCP_LEAD_CODES.get(code, f"SCP lead {code}") for code in codes]
     signal, interval_us = _rhythm(scp, names, first, last)
-    flipped = [i for i, code in enumerate(codes) if code == _SIGN_FLIPPED]
+    flipped = [i for i, code in enumerate(codes) if code == SIGN_FLIPPED_AVR]
     signal[flipped] *= -1
     original = [("-aVR" if i in flipped else name) for i, name in enumerate(names)]
     metadata: dict[str, object] = {
@@ -299,4 +300,4 @@ def read_scp(
     return clean(record, nan=nan, flat=flat)
 
 
-__all__ = ["SCP_SUFFIXES", "crc_ccitt", "read_scp"]
+__all__ = ["SCP_LEAD_CODES", "SCP_SUFFIXES", "SIGN_FLIPPED_AVR", "crc_ccitt", "read_scp"]
