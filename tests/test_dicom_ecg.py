@@ -9,6 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRBigEndian
 from test_cli import ecgfoundry
 
 from ecgfoundry.data import ECGInputError, find_records, read_record
@@ -129,3 +131,92 @@ def test_refuses_files_that_are_not_dicom_ecgs(tmp_path: Path) -> None:
     dataset.save_as(path)
     with pytest.raises(ECGInputError, match="lead III gives no channel sensitivity"):
         read_record(path)
+
+
+def test_the_rhythm_group_is_chosen_wherever_it_stands(tmp_path: Path) -> None:
+    path, dataset = variant(tmp_path)
+    dataset.WaveformSequence = Sequence(list(dataset.WaveformSequence)[::-1])  # median first
+    dataset.save_as(path)
+    assert read_dicom_ecg(path).signal.shape == (12, 10000)
+    del dataset.WaveformSequence[1]  # median beats only
+    dataset.save_as(path)
+    with pytest.raises(ECGInputError, match="median beats only, no rhythm waveform"):
+        read_dicom_ecg(path)
+
+
+def test_lead_codes_outrank_their_meanings(tmp_path: Path) -> None:
+    path, dataset = variant(tmp_path)
+    source = dataset.WaveformSequence[0].ChannelDefinitionSequence[0].ChannelSourceSequence[0]
+    source.CodeValue, source.CodeMeaning = "2:1", "Lead V6"  # MDC's code for lead I
+    dataset.save_as(path)
+    assert read_dicom_ecg(path).leads[0] == "I"
+
+
+def test_unsigned_samples_with_a_baseline_and_age_in_months(tmp_path: Path) -> None:
+    path, dataset = variant(tmp_path, WaveformSampleInterpretation="US")
+    group = dataset.WaveformSequence[0]
+    stored = np.frombuffer(group.WaveformData, "<i2").astype(np.int32) + 32768
+    group.WaveformData = stored.astype("<u2").tobytes()
+    for channel in group.ChannelDefinitionSequence:
+        channel.ChannelBaseline = -32768 * UV_PER_UNIT
+    dataset.PatientAge = "030M"
+    dataset.save_as(path)
+    record = read_dicom_ecg(path)
+    np.testing.assert_allclose(record.signal, read_dicom_ecg(REAL).signal, atol=1e-6)
+    assert record.metadata["age"] == 2.0
+
+
+def test_big_endian_files_read_the_same(tmp_path: Path) -> None:
+    dataset = pydicom.dcmread(REAL)
+    for group in dataset.WaveformSequence:  # a big-endian writer stores OW words big-endian
+        group.WaveformData = np.frombuffer(group.WaveformData, "<i2").astype(">i2").tobytes()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    path = tmp_path / "big.dcm"
+    pydicom.dcmwrite(path, dataset, implicit_vr=False, little_endian=False, force_encoding=True)
+    np.testing.assert_array_equal(read_dicom_ecg(path).signal, read_dicom_ecg(REAL).signal)
+
+
+def test_pacs_names_without_a_dicom_suffix(tmp_path: Path) -> None:
+    path, dataset = variant(tmp_path, "1.2.826.0.1.3680043.8.498.10")  # named by its UID
+    dataset.save_as(path)
+    assert read_record(path).metadata["format"] == "DICOM ECG"
+    (tmp_path / "notes").write_text("not an ECG")
+    assert [p.name for p in find_records(tmp_path)] == [path.name]
+    with pytest.raises(ECGInputError, match="WFDB header not found"):
+        read_record(tmp_path / "notes")  # no suffix and not DICOM: taken as a WFDB record
+
+
+def _spoiled(tmp_path: Path, old: bytes, new: bytes) -> Path:
+    path = tmp_path / "spoiled.dcm"
+    data = REAL.read_bytes()
+    assert len(old) == len(new) and old in data
+    path.write_bytes(data.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("NumberOfWaveformSamples", "the waveform has no NumberOfWaveformSamples"),
+        ("SamplingFrequency", "the waveform has no SamplingFrequency"),
+        ("NumberOfWaveformChannels", "the waveform has no NumberOfWaveformChannels"),
+        ("ChannelSensitivityUnitsSequence", "lead I gives a sensitivity without its unit"),
+    ],
+)
+def test_names_missing_attributes(tmp_path: Path, change: str, problem: str) -> None:
+    path, dataset = variant(tmp_path)
+    group = dataset.WaveformSequence[0]
+    delattr(group.ChannelDefinitionSequence[0] if change.startswith("Channel") else group, change)
+    dataset.save_as(path)
+    with pytest.raises(ECGInputError, match=problem):
+        read_dicom_ecg(path)
+
+
+def test_malformed_values_are_named_not_raised_raw(tmp_path: Path) -> None:
+    path = _spoiled(tmp_path, b"1.25", b"abcd")  # the first channel's sensitivity
+    with pytest.raises(ECGInputError, match=r"spoiled\.dcm: malformed waveform \(ValueError"):
+        read_dicom_ecg(path)
+    path, dataset = variant(tmp_path, NumberOfWaveformChannels=0, ChannelDefinitionSequence=[])
+    dataset.save_as(path)
+    with pytest.raises(ECGInputError, match="the waveform has 0 channels"):
+        read_dicom_ecg(path)

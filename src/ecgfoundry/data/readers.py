@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import wfdb
 
-from ecgfoundry.data.dicom_ecg import DICOM_SUFFIXES, is_dicom, read_dicom_ecg
+from ecgfoundry.data.dicom_ecg import DICOM_SUFFIXES, is_dicom, may_be_dicom, read_dicom_ecg
 from ecgfoundry.data.ecg_xml import read_ecg_xml
 from ecgfoundry.data.edf import EDF_SUFFIXES, read_edf
 from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
@@ -480,10 +480,10 @@ def read_record(
     """Read any supported file, choosing the reader by its suffix.
 
     ``.hea``/``.dat`` (WFDB), ``.mat`` (challenge), ``.edf``/``.bdf``, ``.xml`` (GE MUSE,
-    Philips, HL7 aECG), ``.scp`` (SCP-ECG) and ``.dcm`` (DICOM ECG; also a DICOM file with no
-    suffix) describe themselves (``leads`` names their channels only where the file names none
-    of them as a lead: :func:`name_leads`); ``.npy`` and ``.csv`` need ``fs`` (and ``leads``
-    unless the CSV has a header row).
+    Philips, HL7 aECG), ``.scp`` (SCP-ECG) and ``.dcm`` (DICOM ECG; also a DICOM file under any
+    other name, e.g. a PACS export's ``IM0001``) describe themselves (``leads`` names their
+    channels only where the file names none of them as a lead: :func:`name_leads`); ``.npy``
+    and ``.csv`` need ``fs`` (and ``leads`` unless the CSV has a header row).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -502,7 +502,7 @@ def read_record(
         raise ECGInputError(path, "units apply to .npy/.csv arrays; this file states its own")
     if suffix == ".mat" or (suffix == ".hea" and path.exists() and is_challenge_header(path)):
         record = read_challenge(path, **options)
-    elif suffix in DICOM_SUFFIXES or (suffix == "" and path.is_file() and is_dicom(path)):
+    elif suffix in DICOM_SUFFIXES or (suffix not in RECORD_SUFFIXES and is_dicom(path)):
         record = read_dicom_ecg(path, **options)
     elif suffix in (".hea", ".dat", ""):
         record = read_wfdb(path, **options)
@@ -521,7 +521,7 @@ def read_record(
 
 def find_records(folder: str | Path) -> list[Path]:
     """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus
-    .edf/.bdf/.xml/.scp/.dcm/.npy/.csv files.
+    .edf/.bdf/.xml/.scp/.dcm/.npy/.csv files, and DICOM files named without a suffix or by UID.
 
     Hidden entries (dot-names) below ``folder`` are skipped; the folder itself may lie anywhere,
     e.g. under ``~/.cache``.
@@ -530,7 +530,10 @@ def find_records(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise ECGInputError(folder, "not a folder")
     found = [
-        p for p in sorted(folder.rglob("*")) if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file()
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+        and (p.suffix.lower() in FOLDER_SUFFIXES or (may_be_dicom(p) and is_dicom(p)))
     ]
     return [
         p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)
