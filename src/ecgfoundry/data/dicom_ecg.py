@@ -13,8 +13,11 @@ the group labelled ``RHYTHM``, else the longest, and per channel:
   padding value are missing (NaN, then the NaN policy).
 
 Age, sex, acquisition time and the unformatted annotation texts (``statements``) go into the
-metadata. Files are read with pydicom; a file that is not DICOM, holds no waveform (an image),
-or codes its samples by mu-law/A-law is refused with an error naming it.
+metadata, with channels the file marks as bad (Channel Status) and any sample skew. Files are
+read with pydicom (header only, little- or big-endian), as ``.dcm``/``.dicom`` or under PACS
+names (no suffix, or a UID). A file that is not DICOM, holds no waveform (an image) or median
+beats only, codes its samples by mu-law/A-law, or lacks or garbles an attribute the waveform
+needs is refused with an error naming it.
 """
 
 from __future__ import annotations
@@ -67,12 +70,14 @@ def may_be_dicom(path: Path) -> bool:
 
 
 def _required(item: Dataset, keyword: str, path: Path) -> Any:
+    """An attribute the waveform cannot do without, or ECGInputError naming it."""
     if keyword not in item or item.get(keyword) in (None, ""):
         raise ECGInputError(path, f"the waveform has no {keyword}")
     return item.get(keyword)
 
 
 def _seconds(group: Dataset) -> float:
+    """A multiplex group's duration (0 where it states no rate)."""
     rate = float(group.get("SamplingFrequency") or 0)
     return float(group.get("NumberOfWaveformSamples") or 0) / rate if rate > 0 else 0.0
 
@@ -188,6 +193,7 @@ def _channel_notes(channels: list[Dataset], names: list[str]) -> dict[str, Any]:
 
 
 def _read(dataset: Dataset, path: Path) -> Record:
+    """The chosen multiplex group of a parsed file as a Record in millivolts."""
     group = _group(dataset, path)
     channels = list(group.get("ChannelDefinitionSequence") or [])
     stated = int(_required(group, "NumberOfWaveformChannels", path))
