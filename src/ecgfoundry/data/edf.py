@@ -22,6 +22,7 @@ from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
 from ecgfoundry.data.record import (
     ECGInputError,
     Record,
+    age_in_years,
     canonical_lead_name,
     canonical_leads,
     millivolts_per_unit,
@@ -160,9 +161,9 @@ def _patient(header: EDFHeader, start: dt.datetime | None) -> dict[str, Any]:
         born = dt.datetime.strptime(fields[2].title(), "%d-%b-%Y")
     except ValueError:
         return out
-    if start is not None and start >= born:
-        before_birthday = (start.month, start.day) < (born.month, born.day)
-        out["age"] = float(start.year - born.year - before_birthday)
+    age = age_in_years(born, start) if start is not None else None
+    if age is not None:
+        out["age"] = age
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass, field
@@ -73,6 +74,13 @@ def canonical_leads(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 _TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "microvolt": 1e-3, "v": 1e3, "nv": 1e-6,
           "âµv": 1e-3, "\x83êv": 1e-3}  # fmt: skip  # UTF-8's µ read as latin-1; Shift-JIS μV
+
+
+def age_in_years(born: dt.datetime, at: dt.datetime) -> float | None:
+    """Whole years from a birth date to ``at`` (None if ``at`` comes first)."""
+    if at < born:
+        return None
+    return float(at.year - born.year - ((at.month, at.day) < (born.month, born.day)))
 
 
 def millivolts_per_unit(unit: str | None, source: str | Path | None) -> float:

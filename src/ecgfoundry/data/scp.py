@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgfoundry.data.quality import FlatPolicy, NanPolicy, clean
-from ecgfoundry.data.record import ECGInputError, Record, canonical_leads
+from ecgfoundry.data.record import ECGInputError, Record, age_in_years, canonical_leads
 
 SCP_SUFFIXES = (".scp",)
 _SECTION_HEADER = 16  # CRC (2), id (2), length (4), version (1), protocol (1), reserved (6)
@@ -156,9 +156,10 @@ def _patient(tags: dict[int, bytes]) -> dict[str, object]:
         if value and unit in _AGE_UNIT_YEARS:
             out["age"] = float(int(value * _AGE_UNIT_YEARS[unit]))
     born = _date(tags.get(5, b""))
-    if "age" not in out and born is not None and start is not None and start >= born:
-        before_birthday = (start.month, start.day) < (born.month, born.day)
-        out["age"] = float(start.year - born.year - before_birthday)
+    if "age" not in out and born is not None and start is not None:
+        age = age_in_years(born, start)
+        if age is not None:
+            out["age"] = age
     if tags.get(8) and tags[8][0] in _SEX:
         out["sex"] = _SEX[tags[8][0]]
     return out
