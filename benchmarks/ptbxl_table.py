@@ -258,10 +258,15 @@ def per_label(args: argparse.Namespace, task: str, rare: int = 10) -> dict[str, 
         scores = auroc_per_label(y, p)
         for label, n, score in zip(kept["labels"].tolist(), positives, scores, strict=True):
             out["labels"].setdefault(label, {"positives": int(n)})[model] = float(score)
-        out["macro"][model] = {"all": float(scores.mean()),
-                               f">={rare}": float(scores[positives >= rare].mean()),
-                               f"<{rare}": float(scores[positives < rare].mean())}  # fmt: skip
+        out["macro"][model] = {"all": mean_or_none(scores),
+                               f">={rare}": mean_or_none(scores[positives >= rare]),
+                               f"<{rare}": mean_or_none(scores[positives < rare])}  # fmt: skip
     return out
+
+
+def mean_or_none(scores: np.ndarray) -> float | None:
+    """The mean of some labels' AUROCs; None when there are no such labels."""
+    return float(scores.mean()) if scores.size else None
 
 
 def per_label_markdown(result: dict[str, Any]) -> str:
@@ -272,7 +277,8 @@ def per_label_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {label} | {row['positives']} | "
                      + " | ".join(f"{row[m]:.3f}" for m in models) + " |")  # fmt: skip
     for key in next(iter(result["macro"].values()), {}):
-        scores = " | ".join(f"{result['macro'][m][key]:.3f}" for m in models)
+        scores = " | ".join("no labels" if result["macro"][m][key] is None
+                            else f"{result['macro'][m][key]:.3f}" for m in models)  # fmt: skip
         lines.append(f"| macro, {key} positives | | {scores} |")
     return "\n".join(lines)
 

@@ -121,6 +121,30 @@ def test_a_revision_is_compared_with_the_older_one_on_the_seeds_both_ran(tmp_pat
         table.against_revision(args, "m", "form", rows)
 
 
+def test_per_label_macros_split_at_the_rare_count_and_name_an_empty_group(tmp_path) -> None:
+    table = load_script("ptbxl_table")
+    args = table.argparse.Namespace(predictions=tmp_path, revision=table.REVISION,
+                                    fraction=1.0, precision="auto")  # fmt: skip
+    rng = np.random.default_rng(0)
+    y = np.zeros((300, 3), dtype=np.float32)
+    y[:100, 0], y[100:200, 1], y[200:205, 2] = 1, 1, 1  # 100, 100 and 5 positives
+    p = y + rng.normal(0, 0.5, y.shape)
+    labels = np.array(["A", "B", "C"])
+    model = table.MODELS[0]
+    for task, keep in (("form", [0, 1, 2]), ("superdiagnostic", [0, 1])):
+        np.savez(tmp_path / f"{model}__{task}__s0__{table.table_setup(args)}.npz",
+                 val_y=y[:, keep], val_probabilities=p[:, keep], labels=labels[keep])  # fmt: skip
+    result = table.per_label(args, "form")
+    scores = [result["labels"][label][model] for label in "ABC"]
+    assert [result["labels"][label]["positives"] for label in "ABC"] == [100, 100, 5]
+    assert result["macro"][model] == pytest.approx(
+        {"all": np.mean(scores), ">=10": np.mean(scores[:2]), "<10": scores[2]}
+    )
+    common = table.per_label(args, "superdiagnostic")
+    assert common["macro"][model]["<10"] is None
+    assert "| macro, <10 positives | | no labels |" in table.per_label_markdown(common)
+
+
 def table_row(table, args, model: str, task: str, seed: int, fraction: float,
               score: float, precision: str = "float32") -> dict:  # fmt: skip
     key = table.cell_key({"model": model, "task": task, "seed": seed, "fraction": fraction})
