@@ -7,7 +7,8 @@ Compares scratch, linear-probe, finetune, lp-ft and post-train (plus the ablatio
 without stochastic depth and without the preview linear probe) on the superdiagnostic and
 rhythm tasks at 10/30/100 % of the training folds, 3 seeds, reported on fold 9 (and fold 10
 when present). Each finished cell is appended to ``--results`` (JSON lines) at once, and cells
-already there are skipped, so the grid carries on across sessions. A cell is identified by its
+already there are skipped, so the grid carries on across sessions; on a copy with fold 10,
+cells whose rows lack fold-10 scores run again (:func:`fold10_present`). A cell is identified by its
 task, variant, fraction and seed *and* by a hash of its recipe and backbone weights: after a
 change of defaults (or backbone) the affected cells run again, and rows of other recipes are
 kept in the file but not counted or summarised. A killed cell resumes from its checkpoint.
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from ecgfoundry.adapt import finetune, recipe_for
+from ecgfoundry.data import ptbxl
 from ecgfoundry.engine.precision import describe_hardware
 from ecgfoundry.models.registry import weights_fingerprint
 
@@ -118,9 +120,26 @@ def hardware() -> dict[str, object]:
 
 
 def read_rows(results: Path) -> list[dict[str, Any]]:
+    """The results file's rows, one per (cell, setup): a cell run again (to score fold 10,
+    :func:`fold10_present`) appends a row that replaces the earlier one."""
     if not results.exists():
         return []
-    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return list({(r["cell"], r["setup"]): r for r in rows}.values())
+
+
+def fold10_present(root: Path | None) -> bool:
+    """Whether the PTB-XL copy at ``root`` holds fold 10 (its records' files, not just rows).
+    Where it does, a grid runs again each cell whose row lacks fold-10 scores (trained where
+    fold 10 was absent, as this repository's committed rows were): its run folder, where kept,
+    resumes at its end and is scored; else the cell trains anew."""
+    return root is not None and 10 in ptbxl.load(root).folds_present
+
+
+def scored_enough(row: dict[str, Any], fold10: bool) -> bool:
+    """Whether a finished cell's row needs no run again: it scored fold 10 where the copy
+    holds it (the validation sweep never scores fold 10)."""
+    return not fold10 or "test" in row["metrics"] or row["variant"] in SWEEP
 
 
 def run_dir(runs: Path, key: str, setup: str) -> Path:
@@ -141,9 +160,10 @@ def predictions_file(folder: Path, row: dict[str, Any]) -> Path:
 
 
 def keep_predictions(run: Path, dest: Path) -> None:
-    """Copy a run's evaluation probabilities (not its checkpoints) beside the results."""
+    """Copy a run's evaluation probabilities (not its checkpoints) beside the results,
+    replacing those of an earlier run of the cell."""
     source = run / "predictions" / "predictions.npz"
-    if dest.exists() or not source.exists():
+    if not source.exists():
         return
     with np.load(source, allow_pickle=False) as saved:
         arrays = {k: saved[k] for k in saved.files}
@@ -198,7 +218,9 @@ def main() -> None:
     ]
     weights = weights_fingerprint(args.backbone)
     rows = read_rows(args.results)
-    finished = {(row["cell"], row["setup"]) for row in rows if is_current(row)}
+    fold10 = fold10_present(args.root)
+    finished = {(row["cell"], row["setup"]) for row in rows
+                if is_current(row) and scored_enough(row, fold10)}  # fmt: skip
     ran = 0
     for cell in cells:
         key, strategy = cell_key(cell), VARIANTS[cell["variant"]][0]

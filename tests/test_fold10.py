@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_ptbxl import copy_records, move_to_fold_10, pick_per_fold
+from test_published_predictions import load_script
 from typer.testing import CliRunner
 
 from ecgfoundry.cli import app
@@ -88,3 +89,13 @@ def test_the_benchmark_and_its_report_show_fold_10(with_fold_10: Path, tmp_path:
     assert "<th>test macro AUROC</th>" in page
     low, high = test["macro_auroc_low"], test["macro_auroc_high"]
     assert f'{test["macro_auroc"]:.3f}</td><td class="">[{low:.3f}, {high:.3f}]</td>' in page
+
+
+def test_the_table_grid_knows_whether_a_copy_holds_fold_10(
+    ptbxl_root: Path, with_fold_10: Path, tmp_path: Path
+) -> None:
+    table = load_script("ptbxl_table")
+    without = tmp_path / "folds-1-9"
+    copy_records(ptbxl_root, without, pick_per_fold(ptbxl.load(ptbxl_root), {1: 3, 9: 3}))
+    assert table.fold10_present(with_fold_10)
+    assert not table.fold10_present(without) and not table.fold10_present(None)

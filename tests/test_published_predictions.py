@@ -240,12 +240,14 @@ def test_the_table_reports_fold_10_beside_the_published_value_when_present(tmp_p
     def row(task: str, seed: int, **splits: float) -> dict:
         metrics = {split: {"macro_auroc": v, "ci": {"macro_auroc": [v - 0.01, v + 0.01]}}
                    for split, v in splits.items()}  # fmt: skip
-        return {"model": "resnet1d-wang", "task": task, "seed": seed, "setup": setup,
-                "fraction": 1.0, "precision": "float32", "train_seconds": 60.0,
+        return {"cell": f"resnet1d-wang/{task}/s{seed}", "model": "resnet1d-wang",
+                "task": task, "seed": seed, "setup": setup, "fraction": 1.0,
+                "precision": "float32", "train_seconds": 60.0,
                 "hardware": {"cpu": "x"}, "metrics": metrics}  # fmt: skip
 
-    rows = [row("rhythm", 1, val=0.96, test=0.96), row("rhythm", 0, val=0.95, test=0.94),
-            row("rhythm", 2, val=0.97), row("form", 0, val=0.85)]  # fmt: skip
+    rows = [row("rhythm", 1, val=0.5), row("rhythm", 1, val=0.96, test=0.96),  # run again
+            row("rhythm", 0, val=0.95, test=0.94), row("rhythm", 2, val=0.97),
+            row("form", 0, val=0.85)]  # fmt: skip
     args.results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     entries = {e["task"]: e for e in table.summary(args)}
     rhythm = entries["rhythm"]["test"]
@@ -261,3 +263,35 @@ def test_the_table_reports_fold_10_beside_the_published_value_when_present(tmp_p
     )
     (form_line,) = [ln for ln in lines if "| form |" in ln]
     assert form_line.endswith("| absent |")
+
+
+def test_a_cell_without_fold_10_scores_runs_again_where_the_copy_holds_fold_10(tmp_path) -> None:
+    table, grid = load_script("ptbxl_table"), load_script("post_training")
+    rows = [{"cell": "m/rhythm/s0", "setup": "x", "metrics": {"val": {}}},
+            {"cell": "m/form/s0", "setup": "x", "metrics": {"val": {}, "test": {}}},
+            {"cell": "m/all/s0", "setup": "y", "metrics": {"val": {}, "test": {}}}]  # fmt: skip
+    assert table.finished_cells(rows, "x", fold10=False) == {"m/rhythm/s0", "m/form/s0"}
+    assert table.finished_cells(rows, "x", fold10=True) == {"m/form/s0"}
+    again = {"cell": "m/rhythm/s0", "setup": "x", "metrics": {"val": {}, "test": {}}}
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in [*rows, again]))
+    assert grid.read_rows(results) == [again, rows[1], rows[2]]  # the rerun's row replaces
+    sweep = next(iter(grid.SWEEP))
+    assert not grid.scored_enough({"variant": "finetune", "metrics": {"val": {}}}, fold10=True)
+    assert grid.scored_enough({"variant": "finetune", "metrics": {"val": {}}}, fold10=False)
+    assert grid.scored_enough({"variant": sweep, "metrics": {"val": {}}}, fold10=True)
+
+
+def test_a_cell_run_again_replaces_its_kept_probabilities(tmp_path: Path) -> None:
+    grid = load_script("post_training")
+    run, dest = tmp_path / "run", tmp_path / "kept" / "cell.npz"
+    (run / "predictions").mkdir(parents=True)
+    y = np.eye(2, dtype=np.float32)
+    np.savez(run / "predictions" / "predictions.npz", val_y=y, val_probabilities=y)
+    grid.keep_predictions(run, dest)
+    np.savez(run / "predictions" / "predictions.npz", val_y=y, val_probabilities=y,
+             test_y=y, test_probabilities=y)  # fmt: skip
+    grid.keep_predictions(run, dest)
+    with np.load(dest) as kept:
+        assert {"val_y", "test_y", "test_probabilities"} <= set(kept.files)
+        assert kept["test_y"].dtype == np.uint8
