@@ -18,6 +18,7 @@ from torch import nn
 
 from ecgfoundry.engine import Engine, StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.engine import build_optimizer, build_schedule
+from ecgfoundry.engine.run_dir import RunConfigError
 from ecgfoundry.engine.seeding import SHUFFLE, epoch_rng, torch_seed
 from ecgfoundry.models import create_model, list_models
 
@@ -110,6 +111,22 @@ def test_a_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> 
     assert [h["loss"] for h in progress.history] == pytest.approx(
         [h["loss"] for h in json.loads((tmp_path / "a/checkpoint/state.json").read_text())
          ["history"]], rel=1e-12)  # fmt: skip
+
+
+def test_a_folder_holding_another_setups_checkpoint_is_refused(tmp_path: Path) -> None:
+    first = Engine(tmp_path, seed=0, progress_bar=False, precision="fp32").fit(Regression(PLAN))
+    again = Regression(PLAN)  # the same setup: nothing left to run, the same history
+    progress = Engine(tmp_path, seed=0, progress_bar=False, precision="fp32").fit(again)
+    assert again.steps == 0 and progress.history == first.history
+    other = StagePlan("fit", epochs=4, optimizer="sgd", monitor="val_loss", mode="min")
+    with pytest.raises(RunConfigError, match=r"differs in \['seed', 'stage 0 epochs', "
+                                             r"'stage 0 optimizer'\]"):  # fmt: skip
+        Engine(tmp_path, seed=7, progress_bar=False, precision="fp32").fit(Regression(other))
+    state = tmp_path / "checkpoint" / "state.json"  # written before fingerprints were kept
+    older = {k: v for k, v in json.loads(state.read_text()).items() if k != "fingerprint"}
+    state.write_text(json.dumps(older))
+    Engine(tmp_path, seed=0, progress_bar=False, precision="fp32").fit(Regression(PLAN))
+    assert json.loads(state.read_text())["fingerprint"]["stages"][0]["epochs"] == 3
 
 
 def test_early_stopping_on_a_metric_to_minimise_restores_the_best_epoch(tmp_path: Path) -> None:

@@ -41,6 +41,8 @@ class Progress:
     best_epoch: int = -1
     patience_used: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # what was trained (:meth:`Engine.fingerprint`); None in checkpoints written before it was kept
+    fingerprint: dict[str, Any] | None = None
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -16,6 +16,8 @@ uninterrupted one (on CPU; GPU kernels are not guaranteed bit-deterministic).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +42,7 @@ from ecgfoundry.engine.checkpoint import set_rng_state as restore_rng
 from ecgfoundry.engine.objective import Objective, StagePlan, StageSetup, StepOutput
 from ecgfoundry.engine.precision import Precision, autocast_dtype
 from ecgfoundry.engine.reporter import Reporter
-from ecgfoundry.engine.run_dir import EpochLog
+from ecgfoundry.engine.run_dir import EpochLog, RunConfigError
 from ecgfoundry.engine.seeding import torch_seed
 from ecgfoundry.errors import ReportedError
 
@@ -59,6 +61,18 @@ def is_out_of_memory(error: BaseException) -> bool:
         isinstance(error, RuntimeError)
         and ("out of memory" in text or "can't allocate memory" in text)
     )
+
+
+def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints: top-level keys, and ``stage N FIELD`` for plans."""
+    changed = [k for k in sorted(set(before) | set(now))
+               if k != "stages" and before.get(k) != now.get(k)]  # fmt: skip
+    old, new = before.get("stages", []), now.get("stages", [])
+    if len(old) != len(new):
+        return [*changed, f"stages ({len(old)} -> {len(new)})"]
+    for index, (a, b) in enumerate(zip(old, new, strict=True)):
+        changed += [f"stage {index} {k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return changed
 
 
 def build_optimizer(plan: StagePlan, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -121,11 +135,30 @@ class Engine:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=enabled):
             yield
 
+    def fingerprint(self, objective: Objective, plans: list[StagePlan]) -> dict[str, Any]:
+        """What a run trains, as JSON: the objective's class, the seed, the precision and every
+        stage's plan. A checkpoint is resumed only by a run of the same fingerprint."""
+        return json.loads(json.dumps({
+            "objective": type(objective).__name__, "seed": self.seed,
+            "precision": str(self.dtype or torch.float32),
+            "stages": [dataclasses.asdict(plan) for plan in plans],
+        }))  # fmt: skip
+
     def fit(self, objective: Objective) -> Progress:
-        """Run (or resume) every stage of ``objective``."""
+        """Run (or resume) every stage of ``objective``. A run folder whose checkpoint another
+        setup wrote (another objective, seed, precision or stage plan) is refused with a
+        :class:`RunConfigError`: finished work is never silently returned as this run's."""
         plans = objective.stages()
+        fingerprint = self.fingerprint(objective, plans)
         saved = load_checkpoint(self.checkpoint_dir)
+        if saved is not None and saved.progress.fingerprint not in (None, fingerprint):
+            raise RunConfigError(
+                f"{self.checkpoint_dir.parent} holds a checkpoint of another training setup "
+                f"(differs in {fingerprint_changes(saved.progress.fingerprint, fingerprint)}); "
+                "use another folder, or delete it to start over"
+            )
         progress = saved.progress if saved else Progress()
+        progress.fingerprint = fingerprint
         self.log.restart(progress.history)
         if saved is not None:
             objective.model.load_state_dict(saved.model)
