@@ -80,3 +80,5 @@ def test_floors_cover_what_the_code_uses() -> None:
     version = {name: tuple(int(part) for part in v.split(".")) for name, v in floors.items()}
     assert version["numpy"] >= (2, 0)  # np._core
     assert version["torch"] >= (2, 5)  # torch.serialization.safe_globals
+    # huggingface_hub.errors' HfHubHTTPError and LocalEntryNotFoundError (models/io.py)
+    assert version["huggingface-hub"] >= (0, 25)
