@@ -4,6 +4,7 @@ TaskData objects; and PTB-XL calls as before (real data, net1d-tiny, one epoch).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import os
@@ -288,6 +289,12 @@ def test_model_and_task_data_objects(tiny, cinc_root, cache_dir, tmp_path):
     assert finetune(tiny, **run)["val"] == metrics["val"]  # the same objects resume the run
     with pytest.raises(RunConfigError, match="do not apply to a prepared TaskData"):
         finetune(tiny, **run | {"task": CODES, "out": tmp_path / "other"})
+    halved = dataclasses.replace(data, window=data.window // 2)
+    with pytest.raises(RunConfigError, match=f"windows are {data.window // 2} samples; this "
+                                             f"model takes {tiny.spec.samples}"):  # fmt: skip
+        finetune(tiny, **run | {"data": halved, "out": tmp_path / "other"})
+    mine = dataclasses.replace(data, description={})  # made by the user, no split rule stated
+    assert describe_splits(mine)["train"] == f"as prepared: {len(data.train)} records"
 
     torch.manual_seed(1)  # tiny was made after seed 0
     fresh = build_model(tiny, "random")

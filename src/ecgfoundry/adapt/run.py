@@ -100,8 +100,9 @@ def describe_splits(data: TaskData, evaluate_test: bool = True) -> dict[str, str
     if about.get("dataset") == "ptbxl":
         words = {"train": "folds 1-8", "val": "fold 9", "test": "fold 10"}
     else:
-        level, shares = about.get("split", "record"), about.get("shares")
-        rule = "as the table's split column" if level == "given" else f"{level}-level, seeded"
+        level, shares = about.get("split"), about.get("shares")
+        rule = {"given": "as the table's split column", None: "as prepared"}.get(
+            level, f"{level}-level, seeded")  # fmt: skip
         words = {name: (f"{shares[name] * 100:g} %, " if shares else "") + rule for name in sizes}
     if (share := about.get("fraction", 1.0)) < 1:
         words["train"] += f" ({share * 100:g} % of them, nested)"

@@ -499,6 +499,26 @@ def table_task(
     )  # fmt: skip
 
 
+def check_prepared(data: TaskData, spec: InputSpec) -> None:
+    """Refuse a prepared TaskData whose windows or leads are not the model's input: it would
+    train and be scored on inputs the model was not made for."""
+    if data.window != spec.samples:
+        raise RunConfigError(
+            f"the TaskData's windows are {data.window} samples; this model takes {spec.samples} "
+            f"({spec.seconds:g} s at {spec.fs:g} Hz): build it with the model's spec"
+        )  # fmt: skip
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        if split is None:
+            continue
+        shape = split.signals.shape
+        if shape[1] != len(spec.leads) or shape[-1] < data.window:
+            raise RunConfigError(
+                f"the TaskData's {name} signals are {shape[1]} leads x {shape[-1]} samples; this "
+                f"model takes {len(spec.leads)} leads x {spec.samples} samples"
+            )  # fmt: skip
+
+
 def task_data(
     data: str | Path | TaskData,
     spec: InputSpec,
@@ -512,11 +532,13 @@ def task_data(
 ) -> TaskData:
     """The task data ``finetune`` trains on: ``"ptbxl"`` (``root`` + ``task``), ``"cinc"``
     (``root``; ``task``: optional codes), a ``.csv`` table (``task``: optional label columns),
-    or a prepared :class:`TaskData` (returned as it is)."""
+    or a prepared :class:`TaskData` (returned as it is, once its windows and leads are checked
+    against ``spec``)."""
     if isinstance(data, TaskData):
         if root is not None or task is not None or fraction != 1.0:
             raise RunConfigError("root, task and fraction do not apply to a prepared TaskData "
                                  "(subset it before passing it)")  # fmt: skip
+        check_prepared(data, spec)
         return data
     name = str(data)
     kind = source_kind(name, root)
