@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from ecgfoundry.adapt import STRATEGIES, recipe_for
 from ecgfoundry.cli import app
 from ecgfoundry.data.readers import read_record
 from ecgfoundry.data.record import ECGInputError
@@ -143,6 +144,7 @@ def test_predict_aggregates_windows_as_evaluation_does(tiny: Path, tmp_path: Pat
     model = load_model(tiny)
     inputs = prepare(model, load_inputs(tmp_path / "long.npy", fs=100))
     assert len(inputs.windows) == 8 and DEFAULT_AGGREGATE == "max"
+    assert all(recipe_for(s).eval_aggregate == DEFAULT_AGGREGATE for s in STRATEGIES)
     for args, how in (((), DEFAULT_AGGREGATE), (("--aggregate", "mean"), "mean")):
         out = tmp_path / f"{how}.csv"
         result = cli("predict", tiny, tmp_path / "long.npy", "--fs", "100", "--out", out, *args)
@@ -292,6 +294,35 @@ def test_an_array_of_the_wrong_shape_is_named(shape, message, tmp_path: Path) ->
     np.save(tmp_path / "x.npy", np.zeros(shape, dtype=np.float32))
     with pytest.raises(ECGInputError, match=rf"x\.npy: an array of {message}"):
         load_inputs(tmp_path / "x.npy", fs=100)
+
+
+def test_a_file_that_is_not_an_npy_array_is_named_so(tmp_path: Path) -> None:
+    (tmp_path / "notes.npy").write_text("age,sex\n63,F\n")
+    with pytest.raises(ECGInputError, match=r"notes\.npy: not a NumPy \.npy file"):
+        load_inputs(tmp_path / "notes.npy", fs=100)
+    np.save(tmp_path / "objects.npy", np.array([{"fs": 100}], dtype=object), allow_pickle=True)
+    for leads in (None, ["I"]):  # two ways in: by shape, and read_numpy
+        with pytest.raises(ECGInputError, match=r"objects\.npy: holds Python objects"):
+            load_inputs(tmp_path / "objects.npy", fs=100, leads=leads)
+
+
+def test_a_wfdb_record_named_without_its_suffix_is_read(tmp_path: Path) -> None:
+    folder = copy_samples(tmp_path / "records")
+    (record,) = load_inputs(folder / RECORDS[0])
+    named = read_record(folder / f"{RECORDS[0]}.hea")
+    assert record.source == named.source and np.array_equal(record.signal, named.signal)
+    with pytest.raises(ECGInputError, match="00099_lr: no such file or folder"):
+        load_inputs(folder / "00099_lr")
+
+
+def test_a_sampling_rate_that_is_not_positive_names_fs(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((12, 1000), dtype=np.float32))
+    for command in (["data", "inspect", tmp_path / "x.npy"], ["embed", "ecgfoundry-cpc",
+                    tmp_path / "x.npy", "--out", tmp_path / "e.npy"]):  # fmt: skip
+        result = cli(*command, "--fs", "0")
+        said = " ".join(result.output.replace("│", " ").split())  # the error box, unwrapped
+        assert result.exit_code == 2 and "Invalid value for '--fs'" in said, result.output
+        assert "a sampling rate must be a positive number of Hz, not 0" in said
 
 
 def test_an_unreachable_hub_model_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -345,9 +346,21 @@ InputArgument = Annotated[
         "a folder of records, or an .npy \\[N, leads, samples]."
     ),
 ]
+
+
+def _positive_rate(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"a sampling rate must be a positive number of Hz, not {value:g}")
+    return value
+
+
 InputFsOption = Annotated[
     float | None,
-    typer.Option("--fs", help="Sampling rate of .npy/.csv (with --no-preprocess: the model's)."),
+    typer.Option(
+        "--fs",
+        help="Sampling rate of .npy/.csv (with --no-preprocess: the model's).",
+        callback=_positive_rate,
+    ),
 ]
 LeadsOption = Annotated[
     str | None,
@@ -610,7 +623,10 @@ def data_inspect(
             "name) makes of each record, or why it cannot.",
         ),
     ] = None,
-    fs: Annotated[float | None, typer.Option("--fs", help="Sampling rate of .npy/.csv.")] = None,
+    fs: Annotated[
+        float | None,
+        typer.Option("--fs", help="Sampling rate of .npy/.csv.", callback=_positive_rate),
+    ] = None,
     leads: LeadsOption = None,
     units: UnitsOption = "mV",
     missing_leads: MissingLeadsOption = REFUSE_MISSING,

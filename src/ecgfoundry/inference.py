@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecgfoundry.data.readers import find_records, read_numpy, read_record
+from ecgfoundry.data.readers import find_records, load_npy, read_numpy, read_record
 from ecgfoundry.data.record import ECGInputError, Record, canonical_leads, describe_repair
 from ecgfoundry.data.transforms import (
     MissingLeads,
@@ -98,6 +98,17 @@ MAX_PLAUSIBLE_MV = 20.0
 NOTES_SHOWN = 5  # a folder's per-file notes printed; the rest are counted
 
 
+def existing_path(path: Path) -> Path:
+    """``path``, or, for a WFDB record named without its suffix as WFDB names records
+    (``records100/00000/00001_lr``), its ``.hea``; ECGInputError when neither exists."""
+    if path.exists():
+        return path
+    header = path.with_name(path.name + ".hea")
+    if path.name and header.is_file():
+        return header
+    raise ECGInputError(path, "no such file or folder")
+
+
 def read_file(
     path: Path,
     *,
@@ -108,8 +119,7 @@ def read_file(
 ) -> tuple[list[Record], str | None]:
     """The records of one file (as :func:`load_inputs` reads them), and a note for the user
     naming it (or None)."""
-    if not path.exists():
-        raise ECGInputError(path, "no such file or folder")
+    path = existing_path(path)
     if path.suffix.lower() in (".npy", ".csv"):
         records = _read_array_file(path, fs, leads, preprocess, units)
         spans = [np.median(np.ptp(r.signal, axis=1)) for r in records if r.signal.size]
@@ -136,10 +146,7 @@ def _read_array_file(
         raise ECGInputError(path, ".npy arrays carry no sampling rate: pass fs (--fs)")
     if leads is not None:
         return read_numpy(path, fs, list(leads), units=units)
-    try:
-        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-    except (OSError, ValueError) as error:
-        raise ECGInputError(path, f"not a readable .npy array ({error})") from error
+    shape = load_npy(path, mmap_mode="r").shape
     if len(shape) not in (2, 3) or 0 in shape:
         raise ECGInputError(path, f"an array of shape {shape}: expected [leads, samples] "
                             "or [records, leads, samples] with none of them 0")  # fmt: skip

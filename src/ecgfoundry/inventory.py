@@ -17,7 +17,14 @@ from ecgfoundry.data.readers import find_records
 from ecgfoundry.data.record import ECGInputError, Record, describe_repair
 from ecgfoundry.data.rpeaks import heart_rate
 from ecgfoundry.data.transforms import MissingLeads, window_starts
-from ecgfoundry.inference import NO_RECORDS, load_inputs, prepared_input, print_notes, read_file
+from ecgfoundry.inference import (
+    NO_RECORDS,
+    existing_path,
+    load_inputs,
+    prepared_input,
+    print_notes,
+    read_file,
+)
 from ecgfoundry.spec import InputSpec
 
 COLUMNS = ("record", "format", "fs", "leads", "seconds", "heart_rate_bpm", "labels", "age", "sex",
@@ -71,9 +78,7 @@ def inspect_records(
     folder, or a single file that cannot be read raises ECGInputError, as ``predict`` does."""
     reading = {"fs": fs, "leads": leads, "units": units}
     if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.exists():
-            raise ECGInputError(path, "no such file or folder")
+        path = existing_path(Path(source))
         if not path.is_dir():
             return [_row(r, spec, missing_leads) for r in load_inputs(path, **reading)]
         files = find_records(path)

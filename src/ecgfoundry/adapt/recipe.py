@@ -30,6 +30,7 @@ import yaml
 
 from ecgfoundry.engine.objective import Schedule
 from ecgfoundry.errors import ReportedError
+from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
 
 Trainable = Literal["head", "attention", "all"]
 
@@ -108,7 +109,7 @@ class Recipe:
     batch_size: int = 64
     grad_clip: float | None = 1.0
     pos_weight: bool = False  # weight positives by negatives/positives per label (capped)
-    eval_aggregate: Literal["max", "mean"] = "max"
+    eval_aggregate: Aggregate = DEFAULT_AGGREGATE  # predict's default too: one aggregation
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:

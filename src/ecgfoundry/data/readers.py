@@ -13,7 +13,7 @@ import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import wfdb
@@ -348,15 +348,38 @@ def read_array(
     return clean(record, nan=nan, flat=flat)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+    """An ``.npy`` array of numbers, never unpickled. A file that is not in NumPy's format, or
+    that holds Python objects, raises ECGInputError saying which (numpy's own message for
+    both speaks of pickled data and of loading it unsafely)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(NPY_MAGIC))
+    except OSError as error:
+        raise ECGInputError(path, f"cannot open ({error.strerror or error})") from None
+    if head != NPY_MAGIC:
+        raise ECGInputError(path, "not a NumPy .npy file (no .npy header): save arrays with "
+                            "numpy.save, or give a table as .csv")  # fmt: skip
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except ValueError as error:
+        if any(s in str(error) for s in ("pickled", "Python objects", "Object arrays")):
+            raise ECGInputError(path, "holds Python objects, not numbers; object arrays are "
+                                "never loaded: save a numeric array") from None  # fmt: skip
+        raise ECGInputError(path, f"not a readable .npy array ({error})") from None
+    except OSError as error:
+        raise ECGInputError(path, f"not a readable .npy array ({error})") from None
+
+
 def read_numpy(
     path: str | Path, fs: float, leads: list[str] | tuple[str, ...], **options: Any
 ) -> list[Record]:
     """Records from an ``.npy`` file: [leads, samples] gives one, [N, leads, samples] gives N."""
     path = Path(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as error:
-        raise ECGInputError(path, f"not a readable .npy array ({error})") from error
+    array = load_npy(path)
     if array.ndim == 2:
         return [read_array(array, fs, leads, source=path, file_format="NumPy", **options)]
     if array.ndim == 3:
