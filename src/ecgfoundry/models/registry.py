@@ -202,6 +202,8 @@ def load_model(path: str | Path) -> ECGModel:
     if text.startswith(HUB_PREFIX):
         repo, _, revision = text[len(HUB_PREFIX) :].partition("@")
         path = download_from_hub(repo, revision=revision or None)
+    elif text in _MODELS and model_folder(text) is None:
+        raise without_weights(text)
     else:
         path = model_folder(text) or path  # a preset's name: its bundled weights
     for detect, load in _FOLDER_FORMATS:
@@ -239,6 +241,16 @@ def weights_fingerprint(name_or_path: str | Path) -> str:
     return model_fingerprint(folder) if folder is not None else str(name_or_path)
 
 
+def without_weights(name: str) -> CheckpointError:
+    """The error for loading the weights of a preset that ships none."""
+    source = _MODELS[name].weights
+    return CheckpointError(
+        name, "a registered architecture without weights: pass a model folder"
+        + (f" (published weights: {source})" if source else "")
+        + " or use it untrained (e.g. the scratch strategy)"
+    )  # fmt: skip
+
+
 def resolve_model(name_or_path: str | Path, *, weights: bool = True) -> ECGModel:
     """A model folder, ``hf-hub:ORG/REPO``, or a registry preset (with its bundled weights,
     if it has them).
@@ -255,12 +267,7 @@ def resolve_model(name_or_path: str | Path, *, weights: bool = True) -> ECGModel
         return type(model)(type(model).config_class.from_dict(model.config.to_dict()))
     if text in _MODELS:
         if weights:
-            source = _MODELS[text].weights
-            raise CheckpointError(
-                text, "a registered architecture without weights: pass a model folder"
-                + (f" (published weights: {source})" if source else "")
-                + " or use it untrained (e.g. the scratch strategy)"
-            )  # fmt: skip
+            raise without_weights(text)
         return create_model(text)
     raise CheckpointError(
         text, f"neither a model folder, {HUB_PREFIX}ORG/REPO, nor a registered model "
