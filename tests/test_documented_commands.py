@@ -164,3 +164,11 @@ def test_the_cli_help_names_every_strategy() -> None:
     from ecgfoundry.cli import STRATEGY_NAMES
 
     assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
+
+
+def test_the_cli_help_names_every_pretraining_objective_and_corpus_kind() -> None:
+    from ecgfoundry.cli import CORPUS_KINDS, OBJECTIVE_NAMES
+    from ecgfoundry.pretrain.api import OBJECTIVES
+    from ecgfoundry.pretrain.corpus import KINDS
+
+    assert OBJECTIVE_NAMES == OBJECTIVES and CORPUS_KINDS == KINDS

@@ -161,6 +161,9 @@ RootOption = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
 # would load torch for every command.
 STRATEGY_NAMES = ("scratch", "linear-probe", "attention-probe", "finetune", "lp-ft", "post-train",
                   "supervised")  # fmt: skip
+# The same for ecgfoundry.pretrain's OBJECTIVES and corpus KINDS (a test checks).
+OBJECTIVE_NAMES = ("cpc", "w2v-cmsc-rlm", "supervised")
+CORPUS_KINDS = ("ptbxl", "cinc", "mitdb", "vfdb", "wfdb", "folder")
 CacheDirOption = Annotated[
     Path | None, typer.Option(help="Default: $ECGFOUNDRY_CACHE, else ~/.cache/ecgfoundry.")
 ]
@@ -787,10 +790,10 @@ def finetune(
 @app.command()
 def pretrain(
     model: ModelArgument,
-    objective: Annotated[str, typer.Option(help="cpc, w2v-cmsc-rlm or supervised.")],
+    objective: Annotated[str, typer.Option(help=f"One of {', '.join(OBJECTIVE_NAMES)}.")],
     data: Annotated[
         list[str],
-        typer.Option(help="KIND=PATH, repeatable: ptbxl, cinc, mitdb, vfdb, wfdb or folder."),
+        typer.Option(help=f"KIND=PATH, repeatable; KIND: {', '.join(CORPUS_KINDS)}."),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists).")],
     task: Annotated[str | None, typer.Option(help="supervised: the PTB-XL task (all).")] = None,

@@ -20,7 +20,7 @@ import math
 import re
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -554,7 +554,11 @@ def task_data(
                       workers=workers)  # fmt: skip
 
 
-def source_kind(data: str, root: str | Path | None) -> Literal["ptbxl", "cinc", "table"]:
+SourceKind = Literal["ptbxl", "cinc", "table"]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)  # what finetune and benchmark train on
+
+
+def source_kind(data: str, root: str | Path | None) -> SourceKind:
     """Which source ``data`` names (``ptbxl``, ``cinc`` or a ``.csv`` table), checking that
     ``root`` is given where the source needs it and not where it does not."""
     if data == "ptbxl" and root is None:

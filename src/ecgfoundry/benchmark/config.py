@@ -40,13 +40,13 @@ from typing import Any
 import yaml
 
 from ecgfoundry.adapt.recipe import STRATEGIES, recipe_for
+from ecgfoundry.adapt.sources import SOURCE_KINDS
 from ecgfoundry.data.ptbxl import TASKS as PTBXL_TASKS
 from ecgfoundry.data.ptbxl import task_labels
 from ecgfoundry.data.snomed import UnmappedLabelError, ptbxl_labels
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models.registry import HUB_PREFIX, model_entry, model_folder, model_names
 
-KINDS = ("ptbxl", "cinc", "table")
 FIELDS = ("data", "models", "modes", "tasks", "fractions", "seeds", "recipes", "epochs",
           "analysis", "transfer")  # fmt: skip
 
@@ -133,8 +133,12 @@ def _data(source: str, raw: Any, base: Path) -> dict[str, DataSource]:
     for name, entry in raw.items():
         if isinstance(entry, str):  # shorthand: NAME: PATH with the name as the kind
             entry = {"kind": name, "root": entry}
-        if not isinstance(entry, dict) or entry.get("kind") not in KINDS or "root" not in entry:
-            raise _fail(source, f"data.{name}: expected {{kind: one of {list(KINDS)}, root: "
+        if (
+            not isinstance(entry, dict)
+            or entry.get("kind") not in SOURCE_KINDS
+            or "root" not in entry
+        ):
+            raise _fail(source, f"data.{name}: expected {{kind: one of {list(SOURCE_KINDS)}, root: "
                         f"PATH}}, got {entry!r}")  # fmt: skip
         root = Path(str(entry["root"])).expanduser()
         root = root if root.is_absolute() else base / root
