@@ -180,3 +180,14 @@ def test_models_list_says_what_each_preset_builds() -> None:
             model = registry.create_model(row["name"])
         assert row["parameters"] == registry.count_parameters(model), row["name"]
         assert row["num_classes"] == model.num_classes and row["spec"] == model.config.spec
+
+
+@pytest.mark.parametrize("name", ["s4-tiny", "resnet1d-wang", "inception1d", "ecgfm-tiny"])
+def test_a_spec_given_to_create_model_sets_the_number_of_input_leads(name: str) -> None:
+    one_lead = {"fs": 200.0, "seconds": 2.0, "leads": ["II"], "normalisation": "none"}
+    model = registry.create_model(name, num_classes=1, spec=one_lead)
+    field_name = type(model.config).leads_field
+    assert getattr(model.config, field_name) == 1
+    assert model.eval()(torch.randn(2, 1, 400)).shape == (2, 1)
+    with pytest.raises(ValueError, match="spec has 1 leads but"):  # given, it is kept
+        registry.create_model(name, spec=one_lead, **{field_name: 12})

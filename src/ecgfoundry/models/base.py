@@ -35,6 +35,10 @@ class ModelConfig:
     (learnable-query attention pooling over ``forward_sequence``, then linear).
     """
 
+    # the field that holds the number of input leads, if the family has one: set from a spec
+    # given to create_model (a 1-lead spec makes a 1-lead model), unless given itself
+    leads_field: ClassVar[str | None] = None
+
     num_classes: int | None = None
     drop_path_rate: float = 0.0
     labels: list[str] | None = None

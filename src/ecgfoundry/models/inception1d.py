@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,8 @@ class Inception1dConfig(ModelConfig, BenchmarkHeadConfig):
     ``kernel_size``: the largest kernel before it is made odd (the three branches use
     ``[k, k // 2, k // 4]``, each minus one when even).
     """
+
+    leads_field: ClassVar[str] = "in_channels"
 
     in_channels: int = 12
     kernel_size: int = 40

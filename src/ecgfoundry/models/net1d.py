@@ -40,7 +40,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +94,8 @@ class Net1DConfig(ModelConfig):
     ``in_channels``: 12 -> the published 12-lead input, 1 -> lead I; other lead counts need an
     explicit ``spec``.
     """
+
+    leads_field: ClassVar[str] = "in_channels"
 
     in_channels: int = 12
     base_filters: int = 64

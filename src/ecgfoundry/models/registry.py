@@ -29,6 +29,7 @@ from ecgfoundry.models.io import (
     read_model_folder,
     save_model,
 )
+from ecgfoundry.spec import InputSpec
 
 HUB_PREFIX = "hf-hub:"
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"  # ecgfoundry/weights/
@@ -149,9 +150,15 @@ def family_class(family: str) -> type[ECGModel]:
 
 
 def build_config(name: str, **overrides: Any) -> Any:
-    """The config a preset gives, with ``overrides`` applied."""
+    """The config a preset gives, with ``overrides`` applied; a ``spec`` override also sets
+    the family's number of input leads (:attr:`ModelConfig.leads_field`) unless that is given."""
     entry = model_entry(name)
-    return entry.model_class.config_class.from_dict({**entry.preset, **overrides})
+    config_class = entry.model_class.config_class
+    field_name = config_class.leads_field
+    if field_name and "spec" in overrides and field_name not in overrides:
+        leads = InputSpec.from_dict(overrides["spec"]).leads
+        overrides = {**overrides, field_name: len(leads)}
+    return config_class.from_dict({**entry.preset, **overrides})
 
 
 def create_model(

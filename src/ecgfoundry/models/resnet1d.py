@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -84,6 +84,8 @@ class ResNet1dConfig(ModelConfig, BenchmarkHeadConfig):
     ``kernel_size``: kernels of the first block of each stage ([conv1, conv2] for a basic block;
     a bottleneck uses ``kernel_size[0]``); ``later_kernel_size``: those of the other blocks.
     """
+
+    leads_field: ClassVar[str] = "in_channels"
 
     in_channels: int = 12
     block: str = "basic"

@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,8 @@ class S4Config(ModelConfig):
     ``kernel_length``: S4 kernel length Lk in tokens; 0 sets it to the spec's input in tokens.
     ``spec`` left empty is the published input (12 leads); other lead counts need a ``spec``.
     """
+
+    leads_field: ClassVar[str] = "in_channels"
 
     in_channels: int = 12
     encoder_features: list[int] = field(default_factory=lambda: [512, 512, 512, 512])

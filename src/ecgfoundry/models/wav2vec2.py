@@ -158,6 +158,8 @@ class Wav2Vec2Config(ModelConfig):
     ``final_dropout`` is applied to the hidden states before pooling, as in the classifier.
     """
 
+    leads_field: ClassVar[str] = "in_d"
+
     # conv feature extractor
     conv_feature_layers: ConvLayers | str = DEFAULT_CONV_LAYERS  # [(dim, kernel, stride), ...]
     in_d: int = 12

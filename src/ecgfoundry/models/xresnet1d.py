@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,8 @@ class XResNet1dConfig(ModelConfig, BenchmarkHeadConfig):
     ``widths``: block width of each stage before expansion (published: 64 for the first four
     stages). ``stem_sizes``: output channels of the three stem convolutions.
     """
+
+    leads_field: ClassVar[str] = "in_channels"
 
     in_channels: int = 12
     expansion: int = 4

@@ -92,8 +92,6 @@ def backbone(
     check_backbone(name)
     torch.manual_seed(seed)
     spec = InputSpec(fs=fs, seconds=seconds, leads=("II",), normalisation="none")
-    if name.startswith("net1d"):
-        overrides.setdefault("in_channels", 1)
     return create_model(name, num_classes=1, spec=spec.to_dict(), **overrides)
 
 
