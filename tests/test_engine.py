@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +204,51 @@ def test_two_processes_resume_mid_epoch_with_their_own_generators(tmp_path: Path
         a = load_file(str(tmp_path / f"a/rank{rank}.safetensors"))
         b = load_file(str(tmp_path / f"b/rank{rank}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+SLOW_RUN = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from test_engine import PLAN, Regression
+from ecgfoundry.engine import Engine
+
+class Slow(Regression):
+    def training_step(self, net, rows, index):
+        time.sleep(0.1)  # time to be killed between steps
+        return super().training_step(net, rows, index)
+
+Engine(sys.argv[1], progress_bar=False, precision="fp32", checkpoint_every_steps=2).fit(Slow(PLAN))
+"""
+
+
+def test_a_run_killed_by_sigkill_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> None:
+    """A real SIGKILL (no clean-up runs) between step checkpoints in epoch 2: the rerun
+    resumes from the last step checkpoint and ends with the uninterrupted run's weights."""
+    reference = Regression(PLAN)
+    Engine(tmp_path / "a", progress_bar=False, precision="fp32").fit(reference)
+    script = tmp_path / "run.py"
+    script.write_text(SLOW_RUN)
+    command = [sys.executable, str(script), str(tmp_path / "b"), str(Path(__file__).parent)]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    state_file = tmp_path / "b" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        try:  # the checkpoint folder is swapped atomically: it may be mid-swap
+            saved = json.loads(state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("epoch") == 1 and saved["batch"] >= 4:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    state = json.loads(state_file.read_text())
+    assert state["epoch"] == 1 and 4 <= state["batch"] < 10  # mid-epoch, from a step save
+    resumed = Regression(PLAN)
+    Engine(tmp_path / "b", progress_bar=False, precision="fp32").fit(resumed)
+    assert resumed.steps == 30 - state["step"]
+    a, b = weights(reference), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_each_process_draws_its_own_dropout_stream() -> None:
