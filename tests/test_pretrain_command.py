@@ -14,6 +14,7 @@ import torch
 from test_ptbxl import first_records_copy
 from typer.testing import CliRunner
 
+import ecgfoundry.engine.engine as engine_module
 from ecgfoundry.adapt import finetune
 from ecgfoundry.cli import app
 from ecgfoundry.errors import UsageError
@@ -27,13 +28,25 @@ def small_copy(ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return first_records_copy(ptbxl_root, tmp_path_factory.mktemp("ptbxl-small"), 6)
 
 
-def test_pretrain_command_then_finetune_is_checked(small_copy: Path, tmp_path: Path) -> None:
+def test_pretrain_command_then_finetune_is_checked(
+    small_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "cpc.yaml").write_text("batch_size: 8\nnegatives: 8\nsteps_ahead: 4\n")
     args = ["pretrain", "s4-tiny", "--objective", "cpc", "--data", f"ptbxl={small_copy}",
             "--out", str(tmp_path / "run"), "--epochs", "1", "--config", str(tmp_path / "cpc.yaml"),
-            "--holdout", "0.2", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+            "--holdout", "0.2", "--cache-dir", str(tmp_path / "cache"),
+            "--checkpoint-steps", "2"]  # fmt: skip
+    saves, save = [], engine_module.save_checkpoint
+
+    def counted(folder, model, optimizer, scheduler, best, progress, rng=None) -> None:
+        saves.append((progress.batch, progress.step))
+        save(folder, model, optimizer, scheduler, best, progress, rng)
+
+    monkeypatch.setattr(engine_module, "save_checkpoint", counted)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    mid_epoch = [step for batch, step in saves if batch > 0]
+    assert mid_epoch and all(step % 2 == 0 for step in mid_epoch)  # --checkpoint-steps 2
     summary = json.loads(result.output)
     assert summary["epochs_run"] == 1 and summary["val_loss"] > 0
     manifest = read_manifest(tmp_path / "run" / "model")

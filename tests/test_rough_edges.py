@@ -217,14 +217,15 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setattr(ecgfoundry.adapt, "finetune", fake)
     result = cli("finetune", "net1d-tiny", "--data", "cinc", "--root", tmp_path,
                  "--strategy", "lp-ft", "--out", tmp_path / "run", "--fraction", "0.3",
-                 "--loader-workers", "2", "--checkpoint-minutes", "5")  # fmt: skip
+                 "--loader-workers", "2", "--checkpoint-minutes", "5",
+                 "--checkpoint-steps", "50")  # fmt: skip
     assert result.exit_code == 0, result.output
     ((model, options),) = calls
     assert model == "net1d-tiny" and options == {
         "data": "cinc", "root": tmp_path, "task": None, "strategy": "lp-ft",
         "out": tmp_path / "run", "fraction": 0.3, "seed": 0, "config": None, "epochs": None,
         "cache_dir": None, "workers": 1, "loader_workers": 2, "checkpoint_every_minutes": 5.0,
-        "allow_overlap": False,
+        "checkpoint_every_steps": 50, "allow_overlap": False,
     }  # fmt: skip
     assert '"macro_auroc": 0.9' in result.output
     assert '"val": "10 %, record-level, seeded: 3 records"' in result.output  # the splits first
@@ -247,6 +248,8 @@ def test_finetune_takes_the_model_first(monkeypatch: pytest.MonkeyPatch, tmp_pat
         "2",
         "--checkpoint-minutes",
         "5",
+        "--checkpoint-steps",
+        "50",
     )  # fmt: skip  (pretrain's KIND=PATH form)
     assert named.exit_code == 0, named.output
     assert calls[1] == calls[0]

@@ -177,6 +177,9 @@ LoaderWorkersOption = Annotated[
 CheckpointMinutesOption = Annotated[
     float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
 ]
+CheckpointStepsOption = Annotated[
+    int | None, typer.Option(help="Also checkpoint every N optimiser steps within an epoch.", min=1)
+]
 ModelArgument = Annotated[
     str, typer.Argument(help="A model folder, hf-hub:ORG/REPO or a registry name.")
 ]
@@ -757,6 +760,7 @@ def finetune(
     workers: WorkersOption = 1,
     loader_workers: LoaderWorkersOption = 0,
     checkpoint_minutes: CheckpointMinutesOption = None,
+    checkpoint_steps: CheckpointStepsOption = None,
     allow_overlap: AllowOverlapOption = False,
 ) -> None:
     """Adapt MODEL to a task; writes OUT/metrics.json, OUT/model/, OUT/log.jsonl.
@@ -773,6 +777,7 @@ def finetune(
         model, data=data, root=root, task=task, strategy=strategy, out=out, fraction=fraction,
         seed=seed, config=config, epochs=epochs, cache_dir=cache_dir, workers=workers,
         loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
+        checkpoint_every_steps=checkpoint_steps,
         allow_overlap=allow_overlap,
     )  # fmt: skip
     described = metrics["run"].get("data")
@@ -805,6 +810,7 @@ def pretrain(
     workers: WorkersOption = 1,
     loader_workers: LoaderWorkersOption = 0,
     checkpoint_minutes: CheckpointMinutesOption = None,
+    checkpoint_steps: CheckpointStepsOption = None,
 ) -> None:
     """Pretrain MODEL (a registry name, even a bundled model's, starts from random weights; a
     model folder continues from its weights);
@@ -816,6 +822,7 @@ def pretrain(
         model, objective=objective, data=data, out=out, seed=seed, epochs=epochs, config=config,
         task=task, holdout=holdout, cache_dir=cache_dir, workers=workers,
         loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
+        checkpoint_every_steps=checkpoint_steps,
     )  # fmt: skip
     _print_json(summary)
 

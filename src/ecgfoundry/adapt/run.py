@@ -178,6 +178,7 @@ def finetune(
     workers: int = 1,
     loader_workers: int = 0,
     checkpoint_every_minutes: float | None = None,
+    checkpoint_every_steps: int | None = None,
     progress_bar: bool = True,
     evaluate_test: bool = True,
     allow_overlap: bool = False,
@@ -260,7 +261,8 @@ def finetune(
     log = JsonlLog(out / "log.jsonl") if dist.is_main() else EpochLog()
     engine = Engine(out, seed=seed, device=device, precision=recipe.precision, log=log,
                     progress_bar=progress_bar,
-                    checkpoint_every_minutes=checkpoint_every_minutes)  # fmt: skip
+                    checkpoint_every_minutes=checkpoint_every_minutes,
+                    checkpoint_every_steps=checkpoint_every_steps)  # fmt: skip
     objective = SupervisedObjective(network, recipe, task_data, seed=seed, device=device,
                                     autocast=engine.autocast, workers=loader_workers)  # fmt: skip
     progress = engine.fit(objective)

@@ -86,6 +86,7 @@ def pretrain(
     workers: int = 1,
     loader_workers: int = 0,
     checkpoint_every_minutes: float | None = None,
+    checkpoint_every_steps: int | None = None,
     precision: str = "auto",
     progress_bar: bool = True,
 ) -> dict[str, Any]:
@@ -106,6 +107,7 @@ def pretrain(
                            task=task, cache_dir=cache_dir, workers=workers,
                            loader_workers=loader_workers,
                            checkpoint_every_minutes=checkpoint_every_minutes,
+                           checkpoint_every_steps=checkpoint_every_steps,
                            progress_bar=progress_bar)  # fmt: skip
     w2v = objective == "w2v-cmsc-rlm"
     settings = _settings(objective, W2VConfig if w2v else CPCConfig, _overrides(config), epochs)
@@ -122,6 +124,7 @@ def pretrain(
     train, held_out = corpus.holdout(holdout, seed=seed)
     common = {"seed": seed, "precision": precision, "workers": loader_workers,
               "checkpoint_every_minutes": checkpoint_every_minutes,
+              "checkpoint_every_steps": checkpoint_every_steps,
               "progress_bar": progress_bar, "records": corpus.records()}  # fmt: skip
     if w2v:
         head_file = folder / HEAD_FILE if folder is not None else None
