@@ -63,9 +63,7 @@ def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
     return StrEnum(name, [(value, value) for value in values])
 
 
-# what `data summary` reads
-SummaryDataset = _choices("SummaryDataset", ("ptbxl", "mitdb", "vfdb", "cudb"))
-DownloadDataset = _choices("DownloadDataset", DATASETS)
+DownloadDataset = _choices("DownloadDataset", DATASETS)  # what `data summary` reads too
 AggregateName = _choices("AggregateName", get_args(Aggregate))
 MissingLeads = _choices("MissingLeads", get_args(MissingLeadsPolicy))
 REFUSE_MISSING = MissingLeads("raise")
@@ -187,20 +185,26 @@ ModelArgument = Annotated[
 
 @data_app.command("summary")
 def data_summary(
-    dataset: SummaryDataset,
+    dataset: DownloadDataset,
     root: RootOption,
     fs: Annotated[
-        float | None, typer.Option(help="PTB-XL: 100 or 500 (default 100). Others: window Hz.")
+        float | None,
+        typer.Option(help="PTB-XL: 100 or 500 (default 100). mitdb/vfdb/cudb: window Hz."),
     ] = None,
     seconds: Annotated[float, typer.Option(help="mitdb/vfdb/cudb: window length (s).")] = 2.0,
     stride: Annotated[float | None, typer.Option(help="mitdb/vfdb/cudb: stride (s).")] = None,
     lead: Annotated[str | None, typer.Option(help="mitdb/vfdb/cudb: lead name.")] = None,
 ) -> None:
-    """Print one JSON object describing a dataset (records, folds, tasks, problems)."""
+    """Print one JSON object describing a dataset (records, folds, tasks, labels, problems)."""
     if dataset == "ptbxl":
         from ecgfoundry.data import ptbxl
 
         _print_json(ptbxl.load(root, fs=fs if fs is not None else 100).summary())
+        return
+    if dataset.value.startswith("cinc"):
+        from ecgfoundry.data import challenge
+
+        _print_json(challenge.summary(root))
         return
     from ecgfoundry.data import arrhythmia
 

@@ -208,7 +208,9 @@ def read_annotations(
     )
 
 
-def _challenge_header(path: Path) -> dict[str, Any]:
+def challenge_header(path: Path) -> dict[str, Any]:
+    """A challenge ``.hea``: signal count, rate, samples, per-signal gains, baselines, units and
+    names, and the ``#Key: value`` comments (keys lower-cased)."""
     lines = path.read_text(errors="replace").splitlines()
     if not lines:
         raise ECGInputError(path, "empty header")
@@ -247,7 +249,8 @@ def _challenge_header(path: Path) -> dict[str, Any]:
     }
 
 
-def _parse_age(text: str | None) -> float | None:
+def parse_age(text: str | None) -> float | None:
+    """A header's age in years; None for absent, unknown or non-finite values."""
     try:
         age = float(text) if text else None
     except ValueError:
@@ -270,7 +273,7 @@ def read_challenge(
     for file in (hea, mat):
         if not file.exists():
             raise ECGInputError(file, "file not found (a challenge record needs .hea and .mat)")
-    header = _challenge_header(hea)
+    header = challenge_header(hea)
     try:
         val = loadmat(str(mat))["val"]
     except Exception as error:
@@ -289,7 +292,7 @@ def read_challenge(
         "format": "CinC .mat",
         "record_name": base.name,
         "original_leads": header["names"],
-        "age": _parse_age(comments.get("age")),
+        "age": parse_age(comments.get("age")),
         "sex": comments.get("sex"),
         "dx": dx,
         "comments": comments,
