@@ -46,9 +46,10 @@ class Stage:
     ``schedule``: ``constant`` or ``cosine`` (after ``warmup_epochs`` of linear warm-up), or
     ``one-cycle`` (fastai's, as the PTB-XL benchmark trains; see
     :class:`ecgfoundry.engine.StagePlan`). ``patience``: early stopping on validation macro
-    AUROC, in epochs (None: off). ``restore_best``: end with the best validation epoch's
-    weights (else the last epoch's: no selection on the validation fold). ``eval_every``:
-    validate every N epochs (and after the last).
+    AUROC, in validations without improvement (epochs when ``eval_every`` is 1; None: off).
+    ``restore_best``: end with the best validation epoch's weights (else the last epoch's: no
+    selection on the validation fold). ``eval_every``: validate every N epochs (and after the
+    last).
     """
 
     name: str = "finetune"
