@@ -32,6 +32,7 @@ from ecgfoundry.inference import (
 from ecgfoundry.models import create_model, load_model, resolve_model, save_model
 from ecgfoundry.models.io import CheckpointError
 from ecgfoundry.models.net1d import SMALL_SPEC
+from ecgfoundry.settings import read_settings
 
 RECORDS = ("00008_lr", "00010_lr", "00017_lr")
 
@@ -437,3 +438,16 @@ def test_command_lists_show_each_summary_as_flowing_text() -> None:
         for info in group.registered_commands:
             assert info.short_help and "\n" not in info.short_help
     assert "rate, leads, length, heart rate, labels" in cli("data", "--help").output
+
+
+def test_every_config_file_reads_as_yaml_or_json(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("in_channels: 1\nbase_filters: 8\n")
+    (tmp_path / "a.json").write_text('{"in_channels": 1, "base_filters": 8}')
+    assert read_settings(tmp_path / "a.yaml") == read_settings(tmp_path / "a.json")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UsageError, match=r"--config .*list\.yaml: expected a mapping"):
+        read_settings(tmp_path / "list.yaml")
+    result = cli("convert", "ecgfounder", tmp_path / "none.pth", "--out", tmp_path / "m",
+                 "--config", tmp_path / "missing.yaml")  # fmt: skip
+    assert isinstance(result.exception, UsageError)
+    assert "missing.yaml: not a readable YAML file" in str(result.exception)

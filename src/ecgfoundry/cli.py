@@ -27,6 +27,7 @@ from ecgfoundry.data.transforms import MissingLeads as MissingLeadsPolicy
 from ecgfoundry.errors import ReportedError, UsageError, shortened
 from ecgfoundry.evaluate.metrics import DEFAULT_AGGREGATE, Aggregate
 from ecgfoundry.export import FORMATS
+from ecgfoundry.settings import read_settings
 
 if TYPE_CHECKING:
     from ecgfoundry.inference import Inputs
@@ -331,7 +332,8 @@ def convert(
     checkpoint: Annotated[Path, typer.Argument(help="Published checkpoint file or folder.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the ecgfoundry model folder.")],
     config: Annotated[
-        Path | None, typer.Option(help="JSON with architecture hyperparameters to use/override.")
+        Path | None,
+        typer.Option(help="YAML (or JSON) with architecture hyperparameters to use/override."),
     ] = None,
     allow_unsafe: UnsafeOption = False,
 ) -> None:
@@ -339,10 +341,7 @@ def convert(
     from ecgfoundry.models import registry, save_model
 
     _one_of("FAMILY", family, registry.converter_names())
-    try:
-        overrides = json.loads(config.read_text()) if config else None
-    except (OSError, json.JSONDecodeError) as error:
-        raise UsageError(f"--config {config}: not a readable JSON file ({error})") from error
+    overrides = read_settings(config) if config else None
     model = registry.convert_checkpoint(
         family, checkpoint, overrides=overrides, allow_unsafe=allow_unsafe
     )

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 import torch
-import yaml
 
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models.base import ECGModel
@@ -31,6 +30,7 @@ from ecgfoundry.pretrain.w2v import (
     load_pretraining_head,
 )
 from ecgfoundry.pretrain.w2v_run import pretrain_w2v
+from ecgfoundry.settings import read_settings
 
 OBJECTIVES = ("cpc", "w2v-cmsc-rlm", "supervised")
 
@@ -49,13 +49,7 @@ def parse_source(text: str | CorpusSource) -> CorpusSource:
 def _overrides(config: str | Path | dict[str, Any] | None) -> dict[str, Any]:
     if config is None or isinstance(config, dict):
         return dict(config or {})
-    try:
-        loaded = yaml.safe_load(Path(config).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise UsageError(f"--config {config}: not a readable YAML file ({error})") from error
-    if not isinstance(loaded, dict):
-        raise UsageError(f"--config {config}: expected a mapping of settings")
-    return loaded
+    return read_settings(config)
 
 
 def _settings(name: str, kind: type, overrides: dict[str, Any], epochs: int | None) -> Any:
