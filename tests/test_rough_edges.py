@@ -451,3 +451,11 @@ def test_every_config_file_reads_as_yaml_or_json(tmp_path: Path) -> None:
                  "--config", tmp_path / "missing.yaml")  # fmt: skip
     assert isinstance(result.exception, UsageError)
     assert "missing.yaml: not a readable YAML file" in str(result.exception)
+
+
+def test_finetune_names_a_wrong_data_source_before_loading_the_model(tmp_path: Path) -> None:
+    """A bare preset without weights would be refused too: the data is named first."""
+    result = cli("finetune", "net1d-tiny", "--data", "foo", "--strategy", "finetune",
+                 "--out", tmp_path / "run")  # fmt: skip
+    assert "data 'foo': expected ptbxl, cinc, a .csv table" in str(result.exception)
+    assert not (tmp_path / "run").exists()

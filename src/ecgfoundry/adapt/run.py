@@ -16,6 +16,7 @@ import torch
 from ecgfoundry.adapt.data import Split, TaskData, source_rate
 from ecgfoundry.adapt.objective import SupervisedObjective, predict_split
 from ecgfoundry.adapt.recipe import Recipe, recipe_for
+from ecgfoundry.adapt.sources import source_kind
 from ecgfoundry.adapt.sources import task_data as load_task_data
 from ecgfoundry.atomic import atomic_dir, atomic_write_text, json_default
 from ecgfoundry.data.cache import ArrayStore
@@ -207,6 +208,8 @@ def finetune(
     if ptbxl and (root is None or task not in TASKS):
         raise RunConfigError(f"PTB-XL needs root (the copy's folder) and task, one of "
                              f"{list(TASKS)}; got root={root}, task={task!r}")  # fmt: skip
+    if not isinstance(data, TaskData):
+        source_kind(str(data), root)  # a wrong data/root is named before the model is loaded
     device = dist.setup()
     recipe = recipe_for(strategy, config=config, epochs=epochs)
     out = Path(out)
