@@ -43,9 +43,14 @@ def test_a_broken_header_is_listed_and_the_rest_described(cinc_root: Path, tmp_p
     shutil.copytree(cinc_root, copy)
     broken = sorted(copy.glob("*.hea"))[0]
     broken.write_text("garbage\n")
+    zero = sorted(copy.glob("*.hea"))[1]
+    lines = zero.read_text().splitlines()
+    first = lines[0].split()
+    zero.write_text("\n".join([" ".join([*first[:2], "0", *first[3:]]), *lines[1:]]) + "\n")
     result = summary(copy)
-    assert result["unreadable_records"] == {broken.stem: "malformed record line 'garbage'"}
-    assert result["records"] == len(list(copy.glob("*.hea"))) - 1
+    assert result["unreadable_records"] == {broken.stem: "malformed record line 'garbage'",
+                                            zero.stem: "sampling rate 0"}  # fmt: skip
+    assert result["records"] == len(list(copy.glob("*.hea"))) - 2
     (tmp_path / "empty").mkdir()
     with pytest.raises(ECGInputError, match=r"no \.hea records below this folder"):
         summary(tmp_path / "empty")

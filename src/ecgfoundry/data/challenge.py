@@ -47,6 +47,8 @@ def summary(root: str | Path, min_positives: int = 10) -> dict[str, Any]:
         try:
             header = challenge_header(path)
             names = ",".join(canonical_leads(header["names"]))
+            if not header["fs"] > 0:
+                raise ValueError(f"sampling rate {header['fs']:g}")
         except (ECGInputError, OSError, ValueError) as error:
             unreadable[name] = getattr(error, "problem", str(error))
             continue
