@@ -139,7 +139,7 @@ def fold10_present(root: Path | None) -> bool:
 def scored_enough(row: dict[str, Any], fold10: bool) -> bool:
     """Whether a finished cell's row needs no run again: it scored fold 10 where the copy
     holds it (the validation sweep never scores fold 10)."""
-    return not fold10 or "test" in row["metrics"] or row["variant"] in SWEEP
+    return not fold10 or "test" in row["metrics"] or row.get("variant") in SWEEP
 
 
 def run_dir(runs: Path, key: str, setup: str) -> Path:

@@ -43,6 +43,7 @@ from post_training import (
     keep_predictions,
     predictions_beside,
     read_rows,
+    scored_enough,
 )
 
 import ecgfoundry
@@ -155,8 +156,7 @@ def finished_cells(rows: list[dict[str, Any]], setup: str, fold10: bool) -> set[
     row scored it: a cell trained on a copy without fold 10 runs again (its run folder, where
     kept, resumes at its end and is scored; else it trains anew) and appends a row that
     replaces the earlier one (:func:`read_rows`)."""
-    return {r["cell"] for r in rows
-            if r["setup"] == setup and (not fold10 or "test" in r["metrics"])}  # fmt: skip
+    return {r["cell"] for r in rows if r["setup"] == setup and scored_enough(r, fold10)}
 
 
 def training_hours(rows: list[dict[str, Any]]) -> dict[str, float]:
