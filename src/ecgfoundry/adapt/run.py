@@ -312,6 +312,5 @@ def finetune(
         with atomic_dir(out / "predictions") as tmp:
             np.savez(tmp / "predictions.npz", **predictions)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=json_default))
-    dist.barrier()
     dist.cleanup()
     return metrics

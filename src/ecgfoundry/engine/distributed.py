@@ -101,5 +101,9 @@ def all_sum(value: float) -> float:
 
 
 def cleanup() -> None:
+    """Leave the process group together: a process that tears its connections down while
+    another still talks to it can abort that one (gloo: "terminate called without an active
+    exception")."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

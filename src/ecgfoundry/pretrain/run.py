@@ -97,7 +97,6 @@ def run_pretraining(
             inherited = start["records"] if start is not None else []
             write_manifest(out / "model", [*options.records, *inherited])
         write_run_summary(out / "model", run_config, progress, device)
-    dist.barrier()
     dist.cleanup()
     return progress
 
