@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=256)
     parser.add_argument("--cases", default=",".join(CASES))
     args = parser.parse_args()
+    unknown = sorted(set(args.cases.split(",")) - set(CASES))
+    if unknown:
+        parser.error(f"--cases: unknown {unknown}; cases: {', '.join(CASES)}")
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as folder:

@@ -15,6 +15,7 @@ from test_ptbxl import copy_records
 from ecgfoundry.adapt import finetune
 from ecgfoundry.data import ptbxl
 from ecgfoundry.data.readers import read_record
+from ecgfoundry.data.record import ECGInputError
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models import create_model, load_model, save_model
 from ecgfoundry.pretrain.corpus import CorpusSource, _transform, build_corpus
@@ -126,12 +127,32 @@ def test_challenge_copies_of_ptbxl_records_enter_only_on_request(cinc_root, cach
     assert copies <= set(build_corpus([kept], SPEC, cache_dir=cache_dir).ids)
 
 
+def test_ptbxl_files_in_a_wfdb_or_user_folder_enter_only_on_request(copy, cache_dir, tmp_path):
+    """PTB-XL's own files met outside a ptbxl source (a folder of records100 files) are PTB-XL
+    records of unknown fold: left out of a wfdb or folder source unless asked for."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for header in sorted((copy / "records100").rglob("*_lr.hea"))[:2]:
+        for file in (header, header.with_suffix(".dat")):
+            (folder / file.name).write_bytes(file.read_bytes())
+    for kind in ("wfdb", "folder"):
+        with pytest.raises(ECGInputError, match="found here but PTB-XL records"):
+            build_corpus([CorpusSource(kind, folder)], SPEC, cache_dir=cache_dir)
+        kept = CorpusSource(kind, folder, allow_evaluation_folds=True)
+        assert len(set(build_corpus([kept], SPEC, cache_dir=cache_dir).ids)) == 2
+
+
 def test_a_challenge_copy_of_a_ptbxl_record_is_that_record(tmp_path):
     write_manifest(tmp_path / "saw-ptbxl", [{"id": "ptbxl:599", "patient": "ptbxl:7"}])
     write_manifest(tmp_path / "saw-cinc", [{"id": "cinc:WFDB_PTBXL/HR20715", "patient": None}])
-    copy_of_599 = ["cinc:HR00599", "mine:sub/HR00599.mat#0123456789abcdef"]
+    copy_of_599 = [
+        "cinc:HR00599",
+        "mine:sub/HR00599.mat#0123456789abcdef",
+        "table:records100/00000/00599_lr.hea#0123456789abcdef",
+        "wfdb:00599_hr",
+    ]
     check = check_leakage(tmp_path / "saw-ptbxl", [*copy_of_599, "cinc:E00009"], allow=True)
-    assert check["overlap"] == 2 and check["overlap_examples"] == sorted(copy_of_599)
+    assert check["overlap"] == 4 and check["overlap_examples"] == sorted(copy_of_599)
     with pytest.raises(LeakageError, match=r"saw-cinc: 1 of the 3 .*: ptbxl:20715"):
         check_leakage(tmp_path / "saw-cinc", ["ptbxl:20715", "ptbxl:599", "cinc:HR00715"])
 

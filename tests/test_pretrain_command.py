@@ -20,6 +20,7 @@ from ecgfoundry.cli import app
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models import create_model, load_model
 from ecgfoundry.pretrain import pretrain
+from ecgfoundry.pretrain.corpus import CorpusSource
 from ecgfoundry.pretrain.leakage import read_manifest
 
 
@@ -69,6 +70,40 @@ def test_bad_pretrain_arguments_are_named(small_copy: Path, tmp_path: Path) -> N
     with pytest.raises(UsageError, match=r"unknown cpc setting\(s\) \['lr_head'\]"):
         pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
                  config={"lr_head": 1.0})  # fmt: skip
+    with pytest.raises(UsageError, match="cpc setting batch_size must be of type int, got 'abc'"):
+        pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
+                 config={"batch_size": "abc"})  # fmt: skip
+    with pytest.raises(UsageError, match="cpc pretrains s4 models; net1d-micro is a net1d model"):
+        pretrain("net1d-micro", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path)
+    with pytest.raises(UsageError, match="w2v-cmsc-rlm pretrains ecgfm models; s4-tiny is a s4"):
+        pretrain("s4-tiny", objective="w2v-cmsc-rlm", data=[f"ptbxl={small_copy}"], out=tmp_path)
+    with pytest.raises(UsageError, match="holdout must be above 0 and below 1, got 0"):
+        pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path, holdout=0)
+    with pytest.raises(UsageError, match="task is for the supervised objective"):
+        pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
+                 task="rhythm")  # fmt: skip
+    assert not any(tmp_path.iterdir())  # each refused before anything was built
+    bad = (["--holdout", "1.5"], ["--loader-workers", "-1"], ["--checkpoint-minutes", "-1"])
+    for option in bad:
+        result = CliRunner().invoke(app, ["pretrain", "s4-tiny", "--objective", "cpc", "--data",
+                                          f"ptbxl={small_copy}", "--out", str(tmp_path / "x"),
+                                          *option])  # fmt: skip
+        assert result.exit_code == 2 and option[0] in result.output, result.output
+
+
+def test_pretrain_names_the_records_it_could_not_read(small_copy: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for header in sorted((small_copy / "records100").rglob("*_lr.hea"))[:4]:
+        for file in (header, header.with_suffix(".dat")):
+            (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "broken.hea").write_text("broken twelve 100\n")
+    source = CorpusSource("wfdb", folder, allow_evaluation_folds=True)  # PTB-XL files on purpose
+    summary = pretrain("s4-tiny", objective="cpc", data=[source], out=tmp_path / "run", epochs=1,
+                       config={"batch_size": 2, "negatives": 4, "steps_ahead": 2}, holdout=0.25,
+                       cache_dir=tmp_path / "cache", progress_bar=False)  # fmt: skip
+    assert summary["records"] == {"records": 4}
+    assert [r["record"] for r in summary["unreadable_records"]] == ["records:broken"]
 
 
 def test_pretrain_w2v_cmsc_rlm_writes_model_head_and_manifest(small_copy: Path, tmp_path: Path):
@@ -135,3 +170,49 @@ def test_two_processes_pretrain_like_one(small_copy: Path, tmp_path: Path) -> No
     moved = sum((a[k].float() - start[k].float()).abs().sum().item() for k in a)
     apart = sum((a[k].float() - b[k].float()).abs().sum().item() for k in a)
     assert apart < 0.1 * moved  # the same training, not two different ones
+
+
+def test_convert_keeps_ecgfms_pretraining_head_for_pretrain(small_copy: Path, tmp_path: Path):
+    """`convert ecgfm --keep-pretraining-head` writes the published quantiser and projections
+    beside the model; without it, continuing w2v-cmsc-rlm says that they start fresh."""
+    from conftest import require_reference
+
+    from ecgfoundry.pretrain.w2v import HEAD_FILE, convert_pretraining_head, load_pretraining_head
+
+    path = require_reference("ecgfm_tiny.pt") / "ecgfm_tiny.pt"
+    kept, bare = tmp_path / "kept", tmp_path / "bare"
+    result = CliRunner().invoke(app, ["convert", "ecgfm", str(path), "--out", str(kept),
+                                      "--keep-pretraining-head"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved, published = load_pretraining_head(kept / HEAD_FILE), convert_pretraining_head(path)
+    assert all(torch.equal(v, published.state_dict()[k]) for k, v in saved.state_dict().items())
+    result = CliRunner().invoke(app, ["convert", "ecgcpc", str(path), "--out", str(bare),
+                                      "--keep-pretraining-head"])  # fmt: skip
+    assert isinstance(result.exception, UsageError)  # the command's wrapper prints it, status 2
+    assert "only ecgfm has a separate pretraining head" in str(result.exception)
+    result = CliRunner().invoke(app, ["convert", "ecgfm", str(path), "--out", str(bare)])
+    assert result.exit_code == 0, result.output
+    assert not (bare / HEAD_FILE).exists()
+    options = {"objective": "w2v-cmsc-rlm", "data": [f"ptbxl={small_copy}"], "epochs": 1,
+               "holdout": 0.2, "cache_dir": tmp_path / "cache", "progress_bar": False,
+               "config": {"batch_size": 4, "negatives": 5, "mask_length": 2}}  # fmt: skip
+    with pytest.warns(UserWarning, match="quantiser and projections start fresh"):
+        pretrain(bare, out=tmp_path / "from-bare", **options)
+
+
+def test_pretrain_renames_and_fills_leads_of_every_source(monkeypatch: pytest.MonkeyPatch):
+    """`--rename-lead MLII=II --missing-leads zero` reach every `--data` source (two-lead
+    Holter records such as mitdb's into a 12-lead model)."""
+    import ecgfoundry.pretrain as module
+
+    seen = {}
+    monkeypatch.setattr(module, "pretrain", lambda model, **kwargs: seen.update(kwargs) or {})
+    args = ["pretrain", "s4-tiny", "--objective", "cpc", "--data", "mitdb=a", "--data", "vfdb=b",
+            "--out", "o", "--rename-lead", "MLII=II", "--missing-leads", "zero"]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert [(s.kind, dict(s.rename_leads), s.missing_leads) for s in seen["data"]] == [
+        ("mitdb", {"MLII": "II"}, "zero"),
+        ("vfdb", {"MLII": "II"}, "zero"),
+    ]
+    result = CliRunner().invoke(app, [*args[:-4], "--rename-lead", "MLII"])
+    assert isinstance(result.exception, UsageError) and "expected OLD=NEW" in str(result.exception)

@@ -171,10 +171,14 @@ AllowOverlapOption = Annotated[
 ]
 WorkersOption = Annotated[int, typer.Option(help="Processes building the cache.")]
 LoaderWorkersOption = Annotated[
-    int, typer.Option(help="Background processes feeding batches (DataLoader workers).")
+    int, typer.Option(help="Background processes feeding batches (DataLoader workers).", min=0)
 ]
 CheckpointMinutesOption = Annotated[
-    float | None, typer.Option(help="Also checkpoint every N minutes within an epoch.")
+    float | None,
+    typer.Option(
+        help="Also checkpoint every N minutes within an epoch.",
+        callback=lambda value: _positive(value, "minutes"),
+    ),
 ]
 CheckpointStepsOption = Annotated[
     int | None, typer.Option(help="Also checkpoint every N optimiser steps within an epoch.", min=1)
@@ -336,16 +340,33 @@ def convert(
         typer.Option(help="YAML (or JSON) with architecture hyperparameters to use/override."),
     ] = None,
     allow_unsafe: UnsafeOption = False,
+    keep_pretraining_head: Annotated[
+        bool,
+        typer.Option(
+            help="ecgfm: also keep its wav2vec 2.0 pretraining head (quantiser, "
+            "projections), so `pretrain --objective w2v-cmsc-rlm` continues from it "
+            "(ecgcpc keeps its SSL head in the model)."
+        ),
+    ] = False,
 ) -> None:
     """Convert a published checkpoint into ecgfoundry's folder (config.json + safetensors)."""
     from ecgfoundry.models import registry, save_model
 
     _one_of("FAMILY", family, registry.converter_names())
+    if keep_pretraining_head and family != "ecgfm":
+        raise UsageError(f"--keep-pretraining-head: only ecgfm has a separate pretraining head, "
+                         f"not {family}")  # fmt: skip
     overrides = read_settings(config) if config else None
     model = registry.convert_checkpoint(
         family, checkpoint, overrides=overrides, allow_unsafe=allow_unsafe
     )
-    typer.echo(str(save_model(model, out)))
+    folder = save_model(model, out)
+    if keep_pretraining_head:
+        from ecgfoundry.pretrain.w2v import convert_pretraining_head, save_pretraining_head
+
+        head = convert_pretraining_head(checkpoint, allow_unsafe=allow_unsafe)
+        save_pretraining_head(head, folder)
+    typer.echo(str(folder))
 
 
 InputArgument = Annotated[
@@ -355,6 +376,26 @@ InputArgument = Annotated[
         "a folder of records, or an .npy \\[N, leads, samples]."
     ),
 ]
+
+
+def _pair(option: str, text: str) -> tuple[str, str]:
+    """``OLD=NEW`` as a pair, else a usage error naming the option."""
+    old, sep, new = text.partition("=")
+    if not sep or not old.strip() or not new.strip():
+        raise UsageError(f"{option} {text!r}: expected OLD=NEW")
+    return old.strip(), new.strip()
+
+
+def _positive(value: float | None, what: str) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive number of {what}, not {value:g}")
+    return value
+
+
+def _share(value: float) -> float:
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"must be above 0 and below 1, not {value:g}")
+    return value
 
 
 def _positive_rate(value: float | None) -> float | None:
@@ -808,21 +849,36 @@ def pretrain(
     seed: Annotated[int, typer.Option(help="Seed for initialisation, order and holdout.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the objective's).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML settings of the objective.")] = None,
-    holdout: Annotated[float, typer.Option(help="Share of patients that validate.")] = 0.05,
+    holdout: Annotated[
+        float,
+        typer.Option(help="Share of patients that validate, above 0 and below 1.", callback=_share),
+    ] = 0.05,
     cache_dir: CacheDirOption = None,
     workers: WorkersOption = 1,
     loader_workers: LoaderWorkersOption = 0,
     checkpoint_minutes: CheckpointMinutesOption = None,
     checkpoint_steps: CheckpointStepsOption = None,
+    missing_leads: MissingLeadsOption = REFUSE_MISSING,
+    rename_lead: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="OLD=NEW, repeatable: a source's lead name as the model's "
+            "(mitdb: --rename-lead MLII=II)."
+        ),
+    ] = None,
 ) -> None:
     """Pretrain MODEL (a registry name, even a bundled model's, starts from random weights; a
     model folder continues from its weights);
     writes OUT/model/ with its manifest.json. Run it again to resume (at the last step
     checkpoint). Several processes: `torchrun --nproc_per_node N -m ecgfoundry pretrain ...`."""
+    from ecgfoundry.pretrain import parse_source
     from ecgfoundry.pretrain import pretrain as run
 
+    renames = dict(_pair("--rename-lead", item) for item in rename_lead or [])
+    sources = [dataclasses.replace(parse_source(item), rename_leads=renames,
+                                   missing_leads=missing_leads.value) for item in data]  # fmt: skip
     summary = run(
-        model, objective=objective, data=data, out=out, seed=seed, epochs=epochs, config=config,
+        model, objective=objective, data=sources, out=out, seed=seed, epochs=epochs, config=config,
         task=task, holdout=holdout, cache_dir=cache_dir, workers=workers,
         loader_workers=loader_workers, checkpoint_every_minutes=checkpoint_minutes,
         checkpoint_every_steps=checkpoint_steps,

@@ -37,6 +37,8 @@ from typing import Any, Literal, Protocol
 
 from torch import Tensor, nn
 
+from ecgfoundry.errors import UsageError
+
 Schedule = Literal["constant", "cosine", "one-cycle"]
 
 
@@ -124,6 +126,6 @@ def batch_starts(rows: int, size: int, world: int = 1) -> range:
     full, rest = divmod(rows, size)
     starts = range(0, (full + (rest >= 2 * world)) * size, size)
     if not starts:
-        raise ValueError(f"{rows} training rows: training needs at least {2 * world} "
-                         f"({world} process(es), two rows each)")  # fmt: skip
+        raise UsageError(f"too little data: {rows} training row(s), and training needs at "
+                         f"least {2 * world} ({world} process(es), two rows each)")  # fmt: skip
     return starts

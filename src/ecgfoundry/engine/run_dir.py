@@ -21,6 +21,8 @@ def claim_run_dir(out: Path, config: dict[str, Any], *, write: bool) -> None:
     there and never judge the folder's other files, such as its temporary file). A folder of
     another configuration, or a non-empty folder that holds no run, is refused: finished work
     is never silently reused or overwritten."""
+    if out.exists() and not out.is_dir():
+        raise RunConfigError(f"{out} is a file, not a run folder: use another --out")
     path = out / "config.json"
     if path.exists():
         before = json.loads(path.read_text())

@@ -2,7 +2,7 @@
 W2V+CMSC+RLM as ECG-FM does it, supervised), record manifests and the leakage guard;
 ``pretrain`` runs one."""
 
-from ecgfoundry.pretrain.api import OBJECTIVES, pretrain
+from ecgfoundry.pretrain.api import OBJECTIVES, parse_source, pretrain
 from ecgfoundry.pretrain.cpc import CPCConfig, CPCObjective, cpc_logits, info_nce, sample_negatives
 from ecgfoundry.pretrain.run import pretrain_cpc
 from ecgfoundry.pretrain.w2v import (
@@ -30,6 +30,7 @@ __all__ = [
     "cpc_logits",
     "info_nce",
     "load_pretraining_head",
+    "parse_source",
     "pretrain",
     "pretrain_cpc",
     "pretrain_w2v",

@@ -10,7 +10,9 @@ scratch through :func:`ecgfoundry.adapt.finetune`, whose model folder carries th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -19,7 +21,7 @@ import torch
 
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models.base import ECGModel
-from ecgfoundry.models.registry import create_model, model_names, resolve_model
+from ecgfoundry.models.registry import create_model, model_entry, model_names, resolve_model
 from ecgfoundry.pretrain.corpus import CorpusSource, SourceKind, build_corpus
 from ecgfoundry.pretrain.cpc import CPCConfig
 from ecgfoundry.pretrain.run import pretrain_cpc
@@ -33,6 +35,8 @@ from ecgfoundry.pretrain.w2v_run import pretrain_w2v
 from ecgfoundry.settings import read_settings
 
 OBJECTIVES = ("cpc", "w2v-cmsc-rlm", "supervised")
+# the model family each self-supervised objective trains (supervised trains any)
+OBJECTIVE_FAMILY = {"cpc": "s4", "w2v-cmsc-rlm": "ecgfm"}
 
 
 def parse_source(text: str | CorpusSource) -> CorpusSource:
@@ -58,6 +62,15 @@ def _settings(name: str, kind: type, overrides: dict[str, Any], epochs: int | No
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise UsageError(f"unknown {name} setting(s) {unknown}; settings: {sorted(fields)}")
+    overrides = dict(overrides)
+    for field in dataclasses.fields(kind):
+        default, value = field.default, overrides.get(field.name, field.default)
+        if isinstance(default, float) and isinstance(value, str):
+            with contextlib.suppress(ValueError):  # YAML reads 1e-3 (no dot) as a string
+                value = overrides[field.name] = float(value)
+        if isinstance(default, bool | int | float | str) and not _same_kind(value, default):
+            raise UsageError(f"{name} setting {field.name} must be of type "
+                             f"{type(default).__name__}, got {value!r}")  # fmt: skip
     try:
         settings = kind(**overrides)
         return dataclasses.replace(settings, epochs=epochs) if epochs is not None else settings
@@ -93,6 +106,10 @@ def pretrain(
     """
     if objective not in OBJECTIVES:
         raise UsageError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    if not 0 < holdout < 1:
+        raise UsageError(f"holdout must be above 0 and below 1, got {holdout!r}")
+    if task is not None and objective != "supervised":
+        raise UsageError(f"task is for the supervised objective; {objective} uses no labels")
     sources = [parse_source(item) for item in data]
     if not sources:
         raise UsageError("pass at least one data source (--data KIND=PATH)")
@@ -104,6 +121,7 @@ def pretrain(
                            checkpoint_every_steps=checkpoint_every_steps,
                            progress_bar=progress_bar)  # fmt: skip
     w2v = objective == "w2v-cmsc-rlm"
+    _check_family(model, objective)
     settings = _settings(objective, W2VConfig if w2v else CPCConfig, _overrides(config), epochs)
     torch.manual_seed(seed)
     folder = None if isinstance(model, ECGModel) else Path(str(model))
@@ -114,6 +132,7 @@ def pretrain(
         network = create_model(str(model), **(PRETRAINING_MODEL_SETTINGS if w2v else {}))
     else:
         network = resolve_model(model)  # a folder or hf-hub:ORG/REPO: continue from it
+    _check_family(network, objective)
     corpus = build_corpus(sources, network.spec, cache_dir=cache_dir, workers=workers)
     train, held_out = corpus.holdout(holdout, seed=seed)
     common = {"seed": seed, "precision": precision, "workers": loader_workers,
@@ -123,6 +142,10 @@ def pretrain(
     if w2v:
         head_file = folder / HEAD_FILE if folder is not None else None
         head = load_pretraining_head(head_file) if head_file and head_file.exists() else None
+        if head is None and folder is not None and folder.is_dir():
+            warnings.warn(f"{folder}: no {HEAD_FILE}; the quantiser and projections start "
+                          "fresh (`convert ecgfm --keep-pretraining-head` keeps a published "
+                          "checkpoint's)", stacklevel=2)  # fmt: skip
         progress = pretrain_w2v(network, train.split(), held_out.split(), out, config=settings,
                                 head=head, patients_train=train.patient_ids,
                                 patients_val=held_out.patient_ids, **common)  # fmt: skip
@@ -131,9 +154,33 @@ def pretrain(
                                 **common)  # fmt: skip
     last = progress.history[-1] if progress.history else {}
     return {"objective": objective, "model": str(Path(out) / "model"),
+            "records": corpus.description["records"],
+            "unreadable_records": corpus.description["unreadable_records"],
             "segments": {"train": len(train.split()), "val": len(held_out.split())},
             "epochs_run": len(progress.history),
             "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy")}  # fmt: skip
+
+
+def _same_kind(value: Any, default: bool | int | float | str) -> bool:
+    """Whether a setting's value has its default's type (a whole number passes for a float)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def _check_family(model: str | Path | ECGModel, objective: str) -> None:
+    """Refuse a registry preset or model object of a family ``objective`` does not train."""
+    wanted = OBJECTIVE_FAMILY[objective]
+    if isinstance(model, ECGModel):
+        family = model.family
+    elif str(model) in model_names() and not Path(str(model)).exists():
+        family = model_entry(str(model)).model_class.family
+    else:
+        return  # a folder: its family is checked once it is loaded
+    if family != wanted:
+        raise UsageError(f"{objective} pretrains {wanted} models; {model} is a {family} model")
 
 
 def _supervised(model: str | Path | ECGModel, sources: list[CorpusSource], *, out: str | Path,

@@ -8,10 +8,11 @@ Record ids and patient ids follow :mod:`ecgfoundry.pretrain.leakage`.
 
 **PTB-XL folds 9 and 10 never enter a corpus by default**: they are the benchmark's validation
 and test folds, and a backbone that saw them leaks into every PTB-XL evaluation. Asking for
-them raises unless the source says ``allow_evaluation_folds=True``. For the same reason a
-``cinc`` source leaves out the challenges' copies of PTB-XL records (``HR00001`` ...; all
-folds, since a challenge folder does not say which fold a copy comes from) unless it says
-``allow_evaluation_folds=True``; include PTB-XL through a ``ptbxl`` source instead.
+them raises unless the source says ``allow_evaluation_folds=True``. For the same reason the
+other sources (``cinc``, ``wfdb``, ``folder``) leave out PTB-XL records met outside PTB-XL: the
+challenges' copies (``HR00001`` ...) and PTB-XL's own files (``00001_lr``, ``00001_hr``), of
+all folds, since such a folder does not say which fold a record comes from, unless the source
+says ``allow_evaluation_folds=True``; include PTB-XL through a ``ptbxl`` source instead.
 
 Preparation is the one path of :func:`ecgfoundry.data.transforms.pipeline_for`: each record
 is read once, its leads selected, resampled, filtered and normalised **over the whole record**
@@ -65,7 +66,7 @@ class CorpusSource:
 
     ``name``: the dataset name in record ids (default: the kind; for ``wfdb`` the folder's
     name). ``folds``: PTB-XL only. ``allow_evaluation_folds``: PTB-XL's folds 9-10, or a
-    challenge folder's copies of PTB-XL records (``cinc``). ``rename_leads`` maps a source's
+    non-PTB-XL source's PTB-XL records (``HR00001``, ``00001_lr``). ``rename_leads`` maps a source's
     lead names to the model's (e.g. ``{"MLII": "II"}``); ``missing_leads="zero"`` fills leads
     the model needs and the record lacks with zeros (two-lead Holter records for a 12-lead
     model) instead of leaving the record out. ``fs``/``leads``: for ``.npy``/``.csv`` files of
@@ -94,7 +95,7 @@ class CorpusSource:
                "missing_leads": self.missing_leads}  # fmt: skip
         if self.kind == "ptbxl":
             out["folds"] = sorted(self.folds)
-        if self.kind == "cinc":
+        if self.kind in ("cinc", "wfdb", "folder"):
             out["ptbxl_copies"] = "kept" if self.allow_evaluation_folds else "left out"
         if self.kind == "folder":
             out |= {"fs": self.fs, "leads": list(self.leads) if self.leads else None}
@@ -232,22 +233,21 @@ def _plan(source: CorpusSource, spec: InputSpec) -> list[_Planned]:
     root, name = Path(source.root), source.dataset
     if not root.is_dir():
         raise ECGInputError(root, f"not a folder (a {source.kind} source is a folder)")
+
+    def wanted(record: str) -> bool:  # PTB-XL records enter through a ptbxl source only
+        return source.allow_evaluation_folds or ptbxl_copy(record.rsplit("/", 1)[-1]) is None
+
     if source.kind == "folder":
-        files = find_records(root)
+        files = [p for p in find_records(root) if wanted(p.name.split(".", 1)[0])]
         return [_Planned(str(p), file_record_id(name, root, p), None, _file_seconds(p, source))
                 for p in files]  # fmt: skip
     if source.kind == "cinc":
-        headers = [
-            p
-            for p in find_records(root)
-            if p.suffix.lower() == ".hea"
-            and (source.allow_evaluation_folds or ptbxl_copy(p.stem) is None)
-        ]
+        headers = [p for p in find_records(root) if p.suffix.lower() == ".hea" and wanted(p.stem)]
         return [_Planned(str(p), record_id(name, p.relative_to(root).with_suffix("").as_posix()),
                          None, _header_seconds(p)) for p in headers]  # fmt: skip
     same = SAME_SUBJECT.get(source.kind, {}) if source.kind in ("mitdb", "vfdb") else None
     planned = []
-    for record in record_names(root):
+    for record in filter(wanted, record_names(root)):
         hea = root / f"{record}.hea"
         subject = None if same is None else record_id(name, same.get(record, record))
         planned.append(_Planned(str(hea), record_id(name, record), subject, _header_seconds(hea)))
@@ -347,7 +347,11 @@ def build_corpus(
     _check_unique(plans, sources)
     for source, planned in zip(sources, plans, strict=True):
         if not planned:
-            raise ECGInputError(source.root, f"no {source.kind} records found here")
+            every = dataclasses.replace(source, allow_evaluation_folds=True)
+            left_out = source.kind != "ptbxl" and bool(_plan(every, spec))
+            raise ECGInputError(source.root, f"no {source.kind} records found here" + (
+                " but PTB-XL records, which enter a corpus through a ptbxl source (by fold) or "
+                "with allow_evaluation_folds=True" if left_out else ""))  # fmt: skip
     transforms = tuple(_transform(source, spec) for source in sources)
     rows = [(i, p, k) for i, planned in enumerate(plans) for p in planned
             for k in range(_segments(p.seconds, seconds, max_segments))]  # fmt: skip

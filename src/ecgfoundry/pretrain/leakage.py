@@ -15,7 +15,9 @@ Patients are namespaced the same way (``ptbxl:15709``, ``mitdb:201``) or ``null`
 source does not say. :func:`check_leakage` compares evaluation ids against a model's manifest
 and refuses overlap unless allowed. The PhysioNet/CinC challenges' copies of PTB-XL records
 (``HR00599`` is PTB-XL's ecg_id 599, under any dataset name or folder) count as those PTB-XL
-records (:func:`same_records`), so a model pretrained on one is caught evaluating on the other.
+records (:func:`same_records`), so a model pretrained on one is caught evaluating on the other;
+so do PTB-XL's own files met outside a ``ptbxl`` source (``00599_lr`` in a WFDB folder, a
+table task's ``records100/00000/00599_lr.hea``).
 """
 
 from __future__ import annotations
@@ -142,18 +144,21 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return manifest
 
 
-PTBXL_COPY = re.compile(r"^HR(\d{5})$")  # the CinC challenges' name for a PTB-XL record
+# a PTB-XL record under its own file name (00599_lr, 00599_hr) or the CinC challenges' (HR00599)
+PTBXL_COPY = re.compile(r"^(?:(\d{5})_[lh]r|HR(\d{5}))$")
 
 
 def ptbxl_copy(name: str) -> int | None:
-    """The PTB-XL ecg_id of a CinC challenge record name (``HR00599`` -> 599), else None."""
+    """The PTB-XL ecg_id of a record named as PTB-XL names its files (``00599_lr``,
+    ``00599_hr``) or as the CinC challenges name their copies (``HR00599``), else None."""
     match = PTBXL_COPY.match(name)
-    return int(match.group(1)) if match else None
+    return int(match.group(1) or match.group(2)) if match else None
 
 
 def same_records(record: str) -> set[str]:
-    """A record id and the ids of the same recording elsewhere: a challenge copy of a PTB-XL
-    record (``cinc:WFDB_PTBXL/HR00599``, ``data:HR00599.mat#...``) is also ``ptbxl:599``."""
+    """A record id and the ids of the same recording elsewhere: a PTB-XL record met outside
+    PTB-XL (``cinc:WFDB_PTBXL/HR00599``, ``data:HR00599.mat#...``,
+    ``records:00599_lr.hea#...``) is also ``ptbxl:599``."""
     name = record.split(":", 1)[-1].split("#", 1)[0].rsplit("/", 1)[-1]
     ecg_id = ptbxl_copy(name.split(".", 1)[0])  # without a file suffix
     return {record} if ecg_id is None else {record, record_id("ptbxl", ecg_id)}
