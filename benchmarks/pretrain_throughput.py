@@ -4,7 +4,8 @@ this CPU, float32 and bfloat16 autocast, with and without DataLoader workers.
 Each case runs one epoch of the real objective on the engine (random crops from a
 memory-mapped cache of random records, optimizer steps included, evaluation excluded) and
 reports the epoch's samples/s from the engine's log. bfloat16 pays only on CPUs with
-AVX512-BF16 or AMX, so the CPU flags are recorded. Prints one JSON object.
+AVX512-BF16 or AMX, so the CPU flags are recorded. Prints each case's row as it finishes,
+then one JSON object holding them all.
 
     python benchmarks/pretrain_throughput.py [--threads 2] [--records 256] [--cases a,b]
 """
@@ -28,7 +29,8 @@ from ecgfoundry.engine.precision import cpu_flags
 from ecgfoundry.models import create_model
 from ecgfoundry.pretrain import CPCConfig, CPCObjective, W2VCMSCRLMObjective, W2VConfig
 
-# (objective, preset, batch size): the CPU-sized presets of each family that pretrains.
+# (objective, preset, batch size): the CPU-sized presets of each family (the families that
+# pretrain self-supervised, then every family under the supervised objective).
 CASES = {
     "cpc/s4-small": ("cpc", "s4-small", 32),
     "cpc/ecg-cpc": ("cpc", "ecg-cpc", 8),
@@ -39,6 +41,9 @@ CASES = {
     "supervised/net1d-small": ("supervised", "net1d-small", 64),
     "supervised/s4-small": ("supervised", "s4-small", 64),
     "supervised/ecgfoundry-cpc": ("supervised", "ecgfoundry-cpc", 64),
+    "supervised/xresnet1d101": ("supervised", "xresnet1d101", 128),
+    "supervised/inception1d": ("supervised", "inception1d", 128),
+    "supervised/hubert-ecg-tiny": ("supervised", "hubert-ecg-tiny", 32),
 }
 
 
