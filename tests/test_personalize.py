@@ -315,6 +315,9 @@ def test_a_config_with_an_unknown_field_is_refused_by_name() -> None:
     with pytest.raises(UsageError, match=r"quick: unknown field\(s\) \['inner_rate'\]"):
         MAMLConfig.from_dict({"inner_rate": 0.1}, source="quick")
     assert MAMLConfig.from_dict({"curriculum": None}).curriculum is None
+    assert MAMLConfig.from_dict({"inner_lr": "1e-2", "grad_clip": None}).inner_lr == 0.01  # YAML
+    with pytest.raises(UsageError, match="quick: shots must be of type int, got 'ten'"):
+        MAMLConfig.from_dict({"shots": "ten"}, source="quick")
 
 
 def test_a_one_lead_window_becomes_the_foundation_models_input_in_lead_ii() -> None:

@@ -70,7 +70,7 @@ def test_bad_pretrain_arguments_are_named(small_copy: Path, tmp_path: Path) -> N
     with pytest.raises(UsageError, match=r"unknown cpc setting\(s\) \['lr_head'\]"):
         pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
                  config={"lr_head": 1.0})  # fmt: skip
-    with pytest.raises(UsageError, match="cpc setting batch_size must be of type int, got 'abc'"):
+    with pytest.raises(UsageError, match="cpc settings: batch_size must be of type int, got 'abc'"):
         pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
                  config={"batch_size": "abc"})  # fmt: skip
     with pytest.raises(UsageError, match="cpc pretrains s4 models; net1d-micro is a net1d model"):

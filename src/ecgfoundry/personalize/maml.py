@@ -42,6 +42,7 @@ from ecgfoundry.engine.objective import StagePlan, StageSetup, StepOutput
 from ecgfoundry.errors import UsageError
 from ecgfoundry.personalize.data import Subject
 from ecgfoundry.personalize.protocol import Split, SubjectSkipped, normalised, split_subject
+from ecgfoundry.settings import typed_settings
 
 Params = dict[str, Tensor]
 
@@ -92,7 +93,7 @@ class MAMLConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise UsageError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
-        values = dict(values)
+        values = typed_settings(cls, values, source)
         if isinstance(values.get("curriculum"), dict):
             values["curriculum"] = Curriculum(**values["curriculum"])
         return cls(**values)

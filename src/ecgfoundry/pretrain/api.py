@@ -10,7 +10,6 @@ scratch through :func:`ecgfoundry.adapt.finetune`, whose model folder carries th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import warnings
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from ecgfoundry.pretrain.w2v import (
     load_pretraining_head,
 )
 from ecgfoundry.pretrain.w2v_run import pretrain_w2v
-from ecgfoundry.settings import read_settings
+from ecgfoundry.settings import read_settings, typed_settings
 
 OBJECTIVES = ("cpc", "w2v-cmsc-rlm", "supervised")
 # the model family each self-supervised objective trains (supervised trains any)
@@ -62,15 +61,7 @@ def _settings(name: str, kind: type, overrides: dict[str, Any], epochs: int | No
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise UsageError(f"unknown {name} setting(s) {unknown}; settings: {sorted(fields)}")
-    overrides = dict(overrides)
-    for field in dataclasses.fields(kind):
-        default, value = field.default, overrides.get(field.name, field.default)
-        if isinstance(default, float) and isinstance(value, str):
-            with contextlib.suppress(ValueError):  # YAML reads 1e-3 (no dot) as a string
-                value = overrides[field.name] = float(value)
-        if isinstance(default, bool | int | float | str) and not _same_kind(value, default):
-            raise UsageError(f"{name} setting {field.name} must be of type "
-                             f"{type(default).__name__}, got {value!r}")  # fmt: skip
+    overrides = typed_settings(kind, overrides, f"{name} settings")
     try:
         settings = kind(**overrides)
         return dataclasses.replace(settings, epochs=epochs) if epochs is not None else settings
@@ -159,15 +150,6 @@ def pretrain(
             "segments": {"train": len(train.split()), "val": len(held_out.split())},
             "epochs_run": len(progress.history),
             "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy")}  # fmt: skip
-
-
-def _same_kind(value: Any, default: bool | int | float | str) -> bool:
-    """Whether a setting's value has its default's type (a whole number passes for a float)."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float)
-    return isinstance(value, type(default))
 
 
 def _check_family(model: str | Path | ECGModel, objective: str) -> None:
