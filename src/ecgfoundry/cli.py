@@ -386,9 +386,9 @@ def _pair(option: str, text: str) -> tuple[str, str]:
     return old.strip(), new.strip()
 
 
-def _positive(value: float | None, what: str) -> float | None:
+def _positive(value: float | None, unit: str, subject: str = "") -> float | None:
     if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"must be a positive number of {what}, not {value:g}")
+        raise typer.BadParameter(f"{subject}must be a positive number of {unit}, not {value:g}")
     return value
 
 
@@ -399,9 +399,7 @@ def _share(value: float) -> float:
 
 
 def _positive_rate(value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"a sampling rate must be a positive number of Hz, not {value:g}")
-    return value
+    return _positive(value, "Hz", "a sampling rate ")
 
 
 InputFsOption = Annotated[

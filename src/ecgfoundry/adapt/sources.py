@@ -35,7 +35,7 @@ from ecgfoundry.data.stratify import nested_subsets, stratified_order
 from ecgfoundry.data.transforms import Compose, CropPad, pipeline_for
 from ecgfoundry.engine import RunConfigError
 from ecgfoundry.engine import distributed as dist
-from ecgfoundry.pretrain.leakage import ptbxl_copy
+from ecgfoundry.pretrain.leakage import ptbxl_ecg_id
 from ecgfoundry.spec import InputSpec
 
 SHARES = {"val": 0.1, "test": 0.1, "train": 0.8}  # cut in this order from the stratified order
@@ -306,7 +306,7 @@ def cinc_ptbxl_task(
     root = Path(root)
 
     def not_ptbxl(name: str) -> bool:
-        return ptbxl_copy(name) is None
+        return ptbxl_ecg_id(name) is None
 
     store, codes, left_out = _cinc_records(root, spec, seconds, cache_dir, workers, not_ptbxl)
     y = ptbxl_labels(codes, labels)

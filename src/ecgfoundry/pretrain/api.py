@@ -112,7 +112,7 @@ def pretrain(
                            checkpoint_every_steps=checkpoint_every_steps,
                            progress_bar=progress_bar)  # fmt: skip
     w2v = objective == "w2v-cmsc-rlm"
-    _check_family(model, objective)
+    _check_family(model, objective)  # a preset or object, before anything is built
     settings = _settings(objective, W2VConfig if w2v else CPCConfig, _overrides(config), epochs)
     torch.manual_seed(seed)
     folder = None if isinstance(model, ECGModel) else Path(str(model))
@@ -123,7 +123,7 @@ def pretrain(
         network = create_model(str(model), **(PRETRAINING_MODEL_SETTINGS if w2v else {}))
     else:
         network = resolve_model(model)  # a folder or hf-hub:ORG/REPO: continue from it
-    _check_family(network, objective)
+        _check_family(network, objective)  # its family is known once it is loaded
     corpus = build_corpus(sources, network.spec, cache_dir=cache_dir, workers=workers)
     train, held_out = corpus.holdout(holdout, seed=seed)
     common = {"seed": seed, "precision": precision, "workers": loader_workers,
@@ -160,7 +160,7 @@ def _check_family(model: str | Path | ECGModel, objective: str) -> None:
     elif str(model) in model_names() and not Path(str(model)).exists():
         family = model_entry(str(model)).model_class.family
     else:
-        return  # a folder: its family is checked once it is loaded
+        return  # a folder: checked once loaded
     if family != wanted:
         raise UsageError(f"{objective} pretrains {wanted} models; {model} is a {family} model")
 

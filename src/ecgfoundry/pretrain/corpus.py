@@ -49,7 +49,7 @@ from ecgfoundry.data.record import ECGInputError, Record, canonical_lead_name
 from ecgfoundry.data.transforms import Compose, MissingLeads, SelectLeads, pipeline_for
 from ecgfoundry.engine import distributed as dist
 from ecgfoundry.errors import UsageError
-from ecgfoundry.pretrain.leakage import file_record_id, ptbxl_copy, record_files, record_id
+from ecgfoundry.pretrain.leakage import file_record_id, ptbxl_ecg_id, record_files, record_id
 from ecgfoundry.spec import InputSpec
 
 SourceKind = Literal["ptbxl", "cinc", "mitdb", "vfdb", "wfdb", "folder"]
@@ -235,7 +235,7 @@ def _plan(source: CorpusSource, spec: InputSpec) -> list[_Planned]:
         raise ECGInputError(root, f"not a folder (a {source.kind} source is a folder)")
 
     def wanted(record: str) -> bool:  # PTB-XL records enter through a ptbxl source only
-        return source.allow_evaluation_folds or ptbxl_copy(record.rsplit("/", 1)[-1]) is None
+        return source.allow_evaluation_folds or ptbxl_ecg_id(record.rsplit("/", 1)[-1]) is None
 
     if source.kind == "folder":
         files = [p for p in find_records(root) if wanted(p.name.split(".", 1)[0])]

@@ -145,13 +145,13 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
 
 
 # a PTB-XL record under its own file name (00599_lr, 00599_hr) or the CinC challenges' (HR00599)
-PTBXL_COPY = re.compile(r"^(?:(\d{5})_[lh]r|HR(\d{5}))$")
+PTBXL_NAME = re.compile(r"^(?:(\d{5})_[lh]r|HR(\d{5}))$")
 
 
-def ptbxl_copy(name: str) -> int | None:
+def ptbxl_ecg_id(name: str) -> int | None:
     """The PTB-XL ecg_id of a record named as PTB-XL names its files (``00599_lr``,
     ``00599_hr``) or as the CinC challenges name their copies (``HR00599``), else None."""
-    match = PTBXL_COPY.match(name)
+    match = PTBXL_NAME.match(name)
     return int(match.group(1) or match.group(2)) if match else None
 
 
@@ -160,7 +160,7 @@ def same_records(record: str) -> set[str]:
     PTB-XL (``cinc:WFDB_PTBXL/HR00599``, ``data:HR00599.mat#...``,
     ``records:00599_lr.hea#...``) is also ``ptbxl:599``."""
     name = record.split(":", 1)[-1].split("#", 1)[0].rsplit("/", 1)[-1]
-    ecg_id = ptbxl_copy(name.split(".", 1)[0])  # without a file suffix
+    ecg_id = ptbxl_ecg_id(name.split(".", 1)[0])  # without a file suffix
     return {record} if ecg_id is None else {record, record_id("ptbxl", ecg_id)}
 
 
