@@ -27,8 +27,9 @@ from ecgfoundry.adapt import (
 from ecgfoundry.adapt.data import Split, ptbxl_task, window_loader
 from ecgfoundry.adapt.recipe import RecipeError
 from ecgfoundry.data import ptbxl
-from ecgfoundry.engine import Engine
+from ecgfoundry.engine import Engine, check_run_options
 from ecgfoundry.engine.engine import build_optimizer
+from ecgfoundry.errors import UsageError
 from ecgfoundry.evaluate.metrics import tune_thresholds
 from ecgfoundry.inference import tuned_thresholds
 from ecgfoundry.models import create_model, load_model, save_model
@@ -333,6 +334,19 @@ def test_an_unknown_task_is_refused_before_the_run_folder_is_claimed(backbone, s
         RunConfigError, match=r"task, one of .*'superdiagnostic'.*got .*'superdiag'"
     ):
         finetune(backbone, root=subset, task="superdiag", strategy="finetune", out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("options", [{"loader_workers": -1}, {"checkpoint_every_minutes": -5},
+                                     {"checkpoint_every_steps": 2.5}])  # fmt: skip
+def test_bad_run_options_are_named_before_the_run_folder_is_claimed(options, backbone, subset,
+                                                                    tmp_path):  # fmt: skip
+    (name,) = options
+    with pytest.raises(UsageError, match=f"^{name} must be"):
+        finetune(backbone, root=subset, task="superdiagnostic", strategy="finetune",
+                 out=tmp_path / "r", **options)  # fmt: skip
+    with pytest.raises(UsageError, match=f"^{name} must be"):
+        check_run_options(**options)
     assert not (tmp_path / "r").exists()
 
 

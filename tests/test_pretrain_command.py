@@ -82,6 +82,17 @@ def test_bad_pretrain_arguments_are_named(small_copy: Path, tmp_path: Path) -> N
     with pytest.raises(UsageError, match="task is for the supervised objective"):
         pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
                  task="rhythm")  # fmt: skip
+    run_options = (
+        {"loader_workers": -1},
+        {"checkpoint_every_minutes": 0},
+        {"checkpoint_every_minutes": float("nan")},
+        {"checkpoint_every_steps": 0},
+    )
+    for options in run_options:
+        (name,) = options
+        with pytest.raises(UsageError, match=f"^{name} must be"):
+            pretrain("s4-tiny", objective="cpc", data=[f"ptbxl={small_copy}"], out=tmp_path,
+                     **options)  # fmt: skip
     assert not any(tmp_path.iterdir())  # each refused before anything was built
     bad = (["--holdout", "1.5"], ["--loader-workers", "-1"], ["--checkpoint-minutes", "-1"])
     for option in bad:

@@ -29,6 +29,7 @@ from ecgfoundry.engine import (
     JsonlLog,
     RunConfigError,
     autocast_dtype,
+    check_run_options,
     claim_run_dir,
 )
 from ecgfoundry.engine import distributed as dist
@@ -204,6 +205,9 @@ def finetune(
     ``allow_overlap``. The check is recorded in ``metrics["run"]["leakage_check"]`` (also when
     refused). ``OUT/model/manifest.json`` lists the training records and those of the
     starting model's manifest."""
+    check_run_options(loader_workers=loader_workers,
+                      checkpoint_every_minutes=checkpoint_every_minutes,
+                      checkpoint_every_steps=checkpoint_every_steps)  # fmt: skip
     ptbxl = not isinstance(data, TaskData) and str(data) == "ptbxl"
     if ptbxl and (root is None or task not in TASKS):
         raise RunConfigError(f"PTB-XL needs root (the copy's folder) and task, one of "

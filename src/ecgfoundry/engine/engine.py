@@ -44,7 +44,7 @@ from ecgfoundry.engine.precision import Precision, autocast_dtype
 from ecgfoundry.engine.reporter import Reporter
 from ecgfoundry.engine.run_dir import EpochLog, RunConfigError
 from ecgfoundry.engine.seeding import torch_seed
-from ecgfoundry.errors import ReportedError
+from ecgfoundry.errors import ReportedError, UsageError
 
 T = TypeVar("T")
 _END = object()
@@ -61,6 +61,28 @@ def is_out_of_memory(error: BaseException) -> bool:
         isinstance(error, RuntimeError)
         and ("out of memory" in text or "can't allocate memory" in text)
     )
+
+
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def check_run_options(
+    *,
+    loader_workers: int = 0,
+    checkpoint_every_minutes: float | None = None,
+    checkpoint_every_steps: int | None = None,
+) -> None:
+    """The run options every training command shares, checked before any data is read: a bad
+    one raises :class:`~ecgfoundry.errors.UsageError` naming it."""
+    if not _whole(loader_workers, 0):
+        raise UsageError(f"loader_workers must be a whole number >= 0, got {loader_workers!r}")
+    minutes = checkpoint_every_minutes
+    if minutes is not None and not (isinstance(minutes, int | float) and 0 < minutes < math.inf):
+        raise UsageError(f"checkpoint_every_minutes must be a positive number, got {minutes!r}")
+    steps = checkpoint_every_steps
+    if steps is not None and not _whole(steps, 1):
+        raise UsageError(f"checkpoint_every_steps must be a whole number >= 1, got {steps!r}")
 
 
 def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -119,6 +141,8 @@ class Engine:
         checkpoint_every_steps: int | None = None,
         checkpoint_every_minutes: float | None = None,
     ):
+        check_run_options(checkpoint_every_minutes=checkpoint_every_minutes,
+                          checkpoint_every_steps=checkpoint_every_steps)  # fmt: skip
         self.checkpoint_dir = Path(run_dir) / "checkpoint"
         self.seed = seed
         self.device = device or torch.device("cpu")

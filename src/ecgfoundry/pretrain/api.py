@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 import torch
 
+from ecgfoundry.engine import check_run_options
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models.base import ECGModel
 from ecgfoundry.models.registry import create_model, model_entry, model_names, resolve_model
@@ -95,6 +96,9 @@ def pretrain(
     ``supervised`` takes one labelled source (``ptbxl=DIR`` with ``task``, default ``all``;
     ``cinc=DIR``) and trains from scratch with the benchmark's ``supervised`` recipe.
     """
+    check_run_options(loader_workers=loader_workers,
+                      checkpoint_every_minutes=checkpoint_every_minutes,
+                      checkpoint_every_steps=checkpoint_every_steps)  # fmt: skip
     if objective not in OBJECTIVES:
         raise UsageError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     if not 0 < holdout < 1:
