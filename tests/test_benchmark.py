@@ -57,6 +57,9 @@ def config(root: Path, **changes) -> dict:
         ({"epochs": 0}, "epochs: expected a whole number >= 1"),
         ({"transfer": {"targets": ["ptbxl"]}}, "'ptbxl' is not a cinc data source"),
         ({"analysis": {"record": 10}}, "analysis: expected a mapping of"),
+        ({"analysis": {"attribution": "no"}}, "analysis: attribution must be of type bool"),
+        ({"analysis": {"records": "1e3"}}, "analysis: records must be of type int, got '1e3'"),
+        ({"analysis": {"steps": 0}}, r"analysis: \['records', .*\] must be whole numbers >= 1"),
     ],
 )
 def test_a_bad_configuration_is_named_before_anything_runs(tmp_path, change, message) -> None:

@@ -46,6 +46,7 @@ from ecgfoundry.data.ptbxl import task_labels
 from ecgfoundry.data.snomed import UnmappedLabelError, ptbxl_labels
 from ecgfoundry.errors import UsageError
 from ecgfoundry.models.registry import HUB_PREFIX, model_entry, model_folder, model_names
+from ecgfoundry.settings import typed_settings
 
 FIELDS = ("data", "models", "modes", "tasks", "fractions", "seeds", "recipes", "epochs",
           "analysis", "transfer")  # fmt: skip
@@ -242,7 +243,10 @@ def _analysis(source: str, raw: Any) -> AnalysisSettings | None:
     known = {f.name for f in fields(AnalysisSettings)}
     if not isinstance(raw, dict) or set(raw) - known:
         raise _fail(source, f"analysis: expected a mapping of {sorted(known)}, got {raw!r}")
-    settings = AnalysisSettings(**raw)
+    try:  # a bool must be a bool ("no" is text, and true); "1e3" is not a count
+        settings = AnalysisSettings(**typed_settings(AnalysisSettings, raw, "analysis"))
+    except UsageError as error:
+        raise _fail(source, str(error)) from error
     counts = ("records", "attribution_records", "segments", "steps")
     if any(not isinstance(getattr(settings, n), int) or getattr(settings, n) < 1 for n in counts):
         raise _fail(source, f"analysis: {list(counts)} must be whole numbers >= 1")
