@@ -350,6 +350,13 @@ def test_bad_run_options_are_named_before_the_run_folder_is_claimed(options, bac
     assert not (tmp_path / "r").exists()
 
 
+def test_run_options_may_be_numpy_numbers() -> None:
+    check_run_options(loader_workers=np.int64(2), checkpoint_every_minutes=np.float32(0.5),
+                      checkpoint_every_steps=np.int32(3))  # fmt: skip
+    with pytest.raises(UsageError, match="checkpoint_every_steps must be a whole number"):
+        check_run_options(checkpoint_every_steps=True)
+
+
 class Killed(Exception):
     """Stands in for SIGKILL at a chosen training step."""
 

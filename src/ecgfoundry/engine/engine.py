@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import json
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def _whole(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
 
 
 def check_run_options(
@@ -78,7 +79,7 @@ def check_run_options(
     if not _whole(loader_workers, 0):
         raise UsageError(f"loader_workers must be a whole number >= 0, got {loader_workers!r}")
     minutes = checkpoint_every_minutes
-    if minutes is not None and not (isinstance(minutes, int | float) and 0 < minutes < math.inf):
+    if minutes is not None and not (isinstance(minutes, numbers.Real) and 0 < minutes < math.inf):
         raise UsageError(f"checkpoint_every_minutes must be a positive number, got {minutes!r}")
     steps = checkpoint_every_steps
     if steps is not None and not _whole(steps, 1):
