@@ -248,7 +248,7 @@ def _analysis(source: str, raw: Any) -> AnalysisSettings | None:
     except UsageError as error:
         raise _fail(source, str(error)) from error
     counts = ("records", "attribution_records", "segments", "steps")
-    if any(not isinstance(getattr(settings, n), int) or getattr(settings, n) < 1 for n in counts):
+    if any(getattr(settings, n) < 1 for n in counts):  # typed above: whole numbers
         raise _fail(source, f"analysis: {list(counts)} must be whole numbers >= 1")
     return settings
 

@@ -122,8 +122,7 @@ def pretrain(
     folder = None if isinstance(model, ECGModel) else Path(str(model))
     if isinstance(model, ECGModel):
         network = model
-    elif str(model) in model_names() and not folder.exists():  # type: ignore[union-attr]
-        # a fresh architecture; ECG-FM pretrains with its own dropout settings
+    elif _is_preset(model):  # a fresh architecture; ECG-FM pretrains with its own dropout settings
         network = create_model(str(model), **(PRETRAINING_MODEL_SETTINGS if w2v else {}))
     else:
         network = resolve_model(model)  # a folder or hf-hub:ORG/REPO: continue from it
@@ -156,12 +155,18 @@ def pretrain(
             "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy")}  # fmt: skip
 
 
+def _is_preset(model: str | Path | ECGModel) -> bool:
+    """A registry name (not a folder of that name): pretraining builds it from random weights."""
+    name = str(model)
+    return not isinstance(model, ECGModel) and name in model_names() and not Path(name).exists()
+
+
 def _check_family(model: str | Path | ECGModel, objective: str) -> None:
     """Refuse a registry preset or model object of a family ``objective`` does not train."""
     wanted = OBJECTIVE_FAMILY[objective]
     if isinstance(model, ECGModel):
         family = model.family
-    elif str(model) in model_names() and not Path(str(model)).exists():
+    elif _is_preset(model):
         family = model_entry(str(model)).model_class.family
     else:
         return  # a folder: checked once loaded
