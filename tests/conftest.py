@@ -64,3 +64,21 @@ def require_reference(*names: str) -> Path:
     if not REFERENCE.is_dir() or missing:
         _missing(f"reference fixtures {missing or [str(REFERENCE)]} not found in {REFERENCE}")
     return REFERENCE
+
+
+def torchrun(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m torch.distributed.run --nproc_per_node 2 ARGS``: one thread per process, and
+    a process that crashes prints every thread's Python stack (faulthandler)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def workers_output(stderr: str, limit: int = 6000) -> str:
+    """A torchrun launch's stderr for an assertion message: the processes' own lines (torchrun's
+    report of a failure, a traceback and a table, would crowd them out), then each exit code."""
+    lines = stderr.splitlines()
+    agent = next((i for i, line in enumerate(lines) if "torch/distributed/elastic" in line),
+                 len(lines))  # fmt: skip
+    codes = [line.strip() for line in lines[agent:] if "exitcode" in line]
+    return "\n".join(lines[:agent])[-limit:] + "\n" + "\n".join(codes)

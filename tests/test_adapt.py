@@ -171,12 +171,12 @@ def test_post_train_applies_drop_path_only_while_training(backbone, subset, cach
         assert not torch.equal(model(x), model(x))  # active in training
 
 
-def finetune_command(backbone: Path, subset: Path, cache_dir: Path, out: Path, *launcher: str,
+def finetune_command(backbone: Path, subset: Path, cache_dir: Path, out: Path,
                      epochs: int = 3) -> list[str]:  # fmt: skip
     args = ["-m", "ecgfoundry", "finetune", str(backbone), "--root", str(subset),
             "--task", "superdiagnostic", "--strategy", "finetune", "--out", str(out),
             "--epochs", str(epochs), "--cache-dir", str(cache_dir)]  # fmt: skip
-    return [sys.executable, *launcher, *args]
+    return [sys.executable, *args]
 
 
 def test_resume_after_sigkill_gives_identical_metrics(backbone, subset, cache_dir, tmp_path):
@@ -210,16 +210,15 @@ def test_resume_after_sigkill_gives_identical_metrics(backbone, subset, cache_di
 
 
 def test_two_process_ddp_matches_one_process(backbone, subset, cache_dir, tmp_path):
+    from conftest import torchrun, workers_output
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = finetune_command(backbone, subset, cache_dir, tmp_path / "one", epochs=2)
     single = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr
-    launcher = ("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517")
-    double = subprocess.run(
-        finetune_command(backbone, subset, cache_dir, tmp_path / "two", *launcher, epochs=2),
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    assert double.returncode == 0, double.stderr[-3000:]
+    args = finetune_command(backbone, subset, cache_dir, tmp_path / "two", epochs=2)[1:]
+    double = torchrun("--master_port", "29517", *args)
+    assert double.returncode == 0, workers_output(double.stderr)
     one = json.loads((tmp_path / "one/metrics.json").read_text())["val"]
     two = json.loads((tmp_path / "two/metrics.json").read_text())["val"]
     assert two["macro_auroc"] == pytest.approx(one["macro_auroc"], abs=2e-3)

@@ -180,18 +180,16 @@ dist.cleanup()
 def test_two_processes_resume_mid_epoch_with_their_own_generators(tmp_path: Path) -> None:
     """Each process draws its own dropout masks and noise; a two-process run killed mid-epoch
     resumes each process's generators, so it ends with the uninterrupted run's weights."""
+    from conftest import torchrun, workers_output
     from safetensors.torch import load_file
 
     script = tmp_path / "run.py"
     script.write_text(TWO_PROCESS_RUN)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def launch(out: Path, stop: int) -> None:
         """Run to the end (stop 0) or until step ``stop`` (the processes exit with 3)."""
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                   "--master_port", "29533", str(script), str(out), str(stop)]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == (1 if stop else 0), done.stderr[-3000:]
+        done = torchrun("--master_port", "29533", str(script), str(out), str(stop), timeout=300)
+        assert done.returncode == (1 if stop else 0), workers_output(done.stderr)
 
     launch(tmp_path / "a", 0)
     launch(tmp_path / "b", 15)  # killed in epoch 2, after a save at step 13

@@ -153,18 +153,20 @@ def test_each_objective_learns_on_real_ecgs(objective, model, config, small_copy
 def test_two_processes_pretrain_like_one(small_copy: Path, tmp_path: Path) -> None:
     """`torchrun --nproc_per_node 2 -m ecgfoundry pretrain` splits each batch over two
     processes: the same run, one model and manifest, a validation loss close to one process's."""
+    from conftest import torchrun, workers_output
+
     (tmp_path / "cpc.yaml").write_text("batch_size: 8\nnegatives: 8\nsteps_ahead: 4\n")
     common = ["pretrain", "s4-tiny", "--objective", "cpc", "--data", f"ptbxl={small_copy}",
               "--epochs", "2", "--config", str(tmp_path / "cpc.yaml"), "--holdout", "0.2",
               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {}
-    for name, launcher in (("one", ["-m"]), ("two", ["-m", "torch.distributed.run",
-                                                     "--nproc_per_node", "2",
-                                                     "--master_port", "29519", "-m"])):  # fmt: skip
-        command = [sys.executable, *launcher, "ecgfoundry", *common, "--out", str(tmp_path / name)]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("one", "two"):
+        args = ["-m", "ecgfoundry", *common, "--out", str(tmp_path / name)]
+        result = (torchrun("--master_port", "29519", *args) if name == "two" else
+                  subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                                 env=env, timeout=600))  # fmt: skip
+        assert result.returncode == 0, workers_output(result.stderr)
         runs[name] = json.loads((tmp_path / name / "config.json").read_text())
         log = (tmp_path / name / "log.jsonl").read_text().splitlines()
         runs[name]["last"] = json.loads(log[-1])
