@@ -170,11 +170,32 @@ try:
     Engine(out, device=device, progress_bar=False, precision="fp32",
            checkpoint_every_steps=3).fit(objective)
 except Interrupted:
-    dist.cleanup()  # as the commands do: a process group left to interpreter exit may abort
-    sys.exit(3)
+    dist.cleanup()  # as the commands do
+    dist.exit_process(3)
 save_file(objective.model.state_dict(), f"{out}/rank{dist.rank()}.safetensors")
 dist.cleanup()
+dist.exit_process(0)
 """
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_exit_process_flushes_and_keeps_the_status(joined: bool) -> None:
+    """A process that took part in a multi-process run leaves without the interpreter's
+    shutdown (atexit handlers do not run), its buffered output written; any other exits
+    normally. Both keep the status."""
+    script = (
+        "import atexit, sys\n"
+        "from ecgfoundry.engine import distributed as dist\n"
+        f"dist._joined = {joined}\n"
+        "atexit.register(lambda: print('shutdown ran'))\n"
+        "sys.stdout.write('result'); sys.stderr.write('note')\n"
+        "dist.exit_process(5)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == ("result" if joined else "resultshutdown ran\n")
+    assert done.stderr == "note"
 
 
 def test_two_processes_resume_mid_epoch_with_their_own_generators(tmp_path: Path) -> None:

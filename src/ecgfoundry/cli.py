@@ -1098,12 +1098,23 @@ _ClickUsageError, _ClickException = typer.BadParameter.__mro__[1:3]
 
 def main() -> None:
     """Console-script entry: bad input, ours or a usage error typer finds, gives one line
-    ``error: ...`` and status 2 instead of a traceback or a box."""
+    ``error: ...`` and status 2 instead of a traceback or a box. A process of a multi-process
+    run (torchrun) ends through ``distributed.exit_process``."""
+    code = _run()
+    if "ecgfoundry.engine.distributed" in sys.modules:  # the command trained or evaluated
+        from ecgfoundry.engine.distributed import exit_process
+
+        exit_process(code)
+    sys.exit(code)
+
+
+def _run() -> int:
+    """The command's exit status, after printing any error as one line."""
     try:
         code = app(prog_name="ecgfoundry", standalone_mode=False)
     except ReportedError as error:
         typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
+        return 2
     except _ClickUsageError as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # a bare command group: its help
             if error.format_message().strip():  # rich has printed it already
@@ -1112,11 +1123,11 @@ def main() -> None:
             message = " ".join(error.format_message().split()).rstrip(".")
             see = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
             typer.echo(f"error: {message}{see}", err=True)
-        sys.exit(error.exit_code)
+        return error.exit_code
     except _ClickException as error:
         typer.echo(f"error: {' '.join(error.format_message().split())}", err=True)
-        sys.exit(error.exit_code)
+        return error.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+        return 1
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
