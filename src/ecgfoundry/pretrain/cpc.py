@@ -159,13 +159,7 @@ class CPCObjective:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device)
         self.net = CPCNet(self.model)
-        self.window = self.config.window or model.spec.samples
-        for name, split in (("train", train), ("val", val)):
-            if len(split) == 0:
-                raise ValueError(f"{name}: no records")
-            if split.signals.shape[-1] < self.window:
-                raise ValueError(f"window: {self.window} samples is longer than the {name} "
-                                 f"records ({split.signals.shape[-1]} samples)")  # fmt: skip
+        self.window = self.config.crop_window(model.spec.samples, train, val)
         self.train, self.val, self.seed = train, val, seed
         self.autocast, self.workers = autocast, workers
 

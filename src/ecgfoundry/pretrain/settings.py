@@ -4,9 +4,12 @@ stopping, their validation, and the one engine stage they make."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ecgfoundry.engine.objective import Schedule, StagePlan
+
+if TYPE_CHECKING:
+    from ecgfoundry.adapt.data import Split
 
 MONITOR = "val_loss"
 
@@ -51,6 +54,18 @@ class PretrainSettings:
                          monitor=MONITOR, mode="min", restore_best=self.restore_best,
                          eval_every=self.eval_every, grad_clip=self.grad_clip,
                          **optimizer)  # fmt: skip
+
+    def crop_window(self, model_samples: int, train: Split, val: Split) -> int:
+        """The samples each crop holds (``window``, else ``model_samples``); refuses an empty
+        split, or one whose records are shorter than that."""
+        window = self.window or model_samples
+        for name, split in (("train", train), ("val", val)):
+            if len(split) == 0:
+                raise ValueError(f"{name}: no records")
+            if split.signals.shape[-1] < window:
+                raise ValueError(f"window: {window} samples is longer than the {name} "
+                                 f"records ({split.signals.shape[-1]} samples)")  # fmt: skip
+        return window
 
     def _at_least(self, floor: int, *names: str) -> None:
         for name in names:

@@ -520,13 +520,7 @@ class W2VCMSCRLMObjective:
         self.head = head
         self.net = W2VNet(model, self.head, c.dropout_features, c.logit_temp).to(self.device)
         self.model = self.net
-        self.window = c.window or model.spec.samples
-        for name, split in (("train", train), ("val", val)):
-            if len(split) == 0:
-                raise ValueError(f"{name}: no records")
-            if split.signals.shape[-1] < self.window:
-                raise ValueError(f"window: {self.window} samples is longer than the {name} "
-                                 f"records ({split.signals.shape[-1]} samples)")  # fmt: skip
+        self.window = c.crop_window(model.spec.samples, train, val)
         self.steps = model.output_length(self.window)
         time_mask(1, self.steps, c.mask_prob, c.mask_length, np.random.default_rng(0))
         self.train, self.val, self.seed = train, val, seed
