@@ -5,8 +5,9 @@
 # checkpoint, so rerunning a lane goes on where it stopped; each finished cell is committed.
 #   lane superdiagnostic: the bundled model post-trained at 100 % (seeds 0-2), the table's
 #     superdiagnostic cells and its `all` and `diagnostic` cells, then the bundled grid
-#     at 30 % and 100 % on superdiagnostic: fine-tune and post-train (seed 0), the cells the
-#     post-training verdict compares, then every variant (seed 0 first, then seeds 1-2);
+#     at 30 % and 100 % on superdiagnostic: fine-tune and post-train (seed 0, then seeds 1-2),
+#     the cells the post-training verdict compares, then every variant (seed 0 first, then
+#     seeds 1-2);
 #   lane rhythm: the same on rhythm, with the table's `subdiagnostic` cells, except that the
 #     bundled model's seed 2 at 100 % comes after the table (issue 14's cells first).
 # In the table, resnet1d-wang and xresnet1d101 come before inception1d: revision 1's
@@ -39,5 +40,6 @@ bundled --fractions 1.0 --variants post-train --seeds "$first_seeds" "$@" &&
     table --models inception1d --tasks "$lane,$others" --seeds 0 "$@" &&
     bundled --fractions 1.0 --variants post-train "$@" &&
     bundled --fractions 0.3,1.0 --variants finetune,post-train --seeds 0 "$@" &&
+    bundled --fractions 0.3,1.0 --variants finetune,post-train "$@" &&
     bundled --fractions 0.3,1.0 --variants main --seeds 0 "$@" &&
     bundled --fractions 0.3,1.0 --variants main "$@"
