@@ -30,6 +30,47 @@ def _section(number: int, body: bytes, crc_error: int = 0) -> bytes:
     return struct.pack("<H", crc_ccitt(rest) ^ crc_error) + rest
 
 
+# The standard's default table as code structures, as BioSig and PixelMed list it: prefix bits,
+# bits of the whole code, base value, base code (stored with the first-sent bit lowest).
+STANDARD_TABLE = [(1, 1, 0, 0), (3, 3, 1, 1), (3, 3, -1, 5), (4, 4, 2, 3), (4, 4, -2, 11),
+                  (5, 5, 3, 7), (5, 5, -3, 23), (6, 6, 4, 15), (6, 6, -4, 47), (7, 7, 5, 31),
+                  (7, 7, -5, 95), (8, 8, 6, 63), (8, 8, -6, 191), (9, 9, 7, 127),
+                  (9, 9, -7, 383), (10, 10, 8, 255), (10, 10, -8, 767), (10, 18, 0, 511),
+                  (10, 26, 0, 1023)]  # fmt: skip
+# A table of a file's own: (code as sent, bits of the value after it, base value).
+SHORT_TABLE = [("00", 0, 0), ("01", 0, 1), ("10", 0, -1), ("110", 8, 0), ("111", 16, 0)]
+
+
+def _structures(table: list[tuple[str, int, int]]) -> list[tuple[int, int, int, int]]:
+    return [(len(code), len(code) + extra, value, int(code[::-1], 2))
+            for code, extra, value in table]  # fmt: skip
+
+
+def _table_section(structures: list[tuple[int, int, int, int]], mode: int = 1) -> bytes:
+    """Section 2 holding one table of ``structures`` (prefix bits, code bits, value, code)."""
+    return struct.pack("<HH", 1, len(structures)) + b"".join(
+        struct.pack("<BBBhI", bits, total, mode, value, code)
+        for bits, total, value, code in structures
+    )
+
+
+def _pack(bits: list[str]) -> bytes:
+    text = "".join(bits)
+    text += "0" * (-len(text) % 8)
+    return bytes(int(text[i : i + 8], 2) for i in range(0, len(text), 8))
+
+
+def _encode(values: np.ndarray, table: list[tuple[str, int, int]]) -> bytes:
+    """Each value by ``table``: its own code, else a code followed by the value's bits."""
+    bits = []
+    for v in map(int, values):
+        exact = [code for code, extra, value in table if not extra and value == v]
+        code, extra = (exact[0], 0) if exact else next(
+            (c, e) for c, e, _ in table if e and -(1 << (e - 1)) <= v < 1 << (e - 1))  # fmt: skip
+        bits.append(code + (format(v & ((1 << extra) - 1), f"0{extra}b") if extra else ""))
+    return _pack(bits)
+
+
 def _huffman(values: np.ndarray) -> bytes:
     """The standard's default Huffman code of each value, bits MSB first, padded to bytes."""
     bits = []
@@ -42,9 +83,7 @@ def _huffman(values: np.ndarray) -> bytes:
             bits.append("1111111110" + format(v & 0xFF, "08b"))
         else:
             bits.append("1111111111" + format(v & 0xFFFF, "016b"))
-    text = "".join(bits)
-    text += "0" * (-len(text) % 8)
-    return bytes(int(text[i : i + 8], 2) for i in range(0, len(text), 8))
+    return _pack(bits)
 
 
 def _differences(samples: np.ndarray, order: int) -> np.ndarray:
@@ -65,6 +104,7 @@ def scp_file(
     differences: int = 0,
     huffman: bool = False,
     tables: int = 19999,
+    table: list[tuple[str, int, int]] | None = None,
     flags: int = 0b100,
     bimodal: int = 0,
     tags: dict[int, bytes] | None = None,
@@ -73,7 +113,8 @@ def scp_file(
     bad_crc: tuple[int, ...] = (),
     pointed: dict[int, int] | None = None,
 ) -> Path:
-    """An SCP-ECG file of the given leads (lead code -> integer samples). ``bodies`` replaces
+    """An SCP-ECG file of the given leads (lead code -> integer samples), uncompressed, coded
+    by the default Huffman table (``huffman``) or by ``table`` (in section 2). ``bodies`` replaces
     (or, with None, leaves out) sections, ``bad_crc`` spoils their CRCs and ``pointed`` makes
     the pointer to one section lead to another."""
     count = len(next(iter(samples.values())))
@@ -85,7 +126,10 @@ def scp_file(
     streams = []
     for values in samples.values():
         coded = _differences(np.asarray(values, dtype=np.int64), differences)
-        streams.append(_huffman(coded) if huffman else coded.astype("<i2").tobytes())
+        if table is not None:
+            streams.append(_encode(coded, table))
+        else:
+            streams.append(_huffman(coded) if huffman else coded.astype("<i2").tobytes())
     rhythm = struct.pack("<HHBB", nv_per_unit, interval_us, differences, bimodal)
     rhythm += struct.pack(f"<{len(streams)}H", *map(len, streams)) + b"".join(streams)
     tags = tags or {}
@@ -93,6 +137,8 @@ def scp_file(
     written = {1: patient + struct.pack("<BH", 255, 0), 3: leads, 6: rhythm}
     if huffman:
         written[2] = struct.pack("<H", tables)
+    if table is not None:
+        written[2] = _table_section(_structures(table))
     written = {n: body for n, body in (written | (bodies or {})).items() if body is not None}
     sections, offset, places = [], 6 + 16 + 12 * 10, {}
     for number, body in sorted(written.items()):
@@ -159,6 +205,23 @@ def test_written_files_read_back_exactly(tmp_path: Path, differences: int, huffm
     record = read_record(path)
     assert record.leads == ("I", "II", "III") and record.fs == 500.0
     np.testing.assert_array_equal(units(record.signal, 2500), np.stack(list(samples.values())))
+
+
+def test_the_default_table_written_out_decodes_as_the_default(tmp_path: Path) -> None:
+    samples = {1: _test_values(700, 1), 2: _test_values(700, 2)}
+    default = read_scp(scp_file(tmp_path / "a.scp", samples, differences=1, huffman=True))
+    written_out = read_scp(scp_file(tmp_path / "b.scp", samples, differences=1, huffman=True,
+                                    bodies={2: _table_section(STANDARD_TABLE)}))  # fmt: skip
+    np.testing.assert_array_equal(units(default.signal, 5000), np.stack(list(samples.values())))
+    np.testing.assert_array_equal(written_out.signal, default.signal)
+
+
+@pytest.mark.parametrize("differences", [0, 2])
+def test_a_files_own_huffman_table(tmp_path: Path, differences: int) -> None:
+    samples = {1: _test_values(700, 1), 2: _test_values(700, 2)}
+    record = read_scp(scp_file(tmp_path / "a.scp", samples, differences=differences,
+                               table=SHORT_TABLE))  # fmt: skip
+    np.testing.assert_array_equal(units(record.signal, 5000), np.stack(list(samples.values())))
 
 
 def test_minus_avr_is_turned_back_into_avr(tmp_path: Path) -> None:
@@ -235,12 +298,34 @@ def _damaged_rhythm(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _section_2(structures: list[tuple[int, int, int, int]], mode: int = 1) -> dict:
+    """Default-coded data behind a section 2 of ``structures``."""
+    return {"huffman": True, "bodies": {2: _table_section(structures, mode)}}
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
         ({"flags": 0b101}, "reference-beat subtraction"),
         ({"bimodal": 1}, "bimodal compression"),
-        ({"huffman": True, "tables": 1}, "its own Huffman tables"),
+        (
+            {"huffman": True, "tables": 1},
+            "section 2 lists 1 Huffman tables, the first with 0 code structures, in 2 bytes",
+        ),
+        (
+            _section_2(_structures(SHORT_TABLE), mode=0),
+            "code structure 1 switches to Huffman table 0; this reader decodes a single table",
+        ),
+        (
+            _section_2(_structures([("0", 0, 0), ("01", 0, 1)])),
+            "not a prefix code .code 0 begins 01.",
+        ),
+        (_section_2(_structures([("0", 0, 0), ("0", 0, 1)])), "gives two structures one code"),
+        (_section_2([(0, 0, 0, 0)]), "code structure 1 has a 0-bit prefix in a 0-bit code"),
+        (
+            _section_2(_structures([("0", 0, 0), ("10", 0, 1)])),  # the data holds other codes
+            "lead I: bits .* match no code of its Huffman table",
+        ),
         ({"spans": [(1, 300), (301, 600)]}, "leads recorded in turn, not simultaneously"),
         ({"nv_per_unit": 0}, "0 nV per unit"),
         ({"interval_us": 0}, "an interval of 0 µs"),

@@ -12,7 +12,10 @@ section. The reader takes what a rhythm recording needs:
   that fails its checks is skipped (``metadata["patient_section_skipped"]`` says why): it
   holds nothing the signal needs, and anonymisers rewrite it;
 * section 2 (Huffman tables): the standard's default table (``19999``), which codes 0 in one bit,
-  +-1..+-8 as runs of ones, and larger values as 8- or 16-bit integers;
+  +-1..+-8 as runs of ones, and larger values as 8- or 16-bit integers, or the file's own
+  table: code structures of (prefix bits, bits of the whole code, mode, base value, base
+  code), the base code stored first-sent bit lowest; a code longer than its prefix carries
+  its value in the bits after it (two's complement);
 * section 3 (leads): count, flags, and per lead its first and last sample and its lead code
   (1 I, 2 II, 3-8 V1-V6, 61-64 III, aVR, aVL, aVF, ...). Samples are numbered from 1; a first
   sample of 0 is read as 1, unless uncompressed data hold one sample more (then numbering
@@ -23,7 +26,8 @@ section. The reader takes what a rhythm recording needs:
 
 Refused with an error naming the file and the reason: reference-beat subtraction (section 3's
 flag; sections 4-5) and bimodal compression, which need beat-by-beat decoding this reader does
-not do, custom Huffman tables, and leads recorded in turn rather than simultaneously.
+not do, Huffman tables that switch to other tables (mode 0), tables that are not prefix codes,
+and leads recorded in turn rather than simultaneously.
 The sampling rate is the whole number of Hz whose interval lies within 1 µs of the stored one
 (1667 or 1666 µs -> 600 Hz), where one does. A file whose CRC does not match while each used
 section's does (an anonymiser rewrote section 1) is read, and ``metadata["file_crc_mismatch"]``
@@ -35,6 +39,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import datetime as dt
+import itertools
 import struct
 from pathlib import Path
 
@@ -46,6 +51,15 @@ from ecgfoundry.data.record import ECGInputError, Record, age_in_years, canonica
 SCP_SUFFIXES = (".scp",)
 _SECTION_HEADER = 16  # CRC (2), id (2), length (4), version (1), protocol (1), reserved (6)
 _DEFAULT_HUFFMAN = 19999
+# The default table's code structures: (prefix bits, bits of the whole code, base value, base
+# code as stored, first-sent bit lowest): 0 -> "0"; +-k -> k ones, a zero, a sign bit (k <= 8);
+# nine ones and a zero, then 8 bits; ten ones, then 16 bits.
+_DEFAULT_CODES = [(1, 1, 0, 0)] + [
+    (k + 2, k + 2, sign * k, (1 << k) - 1 + (1 << (k + 1) if sign < 0 else 0))
+    for k in range(1, 9) for sign in (1, -1)
+] + [(10, 18, 0, 511), (10, 26, 0, 1023)]  # fmt: skip
+_CODE_STRUCTURE = struct.Struct("<BBBhI")  # prefix bits, code bits, mode, base value, base code
+HuffmanTable = dict[tuple[int, int], tuple[int, int]]  # (bits, prefix) -> (value bits, value)
 SIGN_FLIPPED_AVR = 65  # -aVR: stored negated
 # SCP-ECG's lead codes (DICOM's SCPECG 5.6.3-9-N and MDC 2:N use the same numbers).
 SCP_LEAD_CODES: dict[int, str] = {
@@ -165,31 +179,74 @@ def _patient(tags: dict[int, bytes]) -> dict[str, object]:
     return out
 
 
-def _huffman(stream: bytes, count: int, path: Path, lead: str) -> np.ndarray:
-    """``count`` values of the default Huffman table from ``stream`` (bits MSB first).
+def _code_table(codes: list[tuple[int, int, int, int]], path: Path) -> HuffmanTable:
+    """The decoding table of code structures (prefix bits, code bits, base value, stored base
+    code): each prefix, read first-sent bit first, -> (bits of the value after it, base value).
+    Refuses codes one of which begins another."""
+    table: HuffmanTable = {}
+    for bits, total, value, stored in codes:
+        prefix = int(format(stored & ((1 << bits) - 1), f"0{bits}b")[::-1], 2)
+        table[(bits, prefix)] = (total - bits, value)
+    if len(table) < len(codes):
+        raise ECGInputError(path, "section 2's Huffman table gives two structures one code")
+    words = sorted(format(prefix, f"0{bits}b") for bits, prefix in table)
+    for shorter, longer in itertools.pairwise(words):
+        if longer.startswith(shorter):
+            raise ECGInputError(path, "section 2's Huffman table is not a prefix code (code "
+                                f"{shorter} begins {longer})")  # fmt: skip
+    return table
 
-    Codes: ``0`` -> 0; k ones, a zero and a sign bit (0 +, 1 -) -> +-k for k = 1..8; nine ones
-    and a zero, then an 8-bit, or ten ones, then a 16-bit two's-complement value.
-    """
+
+def _huffman_table(body: bytes, path: Path) -> HuffmanTable:
+    """Section 2: the default table (19999), or the first of the file's own tables."""
+    if len(body) < 2:
+        raise ECGInputError(path, "section 2 (Huffman tables) is empty")
+    (tables,) = struct.unpack_from("<H", body)
+    if tables == _DEFAULT_HUFFMAN:
+        return _code_table(_DEFAULT_CODES, path)
+    count = struct.unpack_from("<H", body, 2)[0] if tables and len(body) >= 4 else 0
+    if count == 0 or len(body) < 4 + _CODE_STRUCTURE.size * count:
+        raise ECGInputError(path, f"section 2 lists {tables} Huffman tables, the first with "
+                            f"{count} code structures, in {len(body)} bytes")  # fmt: skip
+    codes = []
+    for i in range(count):
+        at = 4 + _CODE_STRUCTURE.size * i
+        bits, total, mode, value, stored = _CODE_STRUCTURE.unpack_from(body, at)
+        if mode == 0:
+            raise ECGInputError(path, f"section 2's code structure {i + 1} switches to Huffman "
+                                f"table {value}; this reader decodes a single table")  # fmt: skip
+        if not 1 <= bits <= 32 or not bits <= total <= bits + 32:
+            raise ECGInputError(path, f"section 2's code structure {i + 1} has a {bits}-bit "
+                                f"prefix in a {total}-bit code")  # fmt: skip
+        codes.append((bits, total, value, stored))
+    return _code_table(codes, path)
+
+
+def _huffman(stream: bytes, count: int, table: HuffmanTable, path: Path, lead: str) -> np.ndarray:
+    """``count`` values Huffman-coded by ``table`` in ``stream`` (bits sent MSB first)."""
     bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8)).tolist()
+    longest = max(length for length, _ in table)
     values, at, end = [], 0, len(bits)
     while len(values) < count:
-        ones = 0
-        while ones < 10 and at + ones < end and bits[at + ones]:
-            ones += 1
-        if ones <= 8:
-            width, extra = (1 if ones == 0 else ones + 2), 0
-        else:
-            width, extra = (10, 8) if ones == 9 else (10, 16)
-        if at + width + extra > end:
-            raise ECGInputError(path, f"lead {lead}: the Huffman data ends after {len(values)} "
-                                f"of {count} samples")  # fmt: skip
+        prefix = length = 0
+        while (code := table.get((length, prefix))) is None:
+            if at + length >= end:
+                raise ECGInputError(path, f"lead {lead}: the Huffman data ends after "
+                                    f"{len(values)} of {count} samples")  # fmt: skip
+            if length == longest:
+                raise ECGInputError(path, f"lead {lead}: bits {at}-{at + length} match no code "
+                                    "of its Huffman table")  # fmt: skip
+            prefix, length = prefix << 1 | bits[at + length], length + 1
+        extra, value = code
+        at += length
         if extra:
-            raw = int("".join(map(str, bits[at + width : at + width + extra])), 2)
-            values.append(raw - (1 << extra) if raw >> (extra - 1) else raw)
-        else:
-            values.append(-ones if ones and bits[at + ones + 1] else ones)
-        at += width + extra
+            if at + extra > end:
+                raise ECGInputError(path, f"lead {lead}: the Huffman data ends after "
+                                    f"{len(values)} of {count} samples")  # fmt: skip
+            raw = int("".join(map(str, bits[at : at + extra])), 2)
+            value = raw - (1 << extra) if raw >> (extra - 1) else raw
+            at += extra
+        values.append(value)
     return np.asarray(values, dtype=np.int64)
 
 
@@ -243,12 +300,8 @@ def _rhythm(scp: _File, names: list[str], first: int, last: int) -> tuple[np.nda
     if not nv_per_unit or not interval_us or differences > 2:
         raise ECGInputError(path, f"section 6 states {nv_per_unit} nV per unit, an interval "
                             f"of {interval_us} µs and difference order {differences}")  # fmt: skip
-    huffman = scp.section(2)
-    if huffman is not None and len(huffman) < 2:
-        raise ECGInputError(path, "section 2 (Huffman tables) is empty")
-    if huffman is not None and struct.unpack_from("<H", huffman)[0] != _DEFAULT_HUFFMAN:
-        raise ECGInputError(path, "uses its own Huffman tables (section 2); this reader "
-                            "decodes the standard's default table only")  # fmt: skip
+    section_2 = scp.section(2)
+    huffman = None if section_2 is None else _huffman_table(section_2, path)
     sizes = struct.unpack_from(f"<{len(names)}H", rhythm, 6)
     count = last - max(first, 1) + 1
     if first == 0 and huffman is None and all(size // 2 == last + 1 for size in sizes):
@@ -264,7 +317,7 @@ def _rhythm(scp: _File, names: list[str], first: int, last: int) -> tuple[np.nda
                                     f"says {count}")  # fmt: skip
             values = np.frombuffer(stream, dtype="<i2", count=count).astype(np.int64)
         else:
-            values = _huffman(stream, count, path, name)
+            values = _huffman(stream, count, huffman, path, name)
         leads.append(_undifference(values, differences) * (nv_per_unit * 1e-6))
         at += size
     return np.stack(leads), interval_us
