@@ -196,7 +196,9 @@ def test_find_records(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     np.save(tmp_path / "sub" / "b.npy", np.zeros((1, 10)))
     (tmp_path / "notes.txt").write_text("x")
-    assert [p.name for p in find_records(tmp_path)] == ["a.hea", "b.npy"]
+    (tmp_path / "labels.csv").write_text('\ufeff"record",AF\nsub/b.npy,1\n')  # a table of them
+    (tmp_path / "ecg.csv").write_text("I,II\n0.1,0.2\n0.1,0.3\n")
+    assert [p.name for p in find_records(tmp_path)] == ["a.hea", "ecg.csv", "b.npy"]
 
 
 def test_find_records_below_a_dot_directory(tmp_path: Path) -> None:

@@ -274,13 +274,15 @@ def test_a_folder_run_leaves_out_an_unreadable_record_and_names_it(tiny, tmp_pat
     records = copy_samples(tmp_path / "records")
     broken = records / f"{RECORDS[0]}.dat"
     broken.write_bytes(broken.read_bytes()[:100])  # truncated
-    (records / "labels.csv").write_text("record,label\n00010_lr,NORM\n")  # not an ECG
+    (records / "labels.csv").write_text("record,label\n00010_lr,NORM\n")  # a table, left out
+    (records / "visits.csv").write_text("patient,date\n1,2024-01-02\n")  # perhaps an ECG
     result = CliRunner().invoke(app, ["embed", str(tiny), str(records), "--out",
                                       str(tmp_path / "e.npy")])  # fmt: skip
     assert result.exit_code == 0, result.output
     notes = " ".join(result.stderr.split())
     assert f"note: left out {records / RECORDS[0]}" in notes
-    assert "skipped 1 .npy/.csv file(s) in" in notes and "(labels.csv): if they are ECGs" in notes
+    assert "skipped 1 .npy/.csv file(s) in" in notes and "(visits.csv): if they are ECGs" in notes
+    assert "labels.csv" not in notes
     ids = (tmp_path / "e.ids.txt").read_text().split()
     assert len(ids) == len(RECORDS) - 1 and not any(RECORDS[0] in i for i in ids)
     (tmp_path / "empty").mkdir()

@@ -545,12 +545,26 @@ def read_record(
     return name_leads(record, leads)
 
 
+def is_record_table(path: Path) -> bool:
+    """A CSV whose header names a ``record`` column: a table of records (labels, splits, as
+    ``finetune --data`` reads), not an ECG."""
+    if path.suffix.lower() != ".csv":
+        return False
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            header = next((line for line in file if line.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        return False  # reading it as an ECG names the problem
+    return "record" in (field.strip() for field in re.split(r"[,;]", header.replace('"', "")))
+
+
 def find_records(folder: str | Path) -> list[Path]:
     """Record files below a folder: one ``.hea`` per WFDB/challenge record, plus
     .edf/.bdf/.xml/.scp/.dcm/.npy/.csv files, and DICOM files named without a suffix or by UID.
 
     Hidden entries (dot-names) below ``folder`` are skipped; the folder itself may lie anywhere,
-    e.g. under ``~/.cache``.
+    e.g. under ``~/.cache``. So are tables of records (:func:`is_record_table`), such as the
+    labels kept beside the ECGs.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -560,6 +574,7 @@ def find_records(folder: str | Path) -> list[Path]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
         and (p.suffix.lower() in FOLDER_SUFFIXES or (may_be_dicom(p) and is_dicom(p)))
+        and not is_record_table(p)
     ]
     return [
         p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)
