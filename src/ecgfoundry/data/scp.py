@@ -227,12 +227,16 @@ def _huffman(stream: bytes, count: int, table: HuffmanTable, path: Path, lead: s
     bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8)).tolist()
     longest = max(length for length, _ in table)
     values, at, end = [], 0, len(bits)
+
+    def cut_short() -> ECGInputError:
+        return ECGInputError(path, f"lead {lead}: the Huffman data ends after {len(values)} of "
+                             f"{count} samples")  # fmt: skip
+
     while len(values) < count:
         prefix = length = 0
         while (code := table.get((length, prefix))) is None:
             if at + length >= end:
-                raise ECGInputError(path, f"lead {lead}: the Huffman data ends after "
-                                    f"{len(values)} of {count} samples")  # fmt: skip
+                raise cut_short()
             if length == longest:
                 raise ECGInputError(path, f"lead {lead}: bits {at}-{at + length} match no code "
                                     "of its Huffman table")  # fmt: skip
@@ -241,8 +245,7 @@ def _huffman(stream: bytes, count: int, table: HuffmanTable, path: Path, lead: s
         at += length
         if extra:
             if at + extra > end:
-                raise ECGInputError(path, f"lead {lead}: the Huffman data ends after "
-                                    f"{len(values)} of {count} samples")  # fmt: skip
+                raise cut_short()
             raw = int("".join(map(str, bits[at : at + extra])), 2)
             value = raw - (1 << extra) if raw >> (extra - 1) else raw
             at += extra
