@@ -175,6 +175,7 @@ def test_a_grid_runs_resumes_and_tabulates(small_copy: Path, tmp_path: Path) -> 
 
 @pytest.mark.shared_data
 def test_the_ray_backend_gives_the_local_results(small_copy: Path, tmp_path: Path) -> None:
+    environment = dict(os.environ)  # importing ray and ray.init set RAY_*, PYTHONBREAKPOINT
     pytest.importorskip("ray")
     import ray
 
@@ -188,6 +189,8 @@ def test_the_ray_backend_gives_the_local_results(small_copy: Path, tmp_path: Pat
                                     cache_dir=tmp_path / "cache", progress=False)  # fmt: skip
     finally:
         ray.shutdown()
+        os.environ.clear()
+        os.environ.update(environment)  # later tests' subprocesses inherit the suite's own
     columns = ["cell", "seed", "macro_auroc", "macro_auprc"]
     pd.testing.assert_frame_equal(local[columns], distributed[columns], atol=1e-6)
 
